@@ -1,0 +1,369 @@
+"""``mashangyi``: the command line for operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.config import CONFIG_ENV, Config, ConfigError, load_config
+from bot.services import Services, build_services
+from storage import migrate
+from storage.db import transaction
+from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
+from workflow.clock import CHINA, last_day
+from workflow.rooms import RoomImportError, get_room, import_rooms, parse_rooms_csv
+from workflow.texts import label
+
+log = logging.getLogger("mashangyi")
+Command = Callable[[Config, argparse.Namespace], Awaitable[int]]
+
+
+class CliError(Exception):
+    """A problem to report in one line, with exit status 1."""
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _due(due_at: datetime | None) -> str:
+    """A review window is shown by its last day (it ends at 00:00 the day after)."""
+    return last_day(due_at).isoformat() if due_at else "-"
+
+
+async def _with_services(config: Config, work: Callable[[Services], Awaitable[int]]) -> int:
+    services = build_services(config)
+    try:
+        return await work(services)
+    finally:
+        await services.close()
+
+
+# -- db ----------------------------------------------------------------------------------
+
+
+async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    await migrate.upgrade(config.database_url)
+    revision = await migrate.current_revision(config.database_url)
+    print(f"database is at revision {revision}")
+    return 0
+
+
+# -- rooms -------------------------------------------------------------------------------
+
+
+async def cmd_rooms_import(config: Config, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        rows = parse_rooms_csv(path.read_bytes())  # noqa: ASYNC240 (a one-off CLI read)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except RoomImportError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+    async def work(services: Services) -> int:
+        try:
+            async with transaction(services.sessions) as session:
+                result = await import_rooms(session, rows, services.clock.now())
+        except RoomImportError as exc:
+            raise CliError(f"{path}: {exc}; nothing was imported") from None
+        print(
+            f"{path}: {result.created} created, {result.updated} updated, "
+            f"{result.unchanged} unchanged"
+        )
+        return 0
+
+    return await _with_services(config, work)
+
+
+async def cmd_rooms_list(config: Config, args: argparse.Namespace) -> int:
+    async def work(services: Services) -> int:
+        async with services.sessions() as session:
+            rooms = (await session.exec(select(Room).order_by(Room.code))).all()
+        by_id = {room.id: room for room in rooms}
+        children: dict[int | None, list[Room]] = {}
+        for room in rooms:
+            parent = room.parent_id if room.parent_id in by_id else None
+            children.setdefault(parent, []).append(room)
+
+        def show(parent: int | None, depth: int) -> None:
+            for room in children.get(parent, []):
+                print(f"{'  ' * depth}{room.code}  {room.name}  [{room.level}]")
+                show(room.id, depth + 1)
+
+        show(None, 0)
+        print(f"{len(rooms)} rooms")
+        return 0
+
+    return await _with_services(config, work)
+
+
+# -- topics ------------------------------------------------------------------------------
+
+
+async def _names(session: AsyncSession, model: type[Room] | type[Person]) -> dict[int, Any]:
+    return {row.id: row for row in (await session.exec(select(model))).all()}
+
+
+def _topic_summary(topic: Topic, rooms: dict[int, Room]) -> dict[str, Any]:
+    return {
+        "number": topic.number,
+        "room": rooms[topic.room_id].code,
+        "room_name": rooms[topic.room_id].name,
+        "source": topic.source,
+        "title": topic.title,
+        "category": topic.category,
+        "state": topic.state,
+        "state_label": label("states", topic.state),
+        "step_started_at": topic.step_started_at.isoformat(),
+        "review_due_at": topic.review_due_at.isoformat() if topic.review_due_at else None,
+        "created_at": topic.created_at.isoformat(),
+    }
+
+
+async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
+    async def work(services: Services) -> int:
+        async with services.sessions() as session:
+            query = select(Topic).order_by(Topic.number)
+            if args.room:
+                room = await get_room(session, args.room)
+                if room is None:
+                    raise CliError(f"no room with code {args.room!r}")
+                query = query.where(Topic.room_id == room.id)
+            if args.state:
+                query = query.where(Topic.state == args.state)
+            topics = (await session.exec(query)).all()
+            rooms = await _names(session, Room)
+        rows = [_topic_summary(t, rooms) for t in topics]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+            return 0
+        for t, row in zip(topics, rows, strict=True):
+            print(
+                f"{row['number']}  {row['room']:<10} {row['state_label']:<14} "
+                f"due {_when(t.review_due_at):<16}  {row['title']}"
+            )
+        print(f"{len(rows)} topics")
+        return 0
+
+    return await _with_services(config, work)
+
+
+async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
+    async def work(services: Services) -> int:
+        async with services.sessions() as session:
+            topic = (await session.exec(select(Topic).where(Topic.number == args.number))).first()
+            if topic is None:
+                raise CliError(f"no topic numbered {args.number!r}")
+            events = (
+                await session.exec(
+                    select(TopicEvent)
+                    .where(TopicEvent.topic_id == topic.id)
+                    .order_by(col(TopicEvent.seq))
+                )
+            ).all()
+            outbox = (
+                await session.exec(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.topic_id == topic.id)
+                    .order_by(col(OutboxMessage.id))
+                )
+            ).all()
+            rooms = await _names(session, Room)
+            people = await _names(session, Person)
+
+        def who(person_id: int | None) -> str:
+            person = people.get(person_id)
+            return person.display_name or f"#{person_id}" if person else "系统"
+
+        history = [
+            {
+                "seq": e.seq,
+                "at": e.at.isoformat(),
+                "actor": who(e.actor_id),
+                "actor_role": e.actor_role,
+                "action": e.action,
+                "from_state": e.from_state,
+                "to_state": e.to_state,
+                "from_room": rooms[e.from_room_id].code if e.from_room_id else None,
+                "room": rooms[e.room_id].code,
+                "fields": e.fields,
+            }
+            for e in events
+        ]
+        deliveries = [
+            {
+                "kind": m.kind,
+                "channel": m.channel,
+                "to": who(m.person_id),
+                "status": m.status,
+                "attempts": m.attempts,
+                "last_error": m.last_error,
+                "sent_at": m.sent_at.isoformat() if m.sent_at else None,
+            }
+            for m in outbox
+        ]
+        summary = _topic_summary(topic, rooms)
+        summary |= {
+            "background": topic.background,
+            "submitter": who(topic.submitter_id),
+            "facts": topic.facts,
+        }
+        if args.json:
+            print(
+                json.dumps(
+                    {**summary, "history": history, "deliveries": deliveries},
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+            return 0
+        print(f"{topic.number}  {topic.title}")
+        print(f"  room:      {summary['room']} {summary['room_name']}")
+        print(f"  state:     {summary['state_label']} ({topic.state})")
+        print(f"  source:    {label('sources', topic.source)}   category: {topic.category or '-'}")
+        print(f"  submitter: {summary['submitter']}")
+        print(
+            f"  step since {_when(topic.step_started_at)}, review due {_when(topic.review_due_at)}"
+        )
+        if topic.background:
+            print(f"  background: {topic.background}")
+        print("history:")
+        for e, h in zip(events, history, strict=True):
+            moved = f" [{h['from_room']} → {h['room']}]" if h["from_room"] else ""
+            print(
+                f"  {e.seq:>2}. {_when(e.at)}  {h['actor']} ({label('roles', e.actor_role)})  "
+                f"{label('actions', e.action)}: {label('states', e.from_state or '-')} → "
+                f"{label('states', e.to_state)}{moved}"
+            )
+            for name, value in e.fields.items():
+                print(f"        {label('fields', name)}: {value}")
+        print("deliveries:")
+        for d in deliveries:
+            error = f"  ({d['last_error']})" if d["last_error"] else ""
+            print(
+                f"  {d['kind']} → {d['to']} via {d['channel']}: {d['status']}"
+                f" after {d['attempts']} attempts{error}"
+            )
+        if not deliveries:
+            print("  (none)")
+        return 0
+
+    return await _with_services(config, work)
+
+
+# -- calendar, demo, serve ---------------------------------------------------------------
+
+
+async def cmd_calendar_status(config: Config, args: argparse.Namespace) -> int:
+    services = build_services(config)
+    try:
+        warning = services.calendar_warning()
+    finally:
+        await services.close()
+    print(warning or "holiday data covers the next 90 days")
+    return 1 if warning else 0
+
+
+async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from bot.demo import load_demo
+
+    await migrate.upgrade(config.database_url)
+    return await _with_services(config, load_demo)
+
+
+async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.web import create_app
+
+    services = build_services(config)
+    warning = services.calendar_warning()
+    if warning:
+        log.warning("%s", warning)
+    server = config["server"]
+    runner = web.AppRunner(create_app(services))
+    await runner.setup()
+    site = web.TCPSite(runner, args.host or server["host"], args.port or server["port"])
+    await site.start()
+    print(
+        f"mashangyi is serving on http://{args.host or server['host']}:"
+        f"{args.port or server['port']} (Ctrl+C stops)",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await services.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mashangyi", description="码上议 consultation-room bot")
+    parser.add_argument("--config", help=f"TOML config file (default: ${CONFIG_ENV})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(parent: Any, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        command = parent.add_parser(name, help=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply all migrations")
+
+    rooms = sub.add_parser("rooms", help="consultation rooms").add_subparsers(
+        dest="rooms", required=True
+    )
+    add(rooms, "import", cmd_rooms_import, "create/update rooms from a CSV file").add_argument(
+        "file", help="CSV with header code,name,level,parent_code (UTF-8)"
+    )
+    add(rooms, "list", cmd_rooms_list, "the room tree")
+
+    topics = sub.add_parser("topics", help="topics").add_subparsers(dest="topics", required=True)
+    listing = add(topics, "list", cmd_topics_list, "list topics")
+    listing.add_argument("--room", help="only this room's topics (room code)")
+    listing.add_argument("--state", help="only topics in this state (e.g. submitted)")
+    listing.add_argument("--json", action="store_true")
+    show = add(topics, "show", cmd_topics_show, "a topic with its whole history")
+    show.add_argument("number", help="topic number, e.g. DH-2026-000001")
+    show.add_argument("--json", action="store_true")
+
+    calendar = sub.add_parser("calendar", help="working-day calendar").add_subparsers(
+        dest="calendar", required=True
+    )
+    add(calendar, "status", cmd_calendar_status, "warn when holiday data runs out soon")
+    add(sub, "demo", cmd_demo, "migrate and load the demo city (safe to run twice)")
+    serve = add(sub, "serve", cmd_serve, "run the web service and the outbox")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return asyncio.run(args.handler(config, args))
+    except (ConfigError, CliError) as exc:
+        print(f"mashangyi: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The composition root: ``build_services(config)`` wires everything; nothing is global."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import Config
+from notices.notify import OutboxWriter
+from notices.outbox import OutboxDispatcher, Sender
+from storage.db import SessionFactory, make_engine, make_session_factory
+from storage.models import OutboxMessage
+from workflow.clock import CHINA, Clock, SystemClock
+from workflow.engine import Lifecycle
+from workflow.workdays import WorkdayCalendar
+
+log = logging.getLogger("mashangyi")
+
+
+class ConsoleSender:
+    """Delivers console-channel messages to the log (the terminal chat reads its own)."""
+
+    async def send(self, message: OutboxMessage) -> None:
+        log.info("console → %s: %s", message.address, message.body.get("text", ""))
+
+
+@dataclass
+class Services:
+    config: Config
+    clock: Clock
+    engine: AsyncEngine
+    sessions: SessionFactory
+    calendar: WorkdayCalendar
+    lifecycle: Lifecycle
+    senders: Mapping[str, Sender] = field(default_factory=dict)
+
+    def dispatcher(self) -> OutboxDispatcher:
+        outbox = self.config["outbox"]
+        return OutboxDispatcher(
+            self.sessions,
+            self.senders,
+            self.clock,
+            max_attempts=outbox["max_attempts"],
+            base_backoff=timedelta(seconds=outbox["base_backoff_seconds"]),
+            max_backoff=timedelta(seconds=outbox["max_backoff_seconds"]),
+            batch_size=outbox["batch_size"],
+        )
+
+    def calendar_warning(self) -> str | None:
+        """Set when the next 90 days are not all covered by real holiday data."""
+        return self.calendar.coverage_warning(self.clock.now().astimezone(CHINA).date())
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_calendar(config: Config) -> WorkdayCalendar:
+    calendar = config["calendar"]
+    return WorkdayCalendar.load(
+        config.holiday_table_paths(),
+        extra_holidays=calendar["extra_holidays"],
+        extra_workdays=calendar["extra_workdays"],
+    )
+
+
+def build_services(config: Config, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    engine = make_engine(config.database_url)
+    calendar = build_calendar(config)
+    writer = OutboxWriter(clock, config["server"]["public_base_url"])
+    lifecycle = Lifecycle(
+        clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
+    )
+    return Services(
+        config=config,
+        clock=clock,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        calendar=calendar,
+        lifecycle=lifecycle,
+        senders={"console": ConsoleSender()},
+    )

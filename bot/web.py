@@ -1,0 +1,53 @@
+"""The aiohttp application. Platform routes (WeChat, Telegram) plug in here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy import text
+
+from bot.services import Services
+
+log = logging.getLogger("mashangyi.web")
+SERVICES = web.AppKey("services", Services)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    status, checks = 200, {}
+    try:
+        async with services.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, don't crash: this is what monitoring polls
+        status, checks["database"] = 503, f"error: {type(exc).__name__}"
+    warning = services.calendar_warning()
+    checks["calendar"] = warning or "ok"
+    return web.json_response(
+        {"status": "ok" if status == 200 else "error", "checks": checks}, status=status
+    )
+
+
+def create_app(services: Services, *, run_outbox: bool = True) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    if run_outbox:
+        app.cleanup_ctx.append(_outbox_loop)
+    return app
+
+
+async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        services.dispatcher().run_forever(stop, services.config["outbox"]["poll_seconds"])
+    )
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)

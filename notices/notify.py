@@ -1,0 +1,148 @@
+"""Domain events → outbox rows, in the same transaction as the change.
+
+Each event names who must hear of it: the submitter (the person affected) and the
+reviewers who now have work. The message text comes from ``templates/<audience>/<event>.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from notices.outbox import enqueue
+from storage.models import ChannelIdentity, RoleGrant, Room, Topic
+from workflow.clock import Clock, last_day
+from workflow.engine import DomainEvent
+from workflow.lifecycle import Role
+from workflow.texts import catalogue
+
+#: Who gets told, besides the submitter, and why: the role that must act next.
+REVIEWERS: dict[str, tuple[Role, ...]] = {
+    "topic.submitted": (Role.CONVENER,),
+    "topic.transferred": (Role.CONVENER,),
+    "topic.assigned": (Role.CONVENER,),
+    "topic.sent_back": (Role.CONVENER,),
+    "topic.referred": (Role.CONVENER, Role.SUPERVISOR),
+    "topic.accepted": (Role.PARTY,),
+    "topic.meeting_recorded": (Role.PARTY,),
+}
+#: Changes the submitter is not told of (internal bookkeeping).
+NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    person_id: int
+    audience: str  # "submitter" or "reviewer"
+
+
+class OutboxWriter:
+    """A ``Lifecycle`` listener: renders each event for each recipient into the outbox."""
+
+    def __init__(self, clock: Clock, public_base_url: str) -> None:
+        self.clock = clock
+        self.public_base_url = public_base_url.rstrip("/")
+        # Plain-text chat messages are sent without markup; HTML pages get escaping.
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
+            keep_trailing_newline=False,
+        )
+
+    async def __call__(
+        self, session: AsyncSession, topic: Topic, events: list[DomainEvent]
+    ) -> None:
+        for event in events:
+            room = await session.get(Room, topic.room_id)
+            for recipient in await self._recipients(session, topic, event):
+                identity = await _reachable_identity(session, recipient.person_id)
+                if identity is None:
+                    continue
+                body = {
+                    "text": self.render(recipient.audience, event, topic, room),
+                    "topic_number": topic.number,
+                    "url": f"{self.public_base_url}/t/{topic.number}",
+                }
+                await enqueue(
+                    session,
+                    key=f"event:{event.event_id}:{recipient.audience}:{recipient.person_id}",
+                    channel=identity.channel,
+                    address=identity.external_id,
+                    kind=event.name,
+                    body=body,
+                    now=self.clock.now(),
+                    person_id=recipient.person_id,
+                    topic_id=topic.id,
+                )
+
+    def render(self, audience: str, event: DomainEvent, topic: Topic, room: Room | None) -> str:
+        template = self.env.get_template(f"{audience}/{event.name}.txt")
+        context: dict[str, Any] = {
+            "topic": topic,
+            "room": room,
+            "fields": event.fields,
+            "state": catalogue()["states"].get(topic.state, topic.state),
+            "due": last_day(topic.review_due_at) if topic.review_due_at else None,
+            "url": f"{self.public_base_url}/t/{topic.number}",
+            "labels": catalogue(),
+        }
+        return template.render(context).strip()
+
+    async def _recipients(
+        self, session: AsyncSession, topic: Topic, event: DomainEvent
+    ) -> list[Recipient]:
+        found: list[Recipient] = []
+        if event.name not in NOT_FOR_SUBMITTER and topic.submitter_id is not None:
+            found.append(Recipient(topic.submitter_id, "submitter"))
+        roles = REVIEWERS.get(event.name, ())
+        if roles:
+            found += [
+                Recipient(pid, "reviewer") for pid in await _holders(session, topic.room_id, roles)
+            ]
+        # Nobody is told about what they did themselves.
+        return [r for r in _unique(found) if r.person_id != event.actor_id]
+
+
+async def _holders(session: AsyncSession, room_id: int, roles: Iterable[Role]) -> list[int]:
+    rows = await session.exec(
+        select(RoleGrant.person_id)
+        .where(
+            RoleGrant.room_id == room_id,
+            col(RoleGrant.role).in_([str(r) for r in roles]),
+            col(RoleGrant.revoked_at).is_(None),
+        )
+        .order_by(RoleGrant.person_id)
+    )
+    return list(dict.fromkeys(rows))
+
+
+async def _reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:
+    """The chat identity the person used last (people answer where they last wrote)."""
+    rows = await session.exec(
+        select(ChannelIdentity)
+        .where(ChannelIdentity.person_id == person_id)
+        .order_by(
+            col(ChannelIdentity.last_inbound_at).desc().nulls_last(), col(ChannelIdentity.id).desc()
+        )
+        .limit(1)
+    )
+    return rows.first()
+
+
+def _unique(recipients: list[Recipient]) -> list[Recipient]:
+    seen: set[int] = set()
+    out = []
+    for r in recipients:
+        if r.person_id not in seen:
+            seen.add(r.person_id)
+            out.append(r)
+    return out

@@ -1,0 +1,346 @@
+"""The outbox: every outbound message is a row, written in the transaction that caused it,
+and a delivery loop that claims due rows, sends them through a channel sender and records
+the result.
+
+Row life: ``pending`` → ``sending`` (claimed, with a lease in ``claimed_until``) → ``sent``,
+or back to ``pending`` with a later ``not_before`` after a temporary failure, or ``dead``
+(permanent failure, too many attempts, no sender for the channel).
+
+Several dispatchers (worker processes) may run at once: claiming is ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL plus a conditional update, and every result is recorded with a
+conditional update, so two dispatchers never send the same row in the normal course.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import SessionFactory, transaction
+from storage.models import OutboxMessage
+from workflow.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: last_error is a Text column, but a reason is for humans reading a dead letter: keep it short.
+_MAX_REASON = 500
+
+_table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_c = _table.c
+
+
+class DeliveryError(Exception):
+    """A send that did not go through; ``reason`` is short and ends up in ``last_error``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporaryFailure(DeliveryError):
+    """429, 5xx, timeouts: worth trying again later (not before ``retry_after`` if given)."""
+
+    def __init__(self, reason: str, retry_after: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentFailure(DeliveryError):
+    """Trying again cannot help (the user blocked the bot, the address is invalid)."""
+
+
+class Sender(Protocol):
+    async def send(self, message: OutboxMessage) -> None:
+        """Deliver one message; raise a DeliveryError subclass when it did not go through.
+        Any other exception is treated as a temporary failure."""
+        ...
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    key: str,
+    channel: str,
+    address: str,
+    kind: str,
+    body: dict[str, Any],
+    now: datetime,
+    person_id: int | None = None,
+    topic_id: int | None = None,
+    not_before: datetime | None = None,
+) -> bool:
+    """Add one outbox row inside the caller's transaction (no commit here).
+
+    Returns False, and adds nothing, when a row with this idempotency key already exists:
+    the change that caused the message may be replayed (a retried webhook, a re-run sweep)
+    and must not produce a second message.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        insert_ = pg_insert
+    elif dialect == "sqlite":
+        insert_ = sqlite_insert
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"outbox: unsupported database dialect {dialect!r}")
+    # ON CONFLICT DO NOTHING rather than select-then-insert: two transactions enqueueing the
+    # same key at once must not fail the second one with an integrity error.
+    statement = (
+        insert_(_table)
+        .values(
+            idempotency_key=key,
+            channel=channel,
+            address=address,
+            person_id=person_id,
+            topic_id=topic_id,
+            kind=kind,
+            body=body,
+            status="pending",
+            attempts=0,
+            not_before=not_before if not_before is not None else now,
+            claimed_until=None,
+            last_error=None,
+            created_at=now,
+            sent_at=None,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_c.id)
+    )
+    result = await session.exec(statement)
+    return result.scalar_one_or_none() is not None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # "sent", "pending" (retry later) or "dead"
+    reason: str | None = None
+    not_before: datetime | None = None
+    attempts: int | None = None
+
+
+class OutboxDispatcher:
+    """Claims due outbox rows, sends them, and records what happened."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        senders: Mapping[str, Sender],
+        clock: Clock,
+        *,
+        max_attempts: int = 8,
+        base_backoff: timedelta = timedelta(seconds=30),
+        max_backoff: timedelta = timedelta(hours=6),
+        lease: timedelta = timedelta(minutes=5),
+        batch_size: int = 50,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if lease <= timedelta(0):
+            raise ValueError("lease must be positive")
+        self._sessions = sessions
+        self._senders = dict(senders)
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._base_backoff = base_backoff
+        self._max_backoff = max_backoff
+        self._lease = lease
+        self._batch_size = batch_size
+
+    async def run_once(self) -> int:
+        """Claim the due rows, send each, record each result; return how many were handled."""
+        claimed = await self._claim()
+        handled = 0
+        for message in claimed:
+            if await self._deliver(message):
+                handled += 1
+        return handled
+
+    async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:
+        """Deliver until ``stop`` is set; rest ``idle_seconds`` only when nothing was due."""
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                # A database hiccup must not end the loop; rest so it does not spin.
+                log.exception("outbox: delivery round failed")
+                handled = 0
+            if handled == 0 and not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
+                except TimeoutError:
+                    pass
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def _claim(self) -> list[OutboxMessage]:
+        now = self._clock.now()
+        # Due: pending and not_before has passed, or stuck in 'sending' because the worker
+        # that claimed it died (or hung) and its lease ran out. Reclaiming is the one
+        # at-least-once window: if that worker had in fact delivered the message (or is still
+        # stuck inside the send) but not recorded it, the message goes out a second time.
+        # Everywhere else a key is sent at most once.
+        due = or_(
+            and_(_c.status == "pending", _c.not_before <= now),
+            and_(_c.status == "sending", _c.claimed_until < now),
+        )
+        claimed_until = now + self._lease
+        async with transaction(self._sessions) as session:
+            # SKIP LOCKED: a second dispatcher passes over rows another is claiming instead of
+            # waiting for them. SQLite renders no FOR UPDATE; there the conditional UPDATE
+            # below is what keeps two claimers apart.
+            picked = await session.exec(
+                select(_c.id)
+                .where(due)
+                .order_by(_c.not_before, _c.id)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            ids = picked.scalars().all()
+            if not ids:
+                return []
+            # Repeat the due condition: the rows may have changed since they were selected.
+            updated = await session.exec(
+                update(_table)
+                .where(_c.id.in_(ids), due)
+                .values(status="sending", claimed_until=claimed_until)
+                .returning(_c.id)
+            )
+            won = updated.scalars().all()
+            if not won:
+                return []
+            loaded = await session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.id.in_(won))  # type: ignore[union-attr]
+                .order_by(_c.not_before, _c.id)
+            )
+            rows = loaded.scalars().all()
+            # Detach: the rows travel to the senders after this session has closed.
+            session.expunge_all()
+        return list(rows)
+
+    # -- delivering ----------------------------------------------------------------------
+
+    async def _deliver(self, message: OutboxMessage) -> bool:
+        """Send one claimed row and record the outcome; False if it was no longer ours."""
+        lease_token = message.claimed_until
+        assert lease_token is not None
+        if self._clock.now() >= lease_token:
+            # A slow batch outlived its lease: another dispatcher may have reclaimed this row
+            # already, so sending it now would risk a double send. Hand it back instead.
+            await self._release(message, lease_token)
+            return False
+        sender = self._senders.get(message.channel)
+        if sender is None:
+            outcome = _Outcome("dead", reason=f"no sender for channel {message.channel}")
+        else:
+            # No session is open here: a slow platform must not hold a DB connection.
+            try:
+                await sender.send(message)
+            except PermanentFailure as exc:
+                outcome = _Outcome("dead", reason=_short(exc.reason), attempts=message.attempts + 1)
+            except TemporaryFailure as exc:
+                outcome = self._retry(message, exc.reason, exc.retry_after)
+            except DeliveryError as exc:
+                outcome = self._retry(message, exc.reason, None)
+            except Exception as exc:
+                log.warning("outbox: sender for %s raised", message.channel, exc_info=True)
+                outcome = self._retry(message, f"{type(exc).__name__}: {exc}", None)
+            else:
+                outcome = _Outcome("sent")
+        recorded = await self._record(message, lease_token, outcome)
+        if not recorded:
+            log.warning(
+                "outbox: %s was no longer claimed by this dispatcher when its result came in",
+                message.idempotency_key,
+            )
+        elif outcome.status == "dead":
+            log.warning("outbox: %s is dead: %s", message.idempotency_key, outcome.reason)
+        return recorded
+
+    def _retry(
+        self, message: OutboxMessage, reason: str, retry_after: timedelta | None
+    ) -> _Outcome:
+        attempts = message.attempts + 1
+        if attempts >= self._max_attempts:
+            return _Outcome(
+                "dead",
+                reason=_short(f"gave up after {attempts} attempts: {reason}"),
+                attempts=attempts,
+            )
+        backoff = self.backoff(attempts)
+        if retry_after is not None and retry_after > backoff:
+            backoff = retry_after
+        return _Outcome(
+            "pending",
+            reason=_short(reason),
+            not_before=self._clock.now() + backoff,
+            attempts=attempts,
+        )
+
+    def backoff(self, attempts: int) -> timedelta:
+        """The wait after the ``attempts``-th failure: base, 2×base, 4×base… up to the cap."""
+        # Cap the exponent first so a large attempt count cannot overflow timedelta.
+        exponent = min(attempts - 1, 62)
+        try:
+            delay = self._base_backoff * (2**exponent)
+        except OverflowError:
+            return self._max_backoff
+        return min(self._max_backoff, delay)
+
+    async def _record(
+        self, message: OutboxMessage, lease_token: datetime, outcome: _Outcome
+    ) -> bool:
+        now = self._clock.now()
+        values: dict[str, Any]
+        if outcome.status == "sent":
+            values = {"status": "sent", "sent_at": now, "claimed_until": None}
+        elif outcome.status == "pending":
+            values = {
+                "status": "pending",
+                "attempts": outcome.attempts,
+                "not_before": outcome.not_before,
+                "claimed_until": None,
+                "last_error": outcome.reason,
+            }
+        else:
+            values = {"status": "dead", "claimed_until": None, "last_error": outcome.reason}
+            if outcome.attempts is not None:
+                values["attempts"] = outcome.attempts
+        return await self._conditional_update(message, lease_token, values)
+
+    async def _release(self, message: OutboxMessage, lease_token: datetime) -> None:
+        await self._conditional_update(
+            message, lease_token, {"status": "pending", "claimed_until": None}
+        )
+
+    async def _conditional_update(
+        self, message: OutboxMessage, lease_token: datetime, values: dict[str, Any]
+    ) -> bool:
+        # Only while the row is still 'sending' under *our* lease: never flip a row twice,
+        # and never overwrite the result of a dispatcher that reclaimed it after our lease ran
+        # out (each claim sets a later claimed_until, so it works as a fencing token).
+        async with transaction(self._sessions) as session:
+            result = await session.exec(
+                update(_table)
+                .where(
+                    _c.id == message.id,
+                    _c.status == "sending",
+                    _c.claimed_until == lease_token,
+                )
+                .values(**values)
+                .returning(_c.id)
+            )
+            return result.scalar_one_or_none() is not None
+
+
+def _short(reason: str) -> str:
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"

@@ -1,0 +1,181 @@
+"""The tables. Plain strings for states and roles: the rules about them live in workflow/.
+
+Nothing here is ever hard-deleted: rows are closed (``revoked_at``, a terminal state,
+``status``) instead, and topic history is the append-only ``topic_events`` table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from storage.types import JSONData, UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Room(SQLModel, table=True):
+    """A consultation room (协商议事室); rooms form a tree city → district → town → village."""
+
+    __tablename__ = "rooms"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=40, unique=True)
+    name: str = Field(max_length=100)
+    level: str = Field(max_length=20)
+    parent_id: int | None = Field(default=None, foreign_key="rooms.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "people"
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str = Field(default="", max_length=100)
+    #: Private: for call-backs only, never shown publicly.
+    phone: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ChannelIdentity(SQLModel, table=True):
+    """A chat identity (WeChat openid, Telegram user id, console name) of a person."""
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="people.id", index=True)
+    channel: str = Field(max_length=20)
+    external_id: str = Field(max_length=128)
+    #: When the person last wrote to us: WeChat customer-service messages need it (48 h).
+    last_inbound_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RoleGrant(SQLModel, table=True):
+    __tablename__ = "role_grants"
+    __table_args__ = (Index("ix_role_grants_room_role", "room_id", "role"),)
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="people.id", index=True)
+    room_id: int = Field(foreign_key="rooms.id")
+    role: str = Field(max_length=20)
+    granted_by_id: int | None = Field(default=None, foreign_key="people.id")
+    granted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_by_id: int | None = Field(default=None, foreign_key="people.id")
+
+
+class TopicCounter(SQLModel, table=True):
+    """Per prefix and year sequence behind human topic numbers (QJP-2026-000123)."""
+
+    __tablename__ = "topic_counters"
+    prefix: str = Field(primary_key=True, max_length=40)
+    year: int = Field(primary_key=True)
+    last: int = 0
+
+
+class Topic(SQLModel, table=True):
+    __tablename__ = "topics"
+    __table_args__ = (
+        Index("ix_topics_room_state", "room_id", "state"),
+        Index("ix_topics_state_due", "state", "review_due_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=60, unique=True)
+    #: The room responsible for the current step (changes on transfer and referral).
+    room_id: int = Field(foreign_key="rooms.id")
+    source: str = Field(max_length=20)
+    title: str = Field(max_length=200)
+    background: str = Field(default="", sa_column=Column(Text, nullable=False))
+    submitter_id: int | None = Field(default=None, foreign_key="people.id", index=True)
+    #: Private call-back number given with this topic.
+    contact_phone: str | None = Field(default=None, max_length=32)
+    location: dict[str, Any] | None = Field(default=None, sa_type=JSONData)
+    category: str | None = Field(default=None, max_length=40)
+    state: str = Field(max_length=30)
+    step_started_at: datetime = Field(sa_type=UTCDateTime)
+    #: End of the five-working-day review window, or None when no review clock runs.
+    review_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The latest value of every field recorded by an action (reasons, meeting, outcome…).
+    facts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    #: Optimistic-lock counter: two reviewers pressing at once, exactly one wins.
+    version: int = 0
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TopicEvent(SQLModel, table=True):
+    """Append-only audit trail: one row per change of a topic."""
+
+    __tablename__ = "topic_events"
+    __table_args__ = (UniqueConstraint("topic_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    topic_id: int = Field(foreign_key="topics.id")
+    seq: int
+    actor_id: int | None = Field(default=None, foreign_key="people.id")
+    #: The role the actor acted in ("submitter", "convener", "system", …).
+    actor_role: str = Field(max_length=20)
+    action: str = Field(max_length=40)
+    from_state: str | None = Field(default=None, max_length=30)
+    to_state: str = Field(max_length=30)
+    from_room_id: int | None = Field(default=None, foreign_key="rooms.id")
+    room_id: int = Field(foreign_key="rooms.id")
+    fields: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+    id: int | None = Field(default=None, primary_key=True)
+    topic_id: int = Field(foreign_key="topics.id", index=True)
+    event_id: int | None = Field(default=None, foreign_key="topic_events.id")
+    kind: str = Field(max_length=20)
+    storage_key: str = Field(max_length=300)
+    content_type: str = Field(default="application/octet-stream", max_length=100)
+    size_bytes: int = 0
+    sha256: str = Field(default="", max_length=64)
+    #: e.g. WeChat's speech recognition of a voice message.
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    uploaded_by_id: int | None = Field(default=None, foreign_key="people.id")
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One message to one chat identity; written in the transaction that caused it."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    channel: str = Field(max_length=20)
+    address: str = Field(max_length=128)
+    person_id: int | None = Field(default=None, foreign_key="people.id")
+    topic_id: int | None = Field(default=None, foreign_key="topics.id", index=True)
+    kind: str = Field(max_length=60)
+    body: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    #: pending → sending → sent | dead
+    status: str = Field(default="pending", max_length=12)
+    attempts: int = 0
+    not_before: datetime = Field(sa_type=UTCDateTime)
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class DialogState(SQLModel, table=True):
+    """Where a person is in a conversation; kept here so a restart resumes it."""
+
+    __tablename__ = "dialog_states"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    external_id: str = Field(max_length=128)
+    flow: str = Field(max_length=40)
+    step: str = Field(max_length=40)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)

@@ -1,0 +1,178 @@
+"""The topic lifecycle of the “8+4” process as one table.
+
+Read ``TRANSITIONS`` top to bottom and you have the process: who may do what, in which
+state, with which fields, where the topic goes and whether a five-working-day review clock
+starts. ``workflow.engine.Lifecycle.apply`` is the only code that acts on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class State(StrEnum):
+    SUBMITTED = "submitted"  # waiting for the convener's first review (初审)
+    REFERRED = "referred"  # jurisdiction disputed: the common parent room names the room
+    AWAITING_APPROVAL = "awaiting_approval"  # Party organisation's second review (复审审定)
+    APPROVED = "approved"
+    PUBLICIZED = "publicized"  # 码上建议: public suggestions
+    RESEARCHING = "researching"  # 商前调研
+    MEETING_SCHEDULED = "meeting_scheduled"  # 码上协商
+    OUTCOME_REVIEW = "outcome_review"  # 成果审核
+    OUTCOME_APPROVED = "outcome_approved"
+    RESULTS_PUBLISHED = "results_published"  # 码上查情, being implemented
+    IMPLEMENTED = "implemented"
+    DECLINED = "declined"
+    REDIRECTED = "redirected"
+    WITHDRAWN = "withdrawn"
+
+
+FINAL_STATES = frozenset({State.IMPLEMENTED, State.DECLINED, State.REDIRECTED, State.WITHDRAWN})
+
+
+class Role(StrEnum):
+    CONVENER = "convener"
+    PARTY = "party"
+    OPERATOR = "operator"
+    MEMBER = "member"
+    GRID = "grid"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+#: Not a granted role: the person who submitted the topic.
+SUBMITTER = "submitter"
+
+
+class Source(StrEnum):
+    PUBLIC = "public"  # 公开征题, by scanning a room's code
+    MEMBER = "member"  # 委员荐题
+    PARTY = "party"  # 党政点题
+    GRID = "grid"  # 网格推题
+    HOTLINE = "hotline"  # 12345 / petition systems through the intake API
+
+
+#: Who may open a topic from each source (in the topic's room); None: anybody.
+SOURCE_ROLES: dict[Source, frozenset[Role] | None] = {
+    Source.PUBLIC: None,
+    Source.MEMBER: frozenset({Role.MEMBER}),
+    Source.PARTY: frozenset({Role.PARTY}),
+    Source.GRID: frozenset({Role.GRID}),
+    Source.HOTLINE: frozenset({Role.ADMIN}),
+}
+
+#: The five categories of the first review (000 §10); the last one goes on to consultation.
+CONSULTATION = "协商议事"
+CATEGORIES = ("信访求决", "涉法涉诉", "意见建议", "提案或社情民意线索", CONSULTATION)
+#: What a topic outside consultation scope is handled as.
+REDIRECT_KINDS = CATEGORIES[:4]
+
+TITLE_MAX = 40
+BACKGROUND_MAX = 2000
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    kind: Literal["text", "choice", "room", "datetime", "date", "url"]
+    max_len: int = 0
+    choices: tuple[str, ...] = ()
+
+
+#: Every field an action can take, declared once; labels are in zh_CN.toml [fields].
+FIELDS: dict[str, FieldSpec] = {
+    "category": FieldSpec("choice", choices=CATEGORIES),
+    "kind": FieldSpec("choice", choices=REDIRECT_KINDS),
+    "reason": FieldSpec("text", 500),
+    "contact_record": FieldSpec("text", 200),
+    "handling": FieldSpec("text", 1000),
+    "feedback": FieldSpec("text", 1000),
+    "to_room": FieldSpec("room"),
+    "other_room": FieldSpec("room"),
+    "comment": FieldSpec("text", 500),
+    "title": FieldSpec("text", TITLE_MAX),
+    "background": FieldSpec("text", BACKGROUND_MAX),
+    "plan": FieldSpec("text", 1000),
+    "findings": FieldSpec("text", 4000),
+    "time": FieldSpec("datetime"),
+    "place": FieldSpec("text", 200),
+    "link": FieldSpec("url", 500),
+    "consensus": FieldSpec("text", 4000),
+    "implementer": FieldSpec("text", 200),
+    "measures": FieldSpec("text", 2000),
+    "due": FieldSpec("date"),
+    "note": FieldSpec("text", 1000),
+    "summary": FieldSpec("text", 1000),
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: str
+    sources: frozenset[State]
+    target: State
+    roles: frozenset[str]
+    event: str  # domain event name, "topic.<event>"; doubles as the notice template name
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    clock: bool = False  # the target state starts a five-working-day review clock
+    moves: Literal["to_room", "common_parent"] | None = None  # where the topic's room goes
+    after: str | None = None  # an action that must already be on record (无调研不协商)
+
+
+def _t(
+    action: str, sources: set[State], target: State, roles: set[str], event: str, **rest: object
+) -> Transition:
+    return Transition(action, frozenset(sources), target, frozenset(roles), event, **rest)  # type: ignore[arg-type]
+
+
+S, C, P, OP, SUP = State, Role.CONVENER, Role.PARTY, Role.OPERATOR, Role.SUPERVISOR
+OPEN_BEFORE_PUBLICATION = {S.SUBMITTED, S.REFERRED, S.AWAITING_APPROVAL, S.APPROVED}
+
+# fmt: off
+TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
+    # action               from                     to                   who       event
+    _t("screen_accept",    {S.SUBMITTED},           S.AWAITING_APPROVAL, {C},      "accepted",
+       required=("category", "reason"), clock=True),
+    _t("decline",          {S.SUBMITTED},           S.DECLINED,          {C},      "declined",
+       required=("reason", "contact_record")),
+    _t("redirect",         {S.SUBMITTED},           S.REDIRECTED,        {C},      "redirected",
+       required=("kind", "handling", "feedback")),
+    _t("transfer",         {S.SUBMITTED},           S.SUBMITTED,         {C},      "transferred",
+       required=("to_room", "reason"), clock=True, moves="to_room"),
+    _t("refer_to_parent",  {S.SUBMITTED},           S.REFERRED,          {C},      "referred",
+       required=("other_room", "reason"), clock=True, moves="common_parent"),
+    _t("assign_room",      {S.REFERRED},            S.SUBMITTED,         {C, SUP}, "assigned",
+       required=("to_room", "reason"), clock=True, moves="to_room"),
+    _t("approve",          {S.AWAITING_APPROVAL},   S.APPROVED,          {P},      "approved",
+       optional=("title", "background")),
+    _t("send_back",        {S.AWAITING_APPROVAL},   S.SUBMITTED,         {P},      "sent_back",
+       required=("comment",), clock=True),
+    _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized"),
+    _t("plan_research",    {S.PUBLICIZED},          S.RESEARCHING,       {C, OP},  "research_planned",
+       required=("plan",)),
+    _t("record_findings",  {S.RESEARCHING},         S.RESEARCHING,       {C, OP},  "findings_recorded",
+       required=("findings",)),
+    _t("schedule_meeting", {S.RESEARCHING, S.MEETING_SCHEDULED},
+                                                    S.MEETING_SCHEDULED, {C},      "meeting_scheduled",
+       required=("time", "place"), optional=("link",), after="record_findings"),
+    _t("record_meeting",   {S.MEETING_SCHEDULED},   S.OUTCOME_REVIEW,    {C, OP},  "meeting_recorded",
+       required=("consensus",), clock=True),
+    _t("approve_outcome",  {S.OUTCOME_REVIEW},      S.OUTCOME_APPROVED,  {P},      "outcome_approved",
+       required=("implementer", "measures", "due")),
+    _t("publish_results",  {S.OUTCOME_APPROVED},    S.RESULTS_PUBLISHED, {C},      "results_published"),
+    _t("record_progress",  {S.RESULTS_PUBLISHED},   S.RESULTS_PUBLISHED, {C, OP},  "progress_recorded",
+       required=("note",)),
+    _t("complete",         {S.RESULTS_PUBLISHED},   S.IMPLEMENTED,       {C},      "implemented",
+       required=("summary",)),
+    _t("withdraw",         OPEN_BEFORE_PUBLICATION, S.WITHDRAWN,         {SUBMITTER}, "withdrawn",
+       optional=("reason",)),
+)}
+# fmt: on
+
+#: Opening a topic is recorded like any action; its clock is the first review.
+SUBMIT = Transition("submit", frozenset(), State.SUBMITTED, frozenset(), "submitted", clock=True)
+
+#: States in which a five-working-day review clock runs (for sweeps and to-do lists).
+CLOCKED_STATES = frozenset({SUBMIT.target} | {t.target for t in TRANSITIONS.values() if t.clock})

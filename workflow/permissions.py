@@ -1,0 +1,91 @@
+"""Who may do what: checked here and nowhere else. Deny by default.
+
+A role counts in the room it was granted in. ``admin`` also counts in every room below;
+``supervisor`` (a district CPPCC room's) lets a person see every topic below and name the
+room in a jurisdiction dispute referred to their room, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import RoleGrant, Topic
+from workflow.lifecycle import SOURCE_ROLES, SUBMITTER, Role, Source, Transition
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person acting now, with their live role grants as (room id, role) pairs."""
+
+    person_id: int | None
+    grants: frozenset[tuple[int, str]] = field(default_factory=frozenset)
+
+    def roles_in(self, room_id: int) -> set[str]:
+        return {role for rid, role in self.grants if rid == room_id}
+
+
+async def load_actor(session: AsyncSession, person_id: int) -> Actor:
+    """The person with the grants they hold now (revoked grants do not count)."""
+    rows = await session.exec(
+        select(RoleGrant.room_id, RoleGrant.role).where(
+            RoleGrant.person_id == person_id, col(RoleGrant.revoked_at).is_(None)
+        )
+    )
+    return Actor(person_id, frozenset((room_id, role) for room_id, role in rows))
+
+
+def _is_admin_over(actor: Actor, chain: Sequence[int]) -> bool:
+    return any((room_id, Role.ADMIN) in actor.grants for room_id in chain)
+
+
+def acting_role(
+    actor: Actor, transition: Transition, topic: Topic, chain: Sequence[int]
+) -> str | None:
+    """The role in which ``actor`` may take ``transition`` on ``topic``, or None.
+
+    ``chain`` is the topic's room id followed by its ancestors' ids, nearest first.
+    """
+    if (
+        SUBMITTER in transition.roles
+        and actor.person_id is not None
+        and actor.person_id == topic.submitter_id
+    ):
+        return SUBMITTER
+    held = actor.roles_in(topic.room_id) & transition.roles
+    if held:
+        return sorted(held)[0]
+    if transition.roles - {SUBMITTER} and _is_admin_over(actor, chain):
+        return Role.ADMIN
+    return None
+
+
+def can(actor: Actor, transition: Transition, topic: Topic, chain: Sequence[int]) -> bool:
+    return acting_role(actor, transition, topic, chain) is not None
+
+
+def can_view(actor: Actor, topic: Topic, chain: Sequence[int]) -> bool:
+    """Submitter, anyone with a role in the topic's room, supervisors and admins above."""
+    if actor.person_id is not None and actor.person_id == topic.submitter_id:
+        return True
+    if actor.roles_in(topic.room_id):
+        return True
+    return any(
+        (room_id, role) in actor.grants
+        for room_id in chain
+        for role in (Role.SUPERVISOR, Role.ADMIN)
+    )
+
+
+def source_role(actor: Actor, source: Source, chain: Sequence[int]) -> str | None:
+    """The role in which ``actor`` may open a topic of ``source`` in ``chain[0]``."""
+    allowed = SOURCE_ROLES[source]
+    if allowed is None:
+        return SUBMITTER
+    held = actor.roles_in(chain[0]) & allowed
+    if held:
+        return sorted(held)[0]
+    return Role.ADMIN if _is_admin_over(actor, chain) else None

@@ -1,0 +1,178 @@
+"""The room tree: ancestry, the nearest common parent, and importing rooms from CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Room
+
+#: Room levels, top to bottom. Towns, streets and parks share a tier, as do villages,
+#: communities and enterprises; member homes and sectors hang where a city puts them.
+LEVELS = (
+    "city", "district", "town", "street", "park", "village", "community", "enterprise",
+    "members_home", "sector",
+)  # fmt: skip
+CSV_HEADER = ("code", "name", "level", "parent_code")
+
+
+async def room_chain(session: AsyncSession, room_id: int) -> list[Room]:
+    """The room followed by its ancestors, nearest first."""
+    chain: list[Room] = []
+    seen: set[int] = set()
+    next_id: int | None = room_id
+    while next_id is not None and next_id not in seen:
+        room = await session.get(Room, next_id)
+        if room is None:
+            break
+        seen.add(next_id)
+        chain.append(room)
+        next_id = room.parent_id
+    return chain
+
+
+def nearest_common_ancestor(a: Sequence[Room], b: Sequence[Room]) -> Room | None:
+    """The lowest room on both chains (each chain: room first, then its ancestors)."""
+    ids_b = {room.id for room in b}
+    return next((room for room in a if room.id in ids_b), None)
+
+
+async def get_room(session: AsyncSession, code: str) -> Room | None:
+    return (await session.exec(select(Room).where(Room.code == code))).first()
+
+
+def number_prefix(chain: Sequence[Room]) -> str:
+    """Topic numbers carry the district's code (QJP-2026-000123); else the top room's."""
+    district = next((room for room in chain if room.level == "district"), None)
+    return (district or chain[-1]).code
+
+
+class RoomImportError(ValueError):
+    """A problem in a rooms file; ``line`` is 1-based, counting the header."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    line: int
+    code: str
+    name: str
+    level: str
+    parent_code: str
+
+
+def parse_rooms_csv(data: bytes) -> list[RoomRow]:
+    """Rows of a UTF-8 CSV (BOM or not) with header ``code,name,level,parent_code``."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RoomImportError(None, f"not UTF-8 text (byte {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise RoomImportError(1, f"malformed CSV: {exc}") from None
+    if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+        raise RoomImportError(1, "header must be exactly: " + ",".join(CSV_HEADER))
+    rows: list[RoomRow] = []
+    seen: dict[str, int] = {}
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not any(field.strip() for field in record):
+                continue
+            if len(record) != len(CSV_HEADER):
+                raise RoomImportError(
+                    line, f"expected {len(CSV_HEADER)} fields, found {len(record)}"
+                )
+            code, name, level, parent_code = (field.strip() for field in record)
+            if not code or not name:
+                raise RoomImportError(line, "code and name must not be empty")
+            if len(code) > 40 or len(name) > 100:
+                raise RoomImportError(line, "code is at most 40 and name at most 100 characters")
+            if level not in LEVELS:
+                raise RoomImportError(
+                    line, f"unknown level {level!r}; use one of: {', '.join(LEVELS)}"
+                )
+            if code in seen:
+                raise RoomImportError(line, f"duplicate code {code!r} (first on line {seen[code]})")
+            if parent_code == code:
+                raise RoomImportError(line, f"room {code!r} cannot be its own parent")
+            seen[code] = line
+            rows.append(RoomRow(line, code, name, level, parent_code))
+    except csv.Error as exc:
+        raise RoomImportError(reader.line_num, f"malformed CSV: {exc}") from None
+    return rows
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+async def import_rooms(
+    session: AsyncSession, rows: Iterable[RoomRow], now: datetime
+) -> ImportResult:
+    """Create or update rooms by code, inside the caller's transaction.
+
+    Everything is checked before anything is written: an unknown parent or a cycle (also
+    one formed together with rooms already stored) raises ``RoomImportError`` and the
+    caller's rollback leaves the database as it was.
+    """
+    rows = list(rows)
+    existing = {room.code: room for room in (await session.exec(select(Room))).all()}
+    by_id = {room.id: room for room in existing.values()}
+    parent_of: dict[str, str | None] = {
+        code: by_id[room.parent_id].code if room.parent_id in by_id else None
+        for code, room in existing.items()
+    }
+    for row in rows:
+        if (
+            row.parent_code
+            and row.parent_code not in existing
+            and row.parent_code not in {r.code for r in rows}
+        ):
+            raise RoomImportError(row.line, f"unknown parent room {row.parent_code!r}")
+        parent_of[row.code] = row.parent_code or None
+    for row in rows:
+        _check_no_cycle(row, parent_of)
+
+    new_codes = {row.code for row in rows if row.code not in existing}
+    for code in new_codes:  # create first, so every parent has an id
+        existing[code] = Room(code=code, name="", level="", created_at=now, updated_at=now)
+        session.add(existing[code])
+    await session.flush()
+    updated = 0
+    for row in rows:
+        room = existing[row.code]
+        wanted = (row.name, row.level, existing[row.parent_code].id if row.parent_code else None)
+        if (room.name, room.level, room.parent_id) != wanted:
+            room.name, room.level, room.parent_id = wanted
+            room.updated_at = now
+            updated += row.code not in new_codes
+    await session.flush()
+    return ImportResult(
+        created=len(new_codes), updated=updated, unchanged=len(rows) - len(new_codes) - updated
+    )
+
+
+def _check_no_cycle(row: RoomRow, parent_of: dict[str, str | None]) -> None:
+    seen = [row.code]
+    code = parent_of.get(row.code)
+    while code is not None:
+        if code in seen:
+            path = " → ".join([*seen, code])
+            raise RoomImportError(row.line, f"room tree would have a cycle: {path}")
+        seen.append(code)
+        code = parent_of.get(code)
