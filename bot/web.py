@@ -20,8 +20,8 @@ async def healthz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     status, checks = 200, {}
     try:
-        async with services.sessions() as session:
-            await session.execute(text("SELECT 1"))
+        async with services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # report, don't crash: this is what monitoring polls
         status, checks["database"] = 503, f"error: {type(exc).__name__}"

@@ -4,7 +4,10 @@ the result.
 
 Row life: ``pending`` → ``sending`` (claimed, with a lease in ``claimed_until``) → ``sent``,
 or back to ``pending`` with a later ``not_before`` after a temporary failure, or ``dead``
-(permanent failure, too many attempts, no sender for the channel).
+(permanent failure, too many attempts).
+
+A dispatcher claims only rows of the channels it has senders for: a message for a channel
+this process cannot reach waits, visibly pending, for a process that can.
 
 Several dispatchers (worker processes) may run at once: claiming is ``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL plus a conditional update, and every result is recorded with a
@@ -187,9 +190,12 @@ class OutboxDispatcher:
         # at-least-once window: if that worker had in fact delivered the message (or is still
         # stuck inside the send) but not recorded it, the message goes out a second time.
         # Everywhere else a key is sent at most once.
-        due = or_(
-            and_(_c.status == "pending", _c.not_before <= now),
-            and_(_c.status == "sending", _c.claimed_until < now),
+        due = and_(
+            _c.channel.in_(list(self._senders)),
+            or_(
+                and_(_c.status == "pending", _c.not_before <= now),
+                and_(_c.status == "sending", _c.claimed_until < now),
+            ),
         )
         claimed_until = now + self._lease
         async with transaction(self._sessions) as session:
@@ -237,24 +243,21 @@ class OutboxDispatcher:
             # already, so sending it now would risk a double send. Hand it back instead.
             await self._release(message, lease_token)
             return False
-        sender = self._senders.get(message.channel)
-        if sender is None:
-            outcome = _Outcome("dead", reason=f"no sender for channel {message.channel}")
+        sender = self._senders[message.channel]  # claimed only for channels with a sender
+        # No session is open here: a slow platform must not hold a DB connection.
+        try:
+            await sender.send(message)
+        except PermanentFailure as exc:
+            outcome = _Outcome("dead", reason=_short(exc.reason), attempts=message.attempts + 1)
+        except TemporaryFailure as exc:
+            outcome = self._retry(message, exc.reason, exc.retry_after)
+        except DeliveryError as exc:
+            outcome = self._retry(message, exc.reason, None)
+        except Exception as exc:
+            log.warning("outbox: sender for %s raised", message.channel, exc_info=True)
+            outcome = self._retry(message, f"{type(exc).__name__}: {exc}", None)
         else:
-            # No session is open here: a slow platform must not hold a DB connection.
-            try:
-                await sender.send(message)
-            except PermanentFailure as exc:
-                outcome = _Outcome("dead", reason=_short(exc.reason), attempts=message.attempts + 1)
-            except TemporaryFailure as exc:
-                outcome = self._retry(message, exc.reason, exc.retry_after)
-            except DeliveryError as exc:
-                outcome = self._retry(message, exc.reason, None)
-            except Exception as exc:
-                log.warning("outbox: sender for %s raised", message.channel, exc_info=True)
-                outcome = self._retry(message, f"{type(exc).__name__}: {exc}", None)
-            else:
-                outcome = _Outcome("sent")
+            outcome = _Outcome("sent")
         recorded = await self._record(message, lease_token, outcome)
         if not recorded:
             log.warning(

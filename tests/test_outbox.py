@@ -327,18 +327,23 @@ async def test_permanent_failure_is_dead_at_once(
     assert sender.calls == ["k1"]
 
 
-async def test_channel_without_sender_is_dead(sessions: SessionFactory, clock: FixedClock) -> None:
+async def test_a_channel_without_sender_waits_for_a_process_that_has_one(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
     await add(sessions, clock, "k1", channel="sms")
     await add(sessions, clock, "k2", channel="telegram")
     sender = RecordingSender()
     d = dispatcher(sessions, clock, {"telegram": sender})
 
-    assert await d.run_once() == 2
-    stored = await row(sessions, "k1")
-    assert (stored.status, stored.attempts) == ("dead", 0)
-    assert stored.last_error == "no sender for channel sms"
+    assert await d.run_once() == 1
     assert sender.calls == ["k2"]
     assert (await row(sessions, "k2")).status == "sent"
+    stored = await row(sessions, "k1")
+    assert (stored.status, stored.attempts, stored.last_error) == ("pending", 0, None)
+
+    sms = RecordingSender()
+    assert await dispatcher(sessions, clock, {"sms": sms}).run_once() == 1
+    assert sms.calls == ["k1"]
 
 
 # -- leases ------------------------------------------------------------------------------

@@ -168,11 +168,13 @@ async def import_rooms(
 
 
 def _check_no_cycle(row: RoomRow, parent_of: dict[str, str | None]) -> None:
+    """Raise if following parents from ``row`` comes back to it. A row that merely leads
+    into a cycle is left alone: the cycle is reported at a row that is part of it."""
     seen = [row.code]
     code = parent_of.get(row.code)
-    while code is not None:
-        if code in seen:
-            path = " → ".join([*seen, code])
-            raise RoomImportError(row.line, f"room tree would have a cycle: {path}")
+    while code is not None and code not in seen:
         seen.append(code)
         code = parent_of.get(code)
+    if code == row.code:
+        path = " → ".join([*seen, code])
+        raise RoomImportError(row.line, f"room tree would have a cycle: {path}")

@@ -1,0 +1,71 @@
+"""Configuration: defaults, environment overrides, and relative paths."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_config
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None, env={})
+    assert config["server"]["port"] == 8080
+    assert config["wechat"]["api_base_url"] == "https://api.weixin.qq.com/"
+    assert config["telegram"]["base_url"] == "https://api.telegram.org/bot"
+    assert config.database_url == "sqlite+aiosqlite:///var/mashangyi.db"
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[wechat]\napp_secret = "from-file"\n[server]\nport = 9000\n', "utf-8")
+    env = {
+        "MASHANGYI_CONFIG": str(path),
+        "MASHANGYI_WECHAT_APP_SECRET": "from-env",
+        "MASHANGYI_SERVER_PORT": "9100",
+        "MASHANGYI_CALENDAR_EXTRA_HOLIDAYS": "2027-05-06",
+    }
+    config = load_config(None, env=env)
+    assert config["wechat"]["app_secret"] == "from-env"
+    assert config["server"]["port"] == 9100
+    assert config["calendar"]["extra_holidays"] == [date(2027, 5, 6)]
+
+
+def test_bad_environment_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"server\.port: expected a number"):
+        load_config(None, env={"MASHANGYI_SERVER_PORT": "eighty"})
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "c.toml"
+    path.parent.mkdir()
+    path.write_text(
+        '[database]\nurl = "sqlite+aiosqlite:///data/m.db"\n'
+        '[calendar]\nholiday_tables = ["2027.toml"]\n',
+        "utf-8",
+    )
+    config = load_config(path, env={})
+    assert config.database_url == f"sqlite+aiosqlite:///{tmp_path / 'etc' / 'data' / 'm.db'}"
+    assert config.holiday_table_paths() == [tmp_path / "etc" / "2027.toml"]
+
+
+def test_extra_days_must_be_dates(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[calendar]\nextra_holidays = ["May 6"]\n', "utf-8")
+    with pytest.raises(ConfigError, match=r"calendar\.extra_holidays: must be a list of dates"):
+        load_config(path, env={})
+
+
+def test_the_example_config_is_valid_and_complete() -> None:
+    example = Path(__file__).parents[1] / "config.example.toml"
+    config = load_config(example, env={})
+    assert config["review"]["working_days"] == 5
+    text = example.read_text("utf-8")
+    from bot.config import SCHEMA
+
+    for section, keys in SCHEMA.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert f"\n{key} = " in text, f"{section}.{key} is not documented"
