@@ -86,6 +86,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "token": Key(str, ""),
         "encoding_aes_key": Key(str, "", _optional(_aes_key)),
         "api_base_url": Key(str, "https://api.weixin.qq.com/", _url_scheme("http://", "https://")),
+        "template_id": Key(str, ""),
+        "cs_window_hours": Key(float, 48.0, _positive),
     },
     "telegram": {
         "bot_token": Key(str, ""),
@@ -97,6 +99,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "holiday_tables": Key(list, []),
         "extra_holidays": Key(list, [], _dates),
         "extra_workdays": Key(list, [], _dates),
+    },
+    "dialogs": {
+        "idle_minutes": Key(float, 30.0, _positive),
+        "flood_messages": Key(int, 10, _positive),
+        "flood_seconds": Key(float, 10.0, _positive),
+    },
+    "media": {
+        "dir": Key(str, "var/media"),
+        "max_bytes": Key(int, 10 * 1024 * 1024, _positive),
     },
     "review": {
         "working_days": Key(int, 5, _positive),
@@ -132,6 +143,9 @@ class Config:
     @property
     def database_url(self) -> str:
         return self.values["database"]["url"]
+
+    def media_dir(self) -> Path:
+        return self.base_dir / self.values["media"]["dir"]
 
     def holiday_table_paths(self) -> list[Path]:
         """Config table paths, relative ones taken from the config file's folder."""

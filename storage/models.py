@@ -128,19 +128,43 @@ class TopicEvent(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
+    """A photo, recording or file. Arrives during a dialog (no topic yet), is downloaded
+    from the platform by a background loop (``status`` pending → stored | failed) and is
+    linked to the topic when the person confirms."""
+
     __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_status", "status"),)
     id: int | None = Field(default=None, primary_key=True)
-    topic_id: int = Field(foreign_key="topics.id", index=True)
+    topic_id: int | None = Field(default=None, foreign_key="topics.id", index=True)
     event_id: int | None = Field(default=None, foreign_key="topic_events.id")
+    uploaded_by_id: int | None = Field(default=None, foreign_key="people.id")
     kind: str = Field(max_length=20)
-    storage_key: str = Field(max_length=300)
+    #: Where it came from: the channel and the platform's media reference.
+    channel: str = Field(default="", max_length=20)
+    source_ref: str = Field(default="", max_length=300)
+    status: str = Field(default="pending", max_length=12)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    storage_key: str = Field(default="", max_length=300)
     content_type: str = Field(default="application/octet-stream", max_length=100)
     size_bytes: int = 0
     sha256: str = Field(default="", max_length=64)
     #: e.g. WeChat's speech recognition of a voice message.
     text: str | None = Field(default=None, sa_column=Column(Text))
-    uploaded_by_id: int | None = Field(default=None, foreign_key="people.id")
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class InboundReceipt(SQLModel, table=True):
+    """One row per platform message handled: a retry of the same message finds it and
+    gets the same replies back, so a message has exactly one effect."""
+
+    __tablename__ = "inbound_receipts"
+    __table_args__ = (UniqueConstraint("channel", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    key: str = Field(max_length=160)
+    replies: list[Any] = Field(default_factory=list, sa_type=JSONData)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
 class OutboxMessage(SQLModel, table=True):
