@@ -309,6 +309,18 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_chat(config: Config, args: argparse.Namespace) -> int:
+    from bot.console import chat
+
+    async def work(services: Services) -> int:
+        async with services.sessions() as session:
+            if await get_room(session, args.room) is None:
+                raise CliError(f"no room with code {args.room!r} (see `mashangyi rooms list`)")
+        return await chat(services, args.room, args.name)
+
+    return await _with_services(config, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mashangyi", description="码上议 consultation-room bot")
     parser.add_argument("--config", help=f"TOML config file (default: ${CONFIG_ENV})")
@@ -344,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(calendar, "status", cmd_calendar_status, "warn when holiday data runs out soon")
     add(sub, "demo", cmd_demo, "migrate and load the demo city (safe to run twice)")
+    chat = add(sub, "chat", cmd_chat, "talk to the bot in this terminal (console channel)")
+    chat.add_argument("--room", required=True, help="as if you had scanned this room's code")
+    chat.add_argument("--name", default="console", help="who you are (default: console)")
     serve = add(sub, "serve", cmd_serve, "run the web service and the outbox")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)

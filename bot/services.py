@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
+from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
+from dialogs.router import Dialogs, DialogSettings
 from notices.notify import OutboxWriter
 from notices.outbox import OutboxDispatcher, Sender
 from storage.db import SessionFactory, make_engine, make_session_factory
@@ -36,7 +37,11 @@ class Services:
     sessions: SessionFactory
     calendar: WorkdayCalendar
     lifecycle: Lifecycle
-    senders: Mapping[str, Sender] = field(default_factory=dict)
+    dialogs: Dialogs
+    media_store: LocalMediaStore
+    senders: dict[str, Sender] = field(default_factory=dict)
+    #: Media fetchers by channel (platform media → bytes), used by the MediaDownloader.
+    fetchers: dict[str, MediaFetcher] = field(default_factory=dict)
 
     def dispatcher(self) -> OutboxDispatcher:
         outbox = self.config["outbox"]
@@ -48,6 +53,15 @@ class Services:
             base_backoff=timedelta(seconds=outbox["base_backoff_seconds"]),
             max_backoff=timedelta(seconds=outbox["max_backoff_seconds"]),
             batch_size=outbox["batch_size"],
+        )
+
+    def media_downloader(self) -> MediaDownloader:
+        return MediaDownloader(
+            self.sessions,
+            self.fetchers,
+            self.media_store,
+            self.clock,
+            max_bytes=self.config["media"]["max_bytes"],
         )
 
     def calendar_warning(self) -> str | None:
@@ -75,12 +89,25 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     lifecycle = Lifecycle(
         clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
     )
+    sessions = make_session_factory(engine)
+    dialogs = config["dialogs"]
     return Services(
         config=config,
         clock=clock,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         calendar=calendar,
         lifecycle=lifecycle,
+        dialogs=Dialogs(
+            sessions,
+            lifecycle,
+            clock,
+            DialogSettings(
+                idle_minutes=dialogs["idle_minutes"],
+                flood_messages=dialogs["flood_messages"],
+                flood_seconds=dialogs["flood_seconds"],
+            ),
+        ),
+        media_store=LocalMediaStore(config.media_dir()),
         senders={"console": ConsoleSender()},
     )

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -143,6 +143,7 @@ class OutboxDispatcher:
         max_backoff: timedelta = timedelta(hours=6),
         lease: timedelta = timedelta(minutes=5),
         batch_size: int = 50,
+        addresses: Collection[str] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -156,6 +157,8 @@ class OutboxDispatcher:
         self._max_backoff = max_backoff
         self._lease = lease
         self._batch_size = batch_size
+        #: Only these recipients (the console chat delivers just its own person's mail).
+        self._addresses = list(addresses) if addresses is not None else None
 
     async def run_once(self) -> int:
         """Claim the due rows, send each, record each result; return how many were handled."""
@@ -192,6 +195,7 @@ class OutboxDispatcher:
         # Everywhere else a key is sent at most once.
         due = and_(
             _c.channel.in_(list(self._senders)),
+            _c.address.in_(self._addresses) if self._addresses is not None else true(),
             or_(
                 and_(_c.status == "pending", _c.not_before <= now),
                 and_(_c.status == "sending", _c.claimed_until < now),

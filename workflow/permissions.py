@@ -89,3 +89,14 @@ def source_role(actor: Actor, source: Source, chain: Sequence[int]) -> str | Non
     if held:
         return sorted(held)[0]
     return Role.ADMIN if _is_admin_over(actor, chain) else None
+
+
+async def visible_topic(session: AsyncSession, actor: Actor, topic_id: int) -> Topic | None:
+    """The one way a person's dialog loads a topic: None unless they may see it."""
+    from workflow.rooms import room_chain
+
+    topic = await session.get(Topic, topic_id)
+    if topic is None:
+        return None
+    chain = [room.id for room in await room_chain(session, topic.room_id) if room.id is not None]
+    return topic if can_view(actor, topic, chain) else None

@@ -1,0 +1,61 @@
+"""One message being handled: who sent it, where they are in a dialog, and what to say."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from dialogs.types import Button, Inbound, Reply
+from storage.models import DialogState, Person, Room
+from workflow.engine import Lifecycle
+from workflow.permissions import Actor, load_actor
+from workflow.rooms import get_room
+from workflow.texts import Catalogue
+
+SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
+say = SAY.text
+
+#: The flow a person is in when no dialog is under way.
+HOME = "home"
+
+
+def button(key: str, payload: str) -> Button:
+    return Button(SAY.label("buttons", key), payload)
+
+
+@dataclass
+class Conversation:
+    session: AsyncSession
+    inbound: Inbound
+    person: Person
+    state: DialogState
+    lifecycle: Lifecycle
+    now: datetime
+    replies: list[Reply] = field(default_factory=list)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.state.data
+
+    def reply(self, text: str, *buttons: Button) -> None:
+        self.replies.append(Reply(text, tuple(buttons)))
+
+    def goto(self, flow: str, step: str) -> None:
+        self.state.flow, self.state.step = flow, step
+
+    def home(self) -> None:
+        """Leave any dialog; only the chosen room is remembered."""
+        self.state.data = {"room": self.data["room"]} if "room" in self.data else {}
+        self.goto(HOME, "idle")
+
+    async def room(self) -> Room | None:
+        code = self.data.get("room")
+        return await get_room(self.session, code) if code else None
+
+    async def actor(self) -> Actor:
+        assert self.person.id is not None
+        return await load_actor(self.session, self.person.id)

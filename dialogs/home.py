@@ -1,0 +1,90 @@
+"""Arriving: a room's code (or a search by name) opens that room's welcome and menu."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from dialogs.conversation import HOME, Conversation, button, say
+from dialogs.types import Button, room_from_payload
+from storage.models import Room
+from workflow.rooms import get_room
+
+SEARCH_RESULTS = 5
+
+
+async def welcome(conv: Conversation, room: Room) -> None:
+    conv.home()
+    conv.data["room"] = room.code
+    conv.reply(say("home", "welcome", room=room.name), *menu_buttons())
+
+
+def menu_buttons() -> list[Button]:
+    return [button("submit", "m:submit"), button("mine", "m:mine"), button("change_room", "m:room")]
+
+
+async def start(conv: Conversation) -> None:
+    """A scan of a room's code, a /start link, or a plain follow."""
+    code = room_from_payload(conv.inbound.payload)
+    room = await get_room(conv.session, code) if code else None
+    if room is not None:
+        await welcome(conv, room)
+    elif code:
+        conv.home()
+        conv.goto(HOME, "search")
+        conv.reply(say("home", "room_unknown"))
+    else:
+        await menu(conv)
+
+
+async def menu(conv: Conversation) -> None:
+    room = await conv.room()
+    if room is None:
+        conv.goto(HOME, "search")
+        conv.reply(say("common", "choose_room_first"))
+    else:
+        conv.reply(say("home", "welcome", room=room.name), *menu_buttons())
+
+
+async def choose_room(conv: Conversation) -> None:
+    conv.goto(HOME, "search")
+    conv.reply(say("common", "choose_room_first"))
+
+
+async def on_message(conv: Conversation) -> bool:
+    """Searching for a room and picking one; False if the message is not for this flow."""
+    inbound = conv.inbound
+    if inbound.kind == "button" and inbound.payload.startswith("room:"):
+        room = await get_room(conv.session, inbound.payload.removeprefix("room:"))
+        if room is None:
+            conv.reply(say("home", "room_unknown"))
+        else:
+            await welcome(conv, room)
+        return True
+    if inbound.kind == "text" and (conv.state.step == "search" or "room" not in conv.data):
+        await search(conv, inbound.text.strip())
+        return True
+    return False
+
+
+async def search(conv: Conversation, query: str) -> None:
+    conv.goto(HOME, "search")
+    if not query:
+        conv.reply(say("common", "choose_room_first"))
+        return
+    pattern = "%" + query.replace("\\", "").replace("%", "").replace("_", "") + "%"
+    rooms = (
+        await conv.session.exec(
+            select(Room)
+            .where(col(Room.name).like(pattern))
+            .order_by(Room.code)
+            .limit(SEARCH_RESULTS)
+        )
+    ).all()
+    if not rooms:
+        conv.reply(say("home", "room_not_found", query=query))
+        return
+    conv.reply(say("home", "room_found"), *[button_for_room(room) for room in rooms])
+
+
+def button_for_room(room: Room) -> Button:
+    return Button(room.name, f"room:{room.code}")

@@ -1,0 +1,265 @@
+"""``Dialogs.handle``: one inbound message → the replies, exactly once.
+
+Per message: throttle → (one transaction) receipt check → identity → dialog state (locked)
+→ expiry → the flow's step → state and receipt saved. A retried message finds its receipt
+and gets the same replies without a second effect. One person's messages are processed one
+at a time (an in-process lock, plus a row lock on the dialog state on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from dialogs import home, my_topics, submit_topic
+from dialogs.conversation import HOME, SAY, Conversation, say
+from dialogs.types import Button, Inbound, Reply
+from storage.db import SessionFactory, transaction
+from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
+from workflow.clock import Clock
+from workflow.engine import Lifecycle
+
+#: Words that work anywhere in a dialog.
+CANCEL_WORDS = {"取消", "退出", "/cancel"}
+MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
+SUBMIT_WORDS = {"提议题", "我要提议题"}
+MINE_WORDS = {"我的议题", "/mine"}
+
+
+@dataclass(frozen=True)
+class DialogSettings:
+    idle_minutes: float = 30.0
+    flood_messages: int = 10
+    flood_seconds: float = 10.0
+
+
+class Throttle:
+    """At most ``limit`` messages per ``window`` seconds per person, in this process.
+
+    Counting happens before any database work, so a flood costs others nothing. Time is
+    monotonic (not the injected clock): this guards the process, not a business rule.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        now: Callable[[], float] = time.monotonic,
+        max_people: int = 100_000,
+    ) -> None:
+        self.limit, self.window, self.now = limit, window, now
+        self.max_people = max_people
+        self.seen: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def allow(self, key: tuple[str, str]) -> bool:
+        now = self.now()
+        stamps = self.seen.pop(key, None) or deque()
+        while stamps and now - stamps[0] >= self.window:
+            stamps.popleft()
+        stamps.append(now)
+        self.seen[key] = stamps
+        if len(self.seen) > self.max_people:
+            self.seen.popitem(last=False)
+        return len(stamps) <= self.limit
+
+    def first_refusal(self, key: tuple[str, str]) -> bool:
+        """True once per flood, so the person is told to slow down only once."""
+        return len(self.seen.get(key, ())) == self.limit + 1
+
+
+class Dialogs:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        lifecycle: Lifecycle,
+        clock: Clock,
+        settings: DialogSettings | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.lifecycle = lifecycle
+        self.clock = clock
+        self.settings = settings or DialogSettings()
+        self.throttle = Throttle(self.settings.flood_messages, self.settings.flood_seconds)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def handle(self, inbound: Inbound) -> list[Reply]:
+        key = (inbound.channel, inbound.user_ref)
+        if not self.throttle.allow(key):
+            return [Reply(say("common", "too_fast"))] if self.throttle.first_refusal(key) else []
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._handle(inbound)
+        finally:
+            if not lock.locked() and not lock._waiters:  # keep the dict small
+                self._locks.pop(key, None)
+
+    async def _handle(self, inbound: Inbound) -> list[Reply]:
+        try:
+            async with transaction(self.sessions) as session:
+                if inbound.message_id:
+                    done = await session.exec(
+                        select(InboundReceipt).where(
+                            InboundReceipt.channel == inbound.channel,
+                            InboundReceipt.key == inbound.message_id,
+                        )
+                    )
+                    receipt = done.first()
+                    if receipt is not None:
+                        return _replies(receipt.replies)
+                conv = await self._conversation(session, inbound)
+                await self._step(conv)
+                self._save(conv)
+                if inbound.message_id:
+                    session.add(
+                        InboundReceipt(
+                            channel=inbound.channel,
+                            key=inbound.message_id,
+                            replies=_jsonable(conv.replies),
+                            at=conv.now,
+                        )
+                    )
+                    await session.flush()
+                return conv.replies
+        except IntegrityError:
+            # The same message, handled concurrently by another worker, committed first.
+            async with self.sessions() as session:
+                done = await session.exec(
+                    select(InboundReceipt).where(
+                        InboundReceipt.channel == inbound.channel,
+                        InboundReceipt.key == inbound.message_id,
+                    )
+                )
+                receipt = done.first()
+            if receipt is None:
+                raise
+            return _replies(receipt.replies)
+
+    async def _conversation(self, session: AsyncSession, inbound: Inbound) -> Conversation:
+        now = self.clock.now()
+        identity = (
+            await session.exec(
+                select(ChannelIdentity).where(
+                    ChannelIdentity.channel == inbound.channel,
+                    ChannelIdentity.external_id == inbound.user_ref,
+                )
+            )
+        ).first()
+        if identity is None:
+            person = Person(display_name=inbound.display_name[:100])
+            session.add(person)
+            await session.flush()
+            assert person.id is not None
+            identity = ChannelIdentity(
+                person_id=person.id,
+                channel=inbound.channel,
+                external_id=inbound.user_ref,
+                created_at=now,
+            )
+            session.add(identity)
+        else:
+            person = await session.get(Person, identity.person_id)
+            assert person is not None
+        identity.last_inbound_at = now  # opens WeChat's customer-service window
+        state = (
+            await session.exec(
+                select(DialogState)
+                .where(
+                    DialogState.channel == inbound.channel,
+                    DialogState.external_id == inbound.user_ref,
+                )
+                .with_for_update()
+            )
+        ).first()
+        if state is None:
+            state = DialogState(
+                channel=inbound.channel,
+                external_id=inbound.user_ref,
+                flow=HOME,
+                step="idle",
+                data={},
+                updated_at=now,
+                expires_at=now,
+            )
+            session.add(state)
+        conv = Conversation(session, inbound, person, state, self.lifecycle, now)
+        if state.flow != HOME and state.expires_at <= now:
+            conv.home()
+            conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
+        return conv
+
+    async def _step(self, conv: Conversation) -> None:
+        inbound = _numbered_choice(conv)
+        conv.inbound = inbound
+        text = inbound.text.strip() if inbound.kind == "text" else ""
+        if inbound.kind == "start":
+            await home.start(conv)
+        elif inbound.kind == "unsupported":
+            names = SAY.sections["what"]
+            conv.reply(
+                say("common", "unsupported", what=names.get(inbound.unsupported, names["other"]))
+            )
+        elif text in CANCEL_WORDS:
+            conv.home()
+            conv.reply(say("common", "cancelled"))
+        elif text in MENU_WORDS or inbound.payload == "m:menu":
+            conv.home()
+            await home.menu(conv)
+        elif text in MINE_WORDS or inbound.payload == "m:mine":
+            await my_topics.begin(conv)
+        elif text in SUBMIT_WORDS or inbound.payload == "m:submit":
+            if await conv.room() is None:
+                await home.choose_room(conv)
+            else:
+                await submit_topic.begin(conv)
+        elif inbound.payload == "m:room":
+            await home.choose_room(conv)
+        elif await my_topics.on_message(conv) or await home.on_message(conv):
+            pass
+        elif conv.state.flow == submit_topic.NAME:
+            await submit_topic.on_message(conv)
+        elif inbound.kind == "button":
+            conv.reply(say("common", "stale_button"))
+        else:
+            conv.reply(say("common", "not_understood"))
+
+    def _save(self, conv: Conversation) -> None:
+        state = conv.state
+        offered = next((r.buttons for r in reversed(conv.replies) if r.buttons), None)
+        if offered is not None:
+            state.data["_buttons"] = [[b.label, b.payload] for b in offered]
+        elif conv.replies:
+            state.data.pop("_buttons", None)
+        flag_modified(state, "data")  # JSON is changed in place; tell SQLAlchemy
+        state.updated_at = conv.now
+        state.expires_at = conv.now + timedelta(minutes=self.settings.idle_minutes)
+
+
+def _numbered_choice(conv: Conversation) -> Inbound:
+    """“2” typed where buttons were offered (WeChat, console) means pressing button 2."""
+    inbound = conv.inbound
+    offered = conv.data.get("_buttons") or []
+    text = inbound.text.strip()
+    if inbound.kind == "text" and text.isdigit() and 1 <= int(text) <= len(offered):
+        return replace(inbound, kind="button", payload=offered[int(text) - 1][1])
+    return inbound
+
+
+def _jsonable(replies: list[Reply]) -> list[dict]:
+    return [{"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]} for r in replies]
+
+
+def _replies(stored: list[dict]) -> list[Reply]:
+    return [
+        Reply(r["text"], tuple(Button(label, payload) for label, payload in r["buttons"]))
+        for r in stored
+    ]
