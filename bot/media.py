@@ -7,10 +7,11 @@ import asyncio
 import hashlib
 import logging
 import mimetypes
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import or_
 from sqlmodel import col, select, update
 
 from storage.db import SessionFactory, transaction
@@ -18,6 +19,8 @@ from storage.models import Attachment
 from workflow.clock import Clock
 
 log = logging.getLogger("mashangyi.media")
+#: 1, 2, 4, 8 minutes between tries; WeChat keeps temporary media for three days.
+RETRY_BASE = timedelta(minutes=1)
 
 
 class MediaFetcher(Protocol):
@@ -69,6 +72,10 @@ class MediaDownloader:
         self.max_bytes, self.max_attempts, self.batch_size = max_bytes, max_attempts, batch_size
 
     async def run_once(self) -> int:
+        """Try the due downloads once; returns how many were stored."""
+        due = or_(
+            col(Attachment.not_before).is_(None), col(Attachment.not_before) <= self.clock.now()
+        )
         async with self.sessions() as session:
             pending = (
                 await session.exec(
@@ -76,16 +83,18 @@ class MediaDownloader:
                     .where(
                         Attachment.status == "pending",
                         col(Attachment.channel).in_(list(self.fetchers)),
+                        due,
                     )
                     .order_by(col(Attachment.id))
                     .limit(self.batch_size)
                 )
             ).all()
+        stored = 0
         for row in pending:
-            await self._download(row)
-        return len(pending)
+            stored += await self._download(row)
+        return stored
 
-    async def _download(self, row: Attachment) -> None:
+    async def _download(self, row: Attachment) -> bool:
         try:
             data, content_type = await self.fetchers[row.channel].fetch(row.source_ref)
             if len(data) > self.max_bytes:
@@ -101,9 +110,10 @@ class MediaDownloader:
                 row,
                 status="failed" if failed else "pending",
                 attempts=attempts,
+                not_before=self.clock.now() + RETRY_BASE * 2 ** (attempts - 1),
                 last_error=f"{type(exc).__name__}: {exc}"[:500],
             )
-            return
+            return False
         await self._update(
             row,
             status="stored",
@@ -114,6 +124,7 @@ class MediaDownloader:
             attempts=row.attempts + 1,
             last_error=None,
         )
+        return True
 
     async def _update(self, row: Attachment, **values: object) -> None:
         async with transaction(self.sessions) as session:

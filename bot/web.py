@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import text
 
+from bot import wechat
 from bot.services import Services
 
 log = logging.getLogger("mashangyi.web")
@@ -36,8 +37,10 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
+    wechat.setup(app, services)  # /wechat when a callback token is configured
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)
+        app.cleanup_ctx.append(_media_loop)
     return app
 
 
@@ -47,6 +50,30 @@ async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(
         services.dispatcher().run_forever(stop, services.config["outbox"]["poll_seconds"])
     )
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def _media_loop(app: web.Application) -> AsyncIterator[None]:
+    """Download photos and recordings soon after they arrive, off the request path."""
+    services = app[SERVICES]
+    downloader = services.media_downloader()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        while not stop.is_set():
+            try:
+                busy = await downloader.run_once()
+            except Exception:  # keep downloading after a database hiccup
+                log.exception("media: download round failed")
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=2.0)
+
+    task = asyncio.create_task(run())
     yield
     stop.set()
     with contextlib.suppress(asyncio.CancelledError):

@@ -144,6 +144,8 @@ class Attachment(SQLModel, table=True):
     source_ref: str = Field(default="", max_length=300)
     status: str = Field(default="pending", max_length=12)
     attempts: int = 0
+    #: A failed download is tried again after this (backing off), not at once.
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     storage_key: str = Field(default="", max_length=300)
     content_type: str = Field(default="application/octet-stream", max_length=100)

@@ -247,7 +247,9 @@ class FakeFetcher:
         return b"\x89PNG fake " + ref.encode(), "image/png"
 
 
-async def test_media_are_downloaded_and_stored_with_retries(services: Services) -> None:
+async def test_media_are_downloaded_and_stored_with_retries(
+    services: Services, clock: FixedClock
+) -> None:
     person = Person(services)
     await person.scan("V1")
     await person.say("提议题")
@@ -257,7 +259,10 @@ async def test_media_are_downloaded_and_stored_with_retries(services: Services) 
     fetcher = FakeFetcher(failures=1)
     services.fetchers["console"] = fetcher
     downloader = services.media_downloader()
-    assert await downloader.run_once() == 1  # fails once, stays pending
+    assert await downloader.run_once() == 0  # fails once, stays pending
+    assert await downloader.run_once() == 0  # not retried at once
+    assert fetcher.calls == ["p1"]
+    clock.advance(timedelta(minutes=1))
     assert await downloader.run_once() == 1
     assert await downloader.run_once() == 0
     async with services.sessions() as session:

@@ -65,6 +65,9 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("last_error", sa.Text(), nullable=True))
+        batch_op.add_column(
+            sa.Column("not_before", storage.types.UTCDateTime(timezone=True), nullable=True)
+        )
         batch_op.alter_column("topic_id", existing_type=sa.INTEGER(), nullable=True)
         batch_op.create_index("ix_attachments_status", ["status"], unique=False)
 
@@ -73,6 +76,7 @@ def downgrade() -> None:
     with op.batch_alter_table("attachments", schema=None) as batch_op:
         batch_op.drop_index("ix_attachments_status")
         batch_op.alter_column("topic_id", existing_type=sa.INTEGER(), nullable=False)
+        batch_op.drop_column("not_before")
         batch_op.drop_column("last_error")
         batch_op.drop_column("attempts")
         batch_op.drop_column("status")
