@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from bot import wechat
 from bot.services import Services
+from notices import pages
 
 log = logging.getLogger("mashangyi.web")
 SERVICES = web.AppKey("services", Services)
@@ -33,10 +34,19 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def topic_page(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].sessions() as session:
+        page = await pages.topic_page(session, request.match_info["number"])
+    if page is None:
+        raise web.HTTPNotFound(text="没有这个议题。")
+    return web.Response(text=page, content_type="text/html")
+
+
 def create_app(services: Services, *, run_outbox: bool = True) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/t/{number}", topic_page)
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)

@@ -65,3 +65,31 @@ async def test_healthz_reports_a_database_it_cannot_reach(tmp_path: Path) -> Non
     assert status == 503
     assert body["status"] == "error"
     assert body["checks"]["database"].startswith("error:")
+
+
+async def test_public_topic_page_shows_public_facts_only(
+    database_url: str,
+    engine,
+    clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    from storage.db import make_session_factory
+    from tests.world import build_world
+
+    world = await build_world(make_session_factory(engine), clock)
+    topic = await world.open("V1", title="<script>x</script>路灯", contact_phone="13812345678")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
+    services = build_services(load_config(path, env={}), clock=clock)
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    await client.start_server()
+    try:
+        page = await (await client.get(f"/t/{topic.number}")).text()
+        missing = await client.get("/t/NO-2026-000001")
+    finally:
+        await client.close()
+        await services.close()
+    assert "&lt;script&gt;x&lt;/script&gt;路灯" in page and "<script>x" not in page
+    assert "待初审" in page and "本环节应于 2026-03-09 前完成" in page
+    assert "13812345678" not in page and "沿线3公里没有公厕" not in page  # not yet published
+    assert missing.status == 404
