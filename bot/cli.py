@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -17,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import CONFIG_ENV, Config, ConfigError, load_config
 from bot.services import Services, build_services
+from bot.telegram import run_command as cmd_telegram
 from storage import migrate
 from storage.db import transaction
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
@@ -103,6 +106,21 @@ async def cmd_rooms_list(config: Config, args: argparse.Namespace) -> int:
 
         show(None, 0)
         print(f"{len(rooms)} rooms")
+        return 0
+
+    return await _with_services(config, work)
+
+
+async def cmd_qr(config: Config, args: argparse.Namespace) -> int:
+    from bot.qr import QRError, make_posters
+
+    async def work(services: Services) -> int:
+        try:
+            await make_posters(
+                services, args.all_under or args.room, subtree=bool(args.all_under), out=args.out
+            )
+        except QRError as exc:
+            raise CliError(str(exc)) from None
         return 0
 
     return await _with_services(config, work)
@@ -262,7 +280,73 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
     return await _with_services(config, work)
 
 
-# -- calendar, demo, serve ---------------------------------------------------------------
+# -- overdue -----------------------------------------------------------------------------
+
+
+async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
+    from workflow.overdue import list_overdue
+
+    async def work(services: Services) -> int:
+        async with services.sessions() as session:
+            under = None
+            if args.under:
+                room = await get_room(session, args.under)
+                if room is None:
+                    raise CliError(f"no room with code {args.under!r}")
+                under = room.id
+            items = await list_overdue(
+                session,
+                services.clock.now(),
+                services.calendar,
+                escalate_after_days=config["reminders"]["escalate_after_days"],
+                under=under,
+            )
+            people = await _names(session, Person)
+
+        def name(person_id: int) -> str:
+            person = people.get(person_id)
+            return (person.display_name if person else "") or f"#{person_id}"
+
+        rows = [
+            {
+                "number": i.step.number,
+                "title": i.step.title,
+                "room": i.room.code,
+                "room_name": i.room.name,
+                "state": i.step.state,
+                "state_label": label("states", i.step.state),
+                "waited_workdays": i.waited,
+                "overdue_workdays": i.overdue,
+                "due": i.due_on.isoformat(),
+                "expected_by": i.expected_by.isoformat(),
+                "escalated": i.escalated,
+                "responsible": [
+                    {"name": name(pid), "role": role, "role_label": label("roles", role)}
+                    for pid, role in i.responsible
+                ],
+                "supervising_room": i.supervising_room.code if i.supervising_room else None,
+            }
+            for i in items
+        ]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+            return 0
+        for row in rows:
+            who = ", ".join(f"{r['role_label']} {r['name']}" for r in row["responsible"])
+            escalated = f"  escalated to {row['supervising_room']}" if row["escalated"] else ""
+            print(
+                f"{row['number']}  {row['room']} {row['room_name']}  {row['state_label']}  "
+                f"waited {row['waited_workdays']} working days, due {row['due']} "
+                f"({row['overdue_workdays']} over){escalated}"
+            )
+            print(f"    responsible: {who or '(nobody holds the role)'}")
+        print(f"{len(rows)} overdue")
+        return 0
+
+    return await _with_services(config, work)
+
+
+# -- calendar, demo, serve, worker --------------------------------------------------------
 
 
 async def cmd_calendar_status(config: Config, args: argparse.Namespace) -> int:
@@ -309,6 +393,31 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from bot.worker import run_worker
+
+    services = build_services(config)
+    warning = services.calendar_warning()
+    if warning:
+        log.warning("%s", warning)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(signum, stop.set)
+    print(
+        "mashangyi worker: reminder sweeps every "
+        f"{config['reminders']['sweep_minutes']:g} min, outbox delivery, media downloads "
+        "(Ctrl+C stops)",
+        flush=True,
+    )
+    try:
+        await run_worker(services, stop)
+    finally:
+        await services.close()
+    return 0
+
+
 async def cmd_chat(config: Config, args: argparse.Namespace) -> int:
     from bot.console import chat
 
@@ -341,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
         "file", help="CSV with header code,name,level,parent_code (UTF-8)"
     )
     add(rooms, "list", cmd_rooms_list, "the room tree")
+    qr = add(sub, "qr", cmd_qr, "a room's WeChat/Telegram codes and printable posters")
+    which = qr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--room", metavar="CODE", help="this room only")
+    which.add_argument("--all-under", metavar="CODE", help="this room and every room below it")
+    qr.add_argument("--out", required=True, type=Path, metavar="DIR", help="PNGs, PDF, CSV go here")
 
     topics = sub.add_parser("topics", help="topics").add_subparsers(dest="topics", required=True)
     listing = add(topics, "list", cmd_topics_list, "list topics")
@@ -359,9 +473,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat = add(sub, "chat", cmd_chat, "talk to the bot in this terminal (console channel)")
     chat.add_argument("--room", required=True, help="as if you had scanned this room's code")
     chat.add_argument("--name", default="console", help="who you are (default: console)")
-    serve = add(sub, "serve", cmd_serve, "run the web service and the outbox")
+    tg = sub.add_parser("telegram", help="Telegram bot").add_subparsers(
+        dest="telegram", required=True
+    )
+    add(tg, "set-webhook", cmd_telegram, "point Telegram at <public_base_url>/telegram")
+    poll = add(tg, "poll", cmd_telegram, "serve by long polling (trial without a public URL)")
+    poll.add_argument("--replace-webhook", action="store_true", help="delete the webhook first")
+    serve = add(sub, "serve", cmd_serve, "run the web service, the outbox and the reminder sweeps")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    add(sub, "worker", cmd_worker, "run the reminder sweeps, the outbox and media downloads")
+    overdue = add(sub, "overdue", cmd_overdue, "review steps past their five working days")
+    overdue.add_argument("--under", help="only rooms under this one (e.g. a district's code)")
+    overdue.add_argument("--json", action="store_true")
     return parser
 
 

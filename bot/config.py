@@ -61,6 +61,10 @@ def _secret_token(value: str) -> str | None:
     return "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
 
 
+def _clock_time(value: str) -> str | None:
+    return None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) else "must be HH:MM (24 h)"
+
+
 def _dates(value: list[Any]) -> str | None:
     bad = [v for v in value if not isinstance(v, date)]
     return f"must be a list of dates (YYYY-MM-DD), not {bad[0]!r}" if bad else None
@@ -111,6 +115,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "review": {
         "working_days": Key(int, 5, _positive),
+    },
+    "poster": {
+        "font": Key(str, ""),
+    },
+    "reminders": {
+        "work_start": Key(str, "09:00", _clock_time),
+        "work_end": Key(str, "17:30", _clock_time),
+        "escalate_after_days": Key(int, 3, _positive),
+        "sweep_minutes": Key(float, 10.0, _positive),
     },
     "outbox": {
         "max_attempts": Key(int, 8, _positive),
@@ -203,6 +216,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             if problem:
                 raise ConfigError(f"{name}: {problem} (got {value!r})")
             values[section][key] = value
+    reminders = values["reminders"]
+    if reminders["work_end"] <= reminders["work_start"]:  # HH:MM sorts like the time it is
+        raise ConfigError(
+            f"reminders.work_end: must be later than work_start ({reminders['work_start']}) "
+            f"(got {reminders['work_end']!r})"
+        )
     base_dir = source.parent if source else Path.cwd()
     if values["database"]["url"].startswith("sqlite+aiosqlite:///") and source:
         values["database"]["url"] = _anchor_sqlite(values["database"]["url"], base_dir)

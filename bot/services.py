@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
+from bot.telegram import telegram_outbound
+from bot.wechat_api import wechat_outbound
 from dialogs.router import Dialogs, DialogSettings
 from notices.notify import OutboxWriter
 from notices.outbox import OutboxDispatcher, Sender
+from notices.reminders import ReminderSettings, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory
 from storage.models import OutboxMessage
 from workflow.clock import CHINA, Clock, SystemClock
@@ -64,6 +67,21 @@ class Services:
             max_bytes=self.config["media"]["max_bytes"],
         )
 
+    def sweeper(self) -> Sweeper:
+        """The scheduler's reminder sweeps (``[reminders]``), on the injected clock."""
+        reminders = self.config["reminders"]
+        return Sweeper(
+            self.sessions,
+            self.clock,
+            self.calendar,
+            ReminderSettings(
+                work_start=time.fromisoformat(reminders["work_start"]),
+                work_end=time.fromisoformat(reminders["work_end"]),
+                escalate_after_days=reminders["escalate_after_days"],
+            ),
+            public_base_url=self.config["server"]["public_base_url"],
+        )
+
     def calendar_warning(self) -> str | None:
         """Set when the next 90 days are not all covered by real holiday data."""
         return self.calendar.coverage_warning(self.clock.now().astimezone(CHINA).date())
@@ -91,6 +109,8 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     )
     sessions = make_session_factory(engine)
     dialogs = config["dialogs"]
+    wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
+    telegram_senders, telegram_fetchers = telegram_outbound(config)
     return Services(
         config=config,
         clock=clock,
@@ -109,5 +129,6 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
             ),
         ),
         media_store=LocalMediaStore(config.media_dir()),
-        senders={"console": ConsoleSender()},
+        senders={"console": ConsoleSender(), **wechat_senders, **telegram_senders},
+        fetchers={**wechat_fetchers, **telegram_fetchers},
     )

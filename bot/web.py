@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy import text
 
-from bot import wechat
+from bot import telegram, wechat
 from bot.services import Services
 from notices import pages
+from notices.scheduler import SweepScheduler
 
 log = logging.getLogger("mashangyi.web")
 SERVICES = web.AppKey("services", Services)
@@ -48,10 +50,25 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/t/{number}", topic_page)
     wechat.setup(app, services)  # /wechat when a callback token is configured
+    if services.config["telegram"]["bot_token"]:
+        telegram.setup(app, services)  # /telegram and the PTB Application
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)
         app.cleanup_ctx.append(_media_loop)
+        app.cleanup_ctx.append(_reminder_sweeps)
     return app
+
+
+async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
+    """The scheduler's reminder sweeps (nudges, escalation, yearly activity)."""
+    services = app[SERVICES]
+    scheduler = SweepScheduler(
+        services.sweeper().run_once,
+        timedelta(minutes=services.config["reminders"]["sweep_minutes"]),
+    )
+    scheduler.start()
+    yield
+    await scheduler.stop()
 
 
 async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,8 @@ from storage.models import Room
 from workflow.rooms import get_room
 
 SEARCH_RESULTS = 5
+#: Room names are short; a longer text is not a search (and would strain LIKE).
+SEARCH_MAX = 30
 
 
 async def welcome(conv: Conversation, room: Room) -> None:
@@ -70,6 +72,9 @@ async def search(conv: Conversation, query: str) -> None:
     conv.goto(HOME, "search")
     if not query:
         conv.reply(say("common", "choose_room_first"))
+        return
+    if len(query) > SEARCH_MAX:
+        conv.reply(say("common", "too_long", limit=SEARCH_MAX, length=len(query)))
         return
     pattern = "%" + query.replace("\\", "").replace("%", "").replace("_", "") + "%"
     rooms = (

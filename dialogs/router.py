@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import flag_modified
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs import home, my_topics, submit_topic
@@ -104,18 +104,11 @@ class Dialogs:
                 self._locks.pop(key, None)
 
     async def _handle(self, inbound: Inbound) -> list[Reply]:
+        # No look-up of the receipt first: a retry is rare, so the message is handled and
+        # its receipt inserted; a retry fails on the receipt's unique key, everything it
+        # did is rolled back, and it gets the replies stored the first time.
         try:
             async with transaction(self.sessions) as session:
-                if inbound.message_id:
-                    done = await session.exec(
-                        select(InboundReceipt).where(
-                            InboundReceipt.channel == inbound.channel,
-                            InboundReceipt.key == inbound.message_id,
-                        )
-                    )
-                    receipt = done.first()
-                    if receipt is not None:
-                        return _replies(receipt.replies)
                 conv = await self._conversation(session, inbound)
                 await self._step(conv)
                 self._save(conv)
@@ -131,7 +124,6 @@ class Dialogs:
                     await session.flush()
                 return conv.replies
         except IntegrityError:
-            # The same message, handled concurrently by another worker, committed first.
             async with self.sessions() as session:
                 done = await session.exec(
                     select(InboundReceipt).where(
@@ -146,15 +138,17 @@ class Dialogs:
 
     async def _conversation(self, session: AsyncSession, inbound: Inbound) -> Conversation:
         now = self.clock.now()
-        identity = (
+        found = (
             await session.exec(
-                select(ChannelIdentity).where(
+                select(ChannelIdentity, Person)
+                .join(Person, col(Person.id) == ChannelIdentity.person_id)
+                .where(
                     ChannelIdentity.channel == inbound.channel,
                     ChannelIdentity.external_id == inbound.user_ref,
                 )
             )
         ).first()
-        if identity is None:
+        if found is None:
             person = Person(display_name=inbound.display_name[:100])
             session.add(person)
             await session.flush()
@@ -167,9 +161,11 @@ class Dialogs:
             )
             session.add(identity)
         else:
-            person = await session.get(Person, identity.person_id)
-            assert person is not None
-        identity.last_inbound_at = now  # opens WeChat's customer-service window
+            identity, person = found
+        # Opens WeChat's customer-service window; to the minute is plenty for a 48 h window.
+        last = identity.last_inbound_at
+        if last is None or now - last >= timedelta(minutes=1):
+            identity.last_inbound_at = now
         state = (
             await session.exec(
                 select(DialogState)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -119,6 +119,52 @@ async def enqueue(
     )
     result = await session.exec(statement)
     return result.scalar_one_or_none() is not None
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert
+    if dialect == "sqlite":
+        return sqlite_insert
+    raise RuntimeError(f"outbox: unsupported database dialect {dialect!r}")  # pragma: no cover
+
+
+async def enqueue_many(
+    session: AsyncSession, messages: Sequence[Mapping[str, Any]], *, now: datetime
+) -> None:
+    """Add many outbox rows inside the caller's transaction (sweeps send thousands at once).
+
+    Each message has ``enqueue``'s keyword arguments (``key``, ``channel``, ``address``,
+    ``kind``, ``body``, optionally ``person_id``, ``topic_id``, ``not_before``); keys that
+    already exist are skipped, as in ``enqueue``.
+    """
+    insert_ = _insert_for(session)
+    rows = [
+        {
+            "idempotency_key": m["key"],
+            "channel": m["channel"],
+            "address": m["address"],
+            "person_id": m.get("person_id"),
+            "topic_id": m.get("topic_id"),
+            "kind": m["kind"],
+            "body": m["body"],
+            "status": "pending",
+            "attempts": 0,
+            "not_before": m.get("not_before") or now,
+            "claimed_until": None,
+            "last_error": None,
+            "created_at": now,
+            "sent_at": None,
+        }
+        for m in messages
+    ]
+    if rows:
+        # executemany: compiled once, sent in batches (SQLAlchemy's "insertmanyvalues").
+        await session.exec(
+            insert_(_table).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+            params=rows,
+        )
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Nothing here is ever hard-deleted: rows are closed (``revoked_at``, a terminal s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
@@ -111,7 +111,11 @@ class TopicEvent(SQLModel, table=True):
     """Append-only audit trail: one row per change of a topic."""
 
     __tablename__ = "topic_events"
-    __table_args__ = (UniqueConstraint("topic_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("topic_id", "seq"),
+        # Counting actions in a period (meetings held this year, for the yearly sweep).
+        Index("ix_topic_events_action_at", "action", "at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     topic_id: int = Field(foreign_key="topics.id")
     seq: int
@@ -190,6 +194,38 @@ class OutboxMessage(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ReminderSent(SQLModel, table=True):
+    """One reminder given to one person: the scheduler's whole memory (notices/reminders.py).
+
+    The row is inserted before its outbox message, in the same transaction, and the unique
+    key makes a second send of the same reminder impossible — after a restart, and with
+    several processes sweeping one PostgreSQL database at once.
+    """
+
+    __tablename__ = "reminders_sent"
+    __table_args__ = (
+        # Column order serves the sweep's "already sent?" lookup: kind, period, subjects.
+        UniqueConstraint(
+            "kind", "period", "subject", "occurrence", "person_id", name="uq_reminders_sent_once"
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40)
+    #: "" when the reminder is given once per occurrence; else the China-local day it was
+    #: given on (reminders repeated at most once per working day).
+    period: str = Field(default="", max_length=10)
+    #: What it is about: "topic:42", "room:7".
+    subject: str = Field(max_length=40)
+    #: Which time of it: a review step (its start), a year, a meeting. A new occurrence (the
+    #: topic moved on and came back, next year) is reminded anew.
+    occurrence: str = Field(max_length=40)
+    person_id: int = Field(foreign_key="people.id")
+    topic_id: int | None = Field(default=None, foreign_key="topics.id")
+    room_id: int | None = Field(default=None, foreign_key="rooms.id")
+    sent_on: date
+    sent_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class DialogState(SQLModel, table=True):

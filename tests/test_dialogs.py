@@ -180,6 +180,7 @@ async def test_an_idle_dialog_expires_kindly(services: Services, clock: FixedClo
 async def test_wrong_input_gets_a_clear_answer(services: Services) -> None:
     person = Person(services)
     assert (await person.say("你好")).startswith("没有找到名称含“你好”的议事室")
+    assert (await person.say("很" * 5000)).startswith("内容太长：最多 30 个字")
     await person.scan("V1")
     await person.say("提议题")
     assert (

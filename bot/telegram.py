@@ -1,0 +1,763 @@
+"""The Telegram channel (python-telegram-bot, under our own aiohttp server).
+
+Webhook: ``POST /telegram`` → secret check → ``Update`` → one ``Inbound`` → ``Dialogs.handle``
+→ the replies sent at once with sendMessage (inline keyboards for buttons). Dialog state lives
+in our database, so PTB is used only as a typed Bot API client: no ConversationHandler, no
+update queue, no job queue.
+
+Immediate replies are written to the outbox *before* they are sent, held back from the
+delivery loop for a short while, and marked sent when the Bot API accepts them. So a reply
+that fails (429, 5xx, timeout) is delivered later by the outbox, and a re-delivered update
+(Telegram retries when our 200 got lost) does not send its replies a second time.
+
+Also here: the outbox sender, the media fetcher, ``set_webhook`` and a long-polling mode for
+trying the bot without a public HTTPS address (``mashangyi telegram set-webhook|poll``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import mimetypes
+import re
+import warnings
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlmodel import col, update
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import Application
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.config import Config, ConfigError
+from bot.media import MediaTooLarge
+from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
+from storage.db import transaction
+from storage.models import OutboxMessage
+from workflow.texts import Catalogue
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger("mashangyi.telegram")
+
+CHANNEL = "telegram"
+WEBHOOK_PATH = "/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+#: Updates are a few KiB; anything near this is not Telegram.
+MAX_BODY = 1024 * 1024
+#: The Bot API's limits: message text in UTF-16 code units, callback_data in bytes.
+TEXT_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64
+#: Deep-link payloads (t.me/<bot>?start=<payload>).
+START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Only what we serve; Telegram then does not even send the rest.
+ALLOWED_UPDATES = ("message", "callback_query")
+#: How long an immediate reply's outbox row is kept from the delivery loop while the webhook
+#: sends it itself. Longer than PTB's request timeouts, so both never send the same row.
+REPLY_HOLD = timedelta(minutes=2)
+#: Image files sent "as a file" (uncompressed) are photos too; other documents are not.
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"}
+#: Message contents we cannot take, in the order checked (an animation is also a document),
+#: and the name the dialogs use for the polite refusal.
+UNSUPPORTED = (
+    ("animation", "animation"),
+    ("video", "video"),
+    ("video_note", "video"),
+    ("sticker", "sticker"),
+    ("document", "document"),
+    ("contact", "contact"),
+    ("poll", "poll"),
+    ("dice", "other"),
+    ("game", "other"),
+    ("story", "other"),
+    ("paid_media", "other"),
+)
+#: Telegram names voice/audio files by extension only; the downloader wants a type.
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".oga": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+}
+
+TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
+
+
+# -- the Bot API client ----------------------------------------------------------------
+
+
+def file_base_url(base_url: str) -> str:
+    """``https://api.telegram.org/bot`` → ``https://api.telegram.org/file/bot``.
+
+    PTB keeps the file URL separate from the API URL; without deriving it, downloads would
+    bypass a configured proxy (or a test's fake) and go to the real host.
+    """
+    head, found, tail = base_url.rpartition("/bot")
+    if not found:
+        raise ConfigError(f"telegram.base_url: must end with /bot (got {base_url!r})")
+    return f"{head}/file/bot{tail}"
+
+
+def build_application(config: Config) -> Application:
+    telegram = config["telegram"]
+    return (
+        Application.builder()
+        .token(telegram["bot_token"])
+        .base_url(telegram["base_url"])
+        .base_file_url(file_base_url(telegram["base_url"]))
+        .updater(None)
+        .job_queue(None)  # scheduling is ours (APScheduler), not PTB's UTC JobQueue
+        .build()
+    )
+
+
+def make_bot(config: Config, request: HTTPXRequest | None = None) -> Bot:
+    telegram = config["telegram"]
+    return Bot(
+        telegram["bot_token"],
+        base_url=telegram["base_url"],
+        base_file_url=file_base_url(telegram["base_url"]),
+        request=request,
+        get_updates_request=request,
+    )
+
+
+class BotClient:
+    """One Bot for outbound work (outbox sender, media fetcher), made on first use.
+
+    Building it costs no I/O, so services that never talk to Telegram (most CLI commands)
+    open nothing; ``close`` releases the connection pool, and a later use makes a new one.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._bot: Bot | None = None
+        self._request: HTTPXRequest | None = None
+
+    def get(self) -> Bot:
+        if self._bot is None:
+            self._request = HTTPXRequest()
+            self._bot = make_bot(self._config, self._request)
+        return self._bot
+
+    async def close(self) -> None:
+        request, self._bot, self._request = self._request, None, None
+        if request is not None:
+            await request.shutdown()
+
+
+def delivery_failure(exc: TelegramError) -> DeliveryError:
+    """A Bot API error as the outbox understands it. PTB rewrites error texts: match types."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RetryAfter):
+        return TemporaryFailure(reason, retry_after=_retry_after(exc))
+    if isinstance(exc, Forbidden | BadRequest | ChatMigrated):
+        # Blocked by the user, chat not found, a message the API refuses: a retry cannot help.
+        return PermanentFailure(reason)
+    if isinstance(exc, InvalidToken):
+        # Our configuration, not the recipient: worth retrying once the token is fixed.
+        return TemporaryFailure(f"{reason} (check telegram.bot_token)")
+    return TemporaryFailure(reason)  # NetworkError, TimedOut, 5xx, anything new
+
+
+def _retry_after(exc: RetryAfter) -> timedelta:
+    # An int (deprecated) or a timedelta (PTB_TIMEDELTA=1): accept both, without the warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+# -- sending ---------------------------------------------------------------------------
+
+
+def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    """One button per row (labels are Chinese phrases; two per row get cut off on phones)."""
+    rows = []
+    for button in buttons:
+        if not 1 <= len(button.payload.encode()) <= CALLBACK_DATA_LIMIT:
+            # The API would refuse the whole message; losing one button is the lesser harm.
+            log.error("telegram: dropped button %r: payload is not 1-64 bytes", button.label)
+            continue
+        rows.append([InlineKeyboardButton(button.label, callback_data=button.payload)])
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Pieces of at most ``limit`` UTF-16 units (how Telegram counts), cut at a line break
+    when one is in the second half of the piece."""
+    pieces = []
+    while _utf16_len(text) > limit:
+        cut, units = 0, 0
+        while units + _utf16_len(text[cut]) <= limit:
+            units += _utf16_len(text[cut])
+            cut += 1
+        newline = text.rfind("\n", 0, cut)
+        if newline > cut // 2:
+            cut = newline
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    pieces.append(text)
+    return pieces
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> None:
+    """Send one reply; a long text goes as several messages, the buttons under the last."""
+    pieces = split_text(reply.text)
+    for number, piece in enumerate(pieces, 1):
+        markup = keyboard(reply.buttons) if number == len(pieces) else None
+        await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
+
+
+def reply_body(reply: Reply) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": reply.text}
+    if reply.buttons:
+        body["buttons"] = [[b.label, b.payload] for b in reply.buttons]
+    return body
+
+
+def body_reply(body: dict[str, Any]) -> Reply:
+    """An outbox body (``text``, maybe ``url`` and ``buttons``) as one reply."""
+    text = body.get("text") or ""
+    url = body.get("url")
+    if url and url not in text:
+        text = f"{text}\n\n{TEXTS.text('telegram', 'details', url=url)}"
+    buttons = tuple(Button(label, payload) for label, payload in body.get("buttons") or [])
+    return Reply(text, buttons)
+
+
+class TelegramSender:
+    """The outbox's sender for the "telegram" channel; ``address`` is the chat id."""
+
+    def __init__(self, client: BotClient) -> None:
+        self.client = client
+
+    async def send(self, message: OutboxMessage) -> None:
+        try:
+            await send_reply(self.client.get(), message.address, body_reply(message.body))
+        except TelegramError as exc:
+            raise delivery_failure(exc) from exc
+
+
+class TelegramMediaFetcher:
+    """Downloads a photo or recording by file_id: getFile, then the file URL."""
+
+    def __init__(self, client: BotClient, max_bytes: int) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+
+    async def fetch(self, ref: str) -> tuple[bytes, str]:
+        bot = self.client.get()
+        file = await bot.get_file(ref)
+        if file.file_size and file.file_size > self.max_bytes:
+            raise MediaTooLarge(f"{file.file_size} bytes > {self.max_bytes}")
+        # PTB reads a file_path naming an existing local file from disk instead of
+        # downloading it: only ever fetch from the configured file URL.
+        if not (file.file_path or "").startswith(bot.base_file_url + "/"):
+            raise PermanentFailure(f"getFile gave no downloadable path for {ref}")
+        data = bytes(await file.download_as_bytearray())
+        if len(data) > self.max_bytes:
+            raise MediaTooLarge(f"{len(data)} bytes > {self.max_bytes}")
+        return data, _content_type(file.file_path or "")
+
+
+def _content_type(file_path: str) -> str:
+    extension = Path(file_path).suffix.lower()
+    guessed = mimetypes.guess_type(file_path)[0]
+    return CONTENT_TYPES.get(extension) or guessed or "application/octet-stream"
+
+
+def telegram_outbound(
+    config: Config,
+) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
+    """The sender and the media fetcher for ``build_services``; none without a bot token."""
+    if not config["telegram"]["bot_token"]:
+        return {}, {}
+    client = BotClient(config)
+    fetcher = TelegramMediaFetcher(client, config["media"]["max_bytes"])
+    return {CHANNEL: TelegramSender(client)}, {CHANNEL: fetcher}
+
+
+async def close_outbound(services: Services) -> None:
+    for user in (services.senders.get(CHANNEL), services.fetchers.get(CHANNEL)):
+        client = getattr(user, "client", None)
+        if isinstance(client, BotClient):
+            await client.close()
+
+
+# -- receiving -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Incoming:
+    inbound: Inbound
+    chat_id: int
+
+
+def to_inbound(update: Update) -> Incoming | None:
+    """The update as our Inbound, or None for what we do not serve (edits, groups,
+    channels, membership changes, service messages)."""
+    message_id = str(update.update_id)
+    query = update.callback_query
+    if query is not None:
+        chat = query.message.chat if query.message is not None else None
+        if chat is None or chat.type != ChatType.PRIVATE or query.data is None:
+            return None
+        if query.from_user.is_bot:
+            return None
+        inbound = Inbound(
+            CHANNEL,
+            str(query.from_user.id),
+            "button",
+            payload=query.data,
+            message_id=message_id,
+            display_name=query.from_user.full_name,
+        )
+        return Incoming(inbound, chat.id)
+    message = update.message  # not edited_message / channel_post: those are ignored
+    if message is None or message.chat.type != ChatType.PRIVATE:
+        return None
+    user = message.from_user
+    if user is None or user.is_bot:
+        return None
+    inbound = _content(
+        message,
+        Inbound(CHANNEL, str(user.id), "text", message_id=message_id, display_name=user.full_name),
+    )
+    return Incoming(inbound, message.chat.id) if inbound is not None else None
+
+
+def _content(message: Message, base: Inbound) -> Inbound | None:
+    def make(kind: str, **fields: Any) -> Inbound:
+        return Inbound(
+            base.channel,
+            base.user_ref,
+            kind,  # type: ignore[arg-type]
+            message_id=base.message_id,
+            display_name=base.display_name,
+            **fields,
+        )
+
+    if message.text is not None:
+        command, _, rest = message.text.partition(" ")
+        if command == "/start" or command.startswith("/start@"):
+            payload = rest.strip()
+            # A payload not of the deep-link alphabet did not come from one of our links.
+            return make("start", payload=payload if START_PAYLOAD.fullmatch(payload) else "")
+        return make("text", text=message.text)
+    caption = message.caption or ""
+    if message.photo:
+        largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+        return make("image", text=caption, media=Media(largest.file_id, "image/jpeg"))
+    document = message.document
+    if document and message.animation is None and document.mime_type in IMAGE_TYPES:
+        return make("image", text=caption, media=Media(document.file_id, document.mime_type))
+    if message.voice:
+        voice = message.voice
+        return make("voice", media=Media(voice.file_id, voice.mime_type or "audio/ogg"))
+    if message.audio:
+        audio = message.audio
+        return make("voice", media=Media(audio.file_id, audio.mime_type or "audio/mpeg"))
+    if message.location:
+        venue = message.venue
+        label = f"{venue.title} {venue.address}".strip() if venue else ""
+        where = Location(message.location.latitude, message.location.longitude, label)
+        return make("location", location=where)
+    for attribute, what in UNSUPPORTED:
+        if getattr(message, attribute, None):
+            return make("unsupported", unsupported=what)
+    return None
+
+
+def _fallback(data: dict[str, Any]) -> Incoming | None:
+    """A private message PTB could not parse (the API added a required field PTB does
+    not know yet, or the other way round): still answer the person politely."""
+    message = data.get("message")
+    if not isinstance(message, dict):
+        return None
+    chat, user = message.get("chat"), message.get("from")
+    if not isinstance(chat, dict) or not isinstance(user, dict):
+        return None
+    if chat.get("type") != ChatType.PRIVATE or user.get("is_bot") is not False:
+        return None
+    if not isinstance(user.get("id"), int) or not isinstance(chat.get("id"), int):
+        return None
+    inbound = Inbound(
+        CHANNEL,
+        str(user["id"]),
+        "unsupported",
+        message_id=str(data["update_id"]),
+        unsupported="other",
+    )
+    return Incoming(inbound, chat["id"])
+
+
+class TelegramChannel:
+    """The webhook's state: the PTB Application (built at start-up) and the services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.secret = services.config["telegram"]["webhook_secret"].encode()
+        self._application: Application | None = None
+
+    @property
+    def application(self) -> Application:
+        if self._application is None:
+            raise RuntimeError("the Telegram channel has not been started")
+        return self._application
+
+    @property
+    def bot(self) -> Bot:
+        return self.application.bot
+
+    async def start(self) -> None:
+        self._application = build_application(self.services.config)
+        try:
+            await self._application.initialize()  # getMe
+        except InvalidToken:
+            raise ConfigError("telegram.bot_token: the Bot API rejected this token") from None
+        except TelegramError as exc:
+            # Telegram unreachable must not stop WeChat or the outbox: sending works
+            # without getMe, so serve anyway and let each request fail on its own.
+            log.warning("telegram: Bot API unreachable at start-up (%s); serving anyway", exc)
+            return
+        await self._application.start()
+
+    async def stop(self) -> None:
+        application, self._application = self._application, None
+        if application is None:
+            return
+        if application.running:
+            await application.stop()
+        await application.shutdown()
+        await application.bot.shutdown()  # also when initialize() failed half-way
+
+    # -- one update ----------------------------------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self.secret):
+            return web.Response(status=403, text="forbidden")
+        body = await _read_capped(request, MAX_BODY)
+        if body is None:
+            return web.Response(status=413, text="too large")
+        try:
+            data = json.loads(body)
+        except ValueError:  # also UnicodeDecodeError
+            return web.Response(status=400, text="not JSON")
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            return web.Response(status=400, text="not an update")
+        try:
+            await self.handle_json(data)
+        except Exception:
+            # Nothing was answered: a 500 makes Telegram deliver the update again, and the
+            # dialogs' receipts make the retry safe.
+            log.exception("telegram: update %s failed; Telegram will retry it", update_id)
+            return web.Response(status=500, text="error")
+        return web.Response(text="ok")  # any 2xx: Telegram re-delivers everything else
+
+    async def handle_json(self, data: dict[str, Any]) -> None:
+        try:
+            update = Update.de_json(data, self.bot)
+        except Exception:
+            log.warning("telegram: cannot parse update %s", data["update_id"], exc_info=True)
+            await self.serve(data["update_id"], _fallback(data), None)
+            return
+        await self.handle_update(update)
+
+    async def handle_update(self, update: Update) -> None:
+        await self.serve(update.update_id, to_inbound(update), update.callback_query)
+
+    async def serve(
+        self, update_id: int, incoming: Incoming | None, query: CallbackQuery | None
+    ) -> None:
+        if query is not None:
+            await self._answer(query)
+        if incoming is None:
+            return
+        replies = await self.services.dialogs.handle(incoming.inbound)
+        if query is not None:
+            await self._show_choice(query)
+        await self.deliver(update_id, incoming.chat_id, replies)
+
+    async def _answer(self, query: CallbackQuery) -> None:
+        """Stop the client's spinner. A re-delivered or late query is refused: harmless."""
+        try:
+            await self.bot.answer_callback_query(query.id)
+        except TelegramError as exc:
+            log.info("telegram: answerCallbackQuery %s: %s", query.id, exc)
+
+    async def _show_choice(self, query: CallbackQuery) -> None:
+        """Replace the pressed keyboard by a line saying what was chosen, so the chat
+        records the choice and old buttons cannot be pressed again by mistake."""
+        message = query.message
+        if not isinstance(message, Message) or not message.text or not message.reply_markup:
+            return  # too old to edit, or already edited by an earlier press
+        label = next(
+            (
+                b.text
+                for row in message.reply_markup.inline_keyboard
+                for b in row
+                if b.callback_data == query.data
+            ),
+            None,
+        )
+        if label is None:
+            return
+        text = f"{message.text}\n\n{TEXTS.text('telegram', 'chosen', label=label)}"
+        if _utf16_len(text) > TEXT_LIMIT:
+            text = message.text
+        try:
+            # Without reply_markup the keyboard goes. A double tap re-sends the same edit:
+            # 400 "message is not modified", which is fine.
+            await self.bot.edit_message_text(
+                chat_id=message.chat.id, message_id=message.message_id, text=text
+            )
+        except TelegramError as exc:
+            log.info("telegram: could not mark the choice on %s: %s", message.message_id, exc)
+
+    async def deliver(self, update_id: int, chat_id: int, replies: Sequence[Reply]) -> None:
+        """Send the replies now; whatever does not go through stays in the outbox."""
+        clock = self.services.clock
+        hold = clock.now() + REPLY_HOLD
+        fresh: list[tuple[str, Reply]] = []
+        async with transaction(self.services.sessions) as session:
+            for number, reply in enumerate(replies):
+                key = f"{CHANNEL}:reply:{update_id}:{number}"
+                if await enqueue(
+                    session,
+                    key=key,
+                    channel=CHANNEL,
+                    address=str(chat_id),
+                    kind="reply",
+                    body=reply_body(reply),
+                    now=clock.now(),
+                    not_before=hold,
+                ):
+                    fresh.append((key, reply))
+        # Rows that already existed were sent (or are being sent) by an earlier delivery of
+        # this same update: not sending them again is what makes a re-delivery harmless.
+        for number, (key, reply) in enumerate(fresh):
+            try:
+                await send_reply(self.bot, chat_id, reply)
+            except TelegramError as exc:
+                failure = delivery_failure(exc)
+                if isinstance(failure, PermanentFailure):
+                    log.warning("telegram: reply %s refused: %s", key, failure.reason)
+                    await self._settle(
+                        [key], hold, status="dead", attempts=1, last_error=failure.reason[:500]
+                    )
+                    continue
+                wait = failure.retry_after if isinstance(failure, TemporaryFailure) else None
+                due = clock.now() + (wait or timedelta(0))
+                log.warning("telegram: reply %s left to the outbox: %s", key, failure.reason)
+                await self._settle(
+                    [key],
+                    hold,
+                    status="pending",
+                    attempts=1,
+                    not_before=due,
+                    last_error=failure.reason[:500],
+                )
+                # The later replies wait with it, so they do not overtake it.
+                later = [k for k, _ in fresh[number + 1 :]]
+                await self._settle(later, hold, status="pending", not_before=due)
+                return
+            await self._settle([key], hold, status="sent", sent_at=clock.now())
+
+    async def _settle(self, keys: list[str], hold: datetime, **values: Any) -> None:
+        """Record what happened to held rows, unless the delivery loop has taken them."""
+        if not keys:
+            return
+        async with transaction(self.services.sessions) as session:
+            await session.exec(
+                update(OutboxMessage)
+                .where(
+                    col(OutboxMessage.idempotency_key).in_(keys),
+                    col(OutboxMessage.status) == "pending",
+                    col(OutboxMessage.not_before) == hold,
+                )
+                .values(**values)
+            )
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- wiring ----------------------------------------------------------------------------
+
+TELEGRAM = web.AppKey("telegram", TelegramChannel)
+
+
+def setup(app: web.Application, services: Services) -> None:
+    """Add ``POST /telegram`` and the PTB Application's start-up and shut-down."""
+    settings = services.config["telegram"]
+    if not settings["webhook_secret"]:
+        raise ConfigError(
+            "telegram.webhook_secret: must be set when telegram.bot_token is "
+            "(without it anyone could post updates)"
+        )
+    file_base_url(settings["base_url"])  # a base URL we cannot use stops start-up here
+    app[TELEGRAM] = TelegramChannel(services)
+    app.router.add_post(WEBHOOK_PATH, _webhook)
+    app.cleanup_ctx.append(_lifecycle)
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    return await request.app[TELEGRAM].webhook(request)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    channel = app[TELEGRAM]
+    await channel.start()
+    yield
+    await channel.stop()
+    await close_outbound(channel.services)
+
+
+async def set_webhook(services: Services) -> str:
+    """Point Telegram at ``<server.public_base_url>/telegram`` with our secret; the URL."""
+    config = services.config
+    _require_token(config)
+    secret = config["telegram"]["webhook_secret"]
+    if not secret:
+        raise ConfigError("telegram.webhook_secret: must be set before setting the webhook")
+    url = config["server"]["public_base_url"].rstrip("/") + WEBHOOK_PATH
+    if not url.startswith("https://"):
+        raise ConfigError(
+            "server.public_base_url: Telegram delivers webhooks only to https:// addresses "
+            f"(got {url!r}); for a local trial use `mashangyi telegram poll`"
+        )
+    bot = make_bot(config)
+    try:
+        async with bot:  # initialize() calls getMe: a wrong token fails here
+            await bot.set_webhook(url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
+    except InvalidToken:
+        raise ConfigError("telegram.bot_token: the Bot API rejected this token") from None
+    return url
+
+
+async def poll(
+    services: Services,
+    stop: asyncio.Event,
+    *,
+    replace_webhook: bool = False,
+    long_poll_seconds: int = 30,
+) -> None:
+    """Fetch updates by long polling until ``stop`` is set (no public address needed).
+
+    getUpdates does not work while a webhook is set, and deleting it would take a live
+    bot's updates away from its server: that needs ``replace_webhook``.
+    """
+    _require_token(services.config)
+    channel = TelegramChannel(services)
+    await channel.start()
+    try:
+        info = await channel.bot.get_webhook_info()
+        if info.url:
+            if not replace_webhook:
+                raise ConfigError(
+                    f"telegram: this bot delivers to a webhook ({info.url}); polling would "
+                    "take its updates away. Use another bot for trials, or --replace-webhook"
+                )
+            await channel.bot.delete_webhook()
+        offset: int | None = None
+        while not stop.is_set():
+            try:
+                updates = await channel.bot.get_updates(
+                    offset=offset, timeout=long_poll_seconds, allowed_updates=list(ALLOWED_UPDATES)
+                )
+            except NetworkError as exc:  # includes TimedOut
+                log.warning("telegram: getUpdates failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5)
+                continue
+            for update in updates:
+                offset = update.update_id + 1
+                try:
+                    await channel.handle_update(update)
+                except Exception:  # polling cannot ask for a retry: log and go on
+                    log.exception("telegram: update %s failed", update.update_id)
+        if offset is not None:
+            # Confirm what was handled, or the next start would fetch it again.
+            with contextlib.suppress(TelegramError):
+                await channel.bot.get_updates(offset=offset, limit=1, timeout=0)
+    finally:
+        await channel.stop()
+
+
+def _require_token(config: Config) -> None:
+    if not config["telegram"]["bot_token"]:
+        raise ConfigError("telegram.bot_token: not set")
+
+
+async def run_command(config: Config, args: argparse.Namespace) -> int:
+    """``mashangyi telegram set-webhook | poll``."""
+    from bot.services import build_services
+
+    services = build_services(config)
+    try:
+        if args.telegram == "set-webhook":
+            url = await set_webhook(services)
+            print(f"Telegram now delivers this bot's updates to {url}")
+            return 0
+        stop = asyncio.Event()
+        outbox = asyncio.create_task(
+            services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"])
+        )
+        print("polling Telegram for updates (Ctrl+C stops)", flush=True)
+        try:
+            await poll(services, stop, replace_webhook=args.replace_webhook)
+        finally:
+            stop.set()
+            await outbox
+        return 0
+    finally:
+        await close_outbound(services)
+        await services.close()

@@ -1,0 +1,421 @@
+"""Outbound WeChat: a small async client for the few API endpoints we use, the outbox
+sender (customer-service messages inside the 48-hour window, template messages outside it)
+and the media fetcher.
+
+Why not wechatpy's client: it is synchronous, and its token fetching and media download
+ignore ``API_BASE_URL`` (they call the real host), so a proxy or a local fake would be
+bypassed. Every request here goes to ``config["wechat"]["api_base_url"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlmodel import select
+
+from bot.config import Config
+from bot.media import MediaFetcher, MediaTooLarge
+from notices.outbox import PermanentFailure, Sender, TemporaryFailure
+from storage.db import SessionFactory
+from storage.models import ChannelIdentity, OutboxMessage
+from workflow.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: The access token is dropped this long before WeChat says it expires.
+TOKEN_MARGIN = timedelta(minutes=5)
+#: errcodes meaning "this access token is no longer valid": fetch a new one, try once more.
+TOKEN_INVALID = frozenset({40001, 40014, 42001})
+#: errcodes of a customer-service message WeChat will not deliver now (45015: the person
+#: has not written within 48 h; 45047: too many messages in this window): use a template.
+OUT_OF_WINDOW = frozenset({45015, 45047})
+#: errcodes worth retrying later: -1 "system busy", 45009 "daily API quota reached".
+TEMPORARY = frozenset({-1, 45009})
+
+#: Template-message fields. WeChat's current templates take typed keywords only
+#: (character_string ≤ 32 characters, thing ≤ 20); the keys must match the template chosen
+#: in the admin console (e.g. a "议题进度提醒" with 编号 and 进度 fields).
+TEMPLATE_NUMBER_KEY = "character_string1"
+TEMPLATE_SUMMARY_KEY = "thing2"
+TEMPLATE_THING_MAX = 20
+
+
+class WeChatError(Exception):
+    """Anything that kept a WeChat API call from succeeding."""
+
+
+class WeChatUnavailable(WeChatError):
+    """Network error, timeout, 5xx or an unreadable answer: worth trying again later."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class WeChatAPIError(WeChatError):
+    """WeChat answered with a non-zero ``errcode``."""
+
+    def __init__(self, errcode: int, errmsg: str, endpoint: str = "") -> None:
+        super().__init__(f"{endpoint}: errcode {errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.endpoint = endpoint
+
+
+class WeChatTokenError(WeChatAPIError):
+    """No access token (wrong secret, IP not on the whitelist…): a problem of this service,
+    not of the message, so senders retry rather than give up on the message."""
+
+
+@dataclass(frozen=True)
+class QRCode:
+    ticket: str
+    url: str  # what the QR image must encode
+    expire_seconds: int | None  # None: permanent
+
+
+class WeChatAPI:
+    """One official account. Safe to share between the sender and the fetcher."""
+
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        clock: Clock,
+        *,
+        base_url: str = "https://api.weixin.qq.com/",
+        timeout: float = 10.0,
+    ) -> None:
+        self.app_id = app_id
+        self.app_secret = app_secret
+        self.clock = clock
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_until: datetime | None = None
+        # One fetch at a time: concurrent senders share the token being fetched.
+        self._token_lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, wechat: Mapping[str, Any], clock: Clock) -> WeChatAPI:
+        return cls(wechat["app_id"], wechat["app_secret"], clock, base_url=wechat["api_base_url"])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- access token ----------------------------------------------------------------------
+
+    async def access_token(self) -> str:
+        """A cached token, fetched through ``stable_token`` when missing or nearly expired.
+
+        ``stable_token`` (unlike ``token``) does not invalidate the token other workers hold.
+        """
+        async with self._token_lock:
+            now = self.clock.now()
+            if self._token and self._token_until and now < self._token_until:
+                return self._token
+            answer = await self._request(
+                "POST",
+                "cgi-bin/stable_token",
+                body={
+                    "grant_type": "client_credential",
+                    "appid": self.app_id,
+                    "secret": self.app_secret,
+                },
+            )
+            errcode = int(answer.get("errcode") or 0)
+            token = answer.get("access_token")
+            if errcode or not isinstance(token, str) or not token:
+                raise WeChatTokenError(
+                    errcode or -1, str(answer.get("errmsg", "no access_token")), "stable_token"
+                )
+            lifetime = timedelta(seconds=int(answer.get("expires_in", 7200)))
+            # Short-lived tokens (a test fake) keep half their life rather than none.
+            margin = min(TOKEN_MARGIN, lifetime / 2)
+            self._token, self._token_until = token, now + lifetime - margin
+            return token
+
+    def _forget_token(self, token: str) -> None:
+        if self._token == token:
+            self._token = self._token_until = None
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def send_text(self, openid: str, text: str) -> None:
+        await self.call(
+            "cgi-bin/message/custom/send",
+            {"touser": openid, "msgtype": "text", "text": {"content": text}},
+        )
+
+    async def send_menu(
+        self, openid: str, head: str, options: Sequence[tuple[str, str]], tail: str = ""
+    ) -> None:
+        """A message with tappable options ``(id, label)``; a tap comes back as a text
+        message carrying ``bizmsgmenuid`` = the id."""
+        await self.call(
+            "cgi-bin/message/custom/send",
+            {
+                "touser": openid,
+                "msgtype": "msgmenu",
+                "msgmenu": {
+                    "head_content": head,
+                    "list": [{"id": oid, "content": label} for oid, label in options],
+                    "tail_content": tail,
+                },
+            },
+        )
+
+    async def send_template(
+        self, openid: str, template_id: str, data: Mapping[str, str], url: str = ""
+    ) -> None:
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if url:
+            body["url"] = url
+        await self.call("cgi-bin/message/template/send", body)
+
+    async def create_qrcode(self, scene: str, expire_seconds: int | None = None) -> QRCode:
+        """A parametric QR code: permanent (``QR_LIMIT_STR_SCENE``, capped at 100,000 per
+        account) without ``expire_seconds``, temporary (``QR_STR_SCENE``, ≤ 30 days) with."""
+        if not 1 <= len(scene) <= 64:
+            raise ValueError("a scene string is 1-64 characters")
+        body: dict[str, Any] = {"action_info": {"scene": {"scene_str": scene}}}
+        if expire_seconds is None:
+            body["action_name"] = "QR_LIMIT_STR_SCENE"
+        else:
+            body["action_name"] = "QR_STR_SCENE"
+            body["expire_seconds"] = expire_seconds
+        answer = await self.call("cgi-bin/qrcode/create", body)
+        expires = answer.get("expire_seconds")
+        return QRCode(
+            ticket=str(answer["ticket"]),
+            url=str(answer["url"]),
+            expire_seconds=int(expires) if expires is not None else None,
+        )
+
+    async def get_media(self, media_id: str, max_bytes: int) -> tuple[bytes, str]:
+        """Download a temporary media file (kept by WeChat for 3 days): content and type."""
+        for attempt in (1, 2):
+            token = await self.access_token()
+            content_type, data = await self._fetch(
+                "GET",
+                "cgi-bin/media/get",
+                params={"access_token": token, "media_id": media_id},
+                limit=max_bytes,
+            )
+            # Errors come as a small JSON body (content type text/plain or application/json).
+            if "json" in content_type or content_type.startswith("text/"):
+                answer = _json(data, "media/get")
+                errcode = int(answer.get("errcode") or 0)
+                if errcode in TOKEN_INVALID and attempt == 1:
+                    self._forget_token(token)
+                    continue
+                raise WeChatAPIError(errcode, str(answer.get("errmsg", "")), "media/get")
+            return data, content_type or "application/octet-stream"
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to an endpoint taking ``access_token``; a stale token is replaced
+        and the call made once more."""
+        for attempt in (1, 2):
+            token = await self.access_token()
+            answer = await self._request("POST", path, body=body, params={"access_token": token})
+            errcode = int(answer.get("errcode") or 0)
+            if errcode == 0:
+                return answer
+            if errcode in TOKEN_INVALID and attempt == 1:
+                self._forget_token(token)
+                continue
+            raise WeChatAPIError(errcode, str(answer.get("errmsg", "")), path.rsplit("/", 2)[-1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        _, data = await self._fetch(method, path, body=body, params=params, limit=1024 * 1024)
+        return _json(data, path)
+
+    async def _fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        limit: int,
+    ) -> tuple[str, bytes]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        # ensure_ascii=False: WeChat shows \uXXXX escapes literally in some messages.
+        payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+        headers = {"Content-Type": "application/json; charset=utf-8"} if payload else None
+        try:
+            async with self._session.request(
+                method, self.base_url + path, params=params, data=payload, headers=headers
+            ) as response:
+                if response.status >= 500 or response.status == 429:
+                    raise WeChatUnavailable(f"{path}: HTTP {response.status}", response.status)
+                if response.status >= 400:
+                    raise WeChatAPIError(-response.status, f"HTTP {response.status}", path)
+                if response.content_length is not None and response.content_length > limit:
+                    raise MediaTooLarge(f"{path}: {response.content_length} bytes > {limit}")
+                data = await response.content.read(limit + 1)
+                if len(data) > limit:
+                    raise MediaTooLarge(f"{path}: more than {limit} bytes")
+                return response.content_type, data
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise WeChatUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _json(data: bytes, path: str) -> dict[str, Any]:
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise WeChatUnavailable(f"{path}: answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise WeChatUnavailable(f"{path}: answer is not a JSON object")
+    return answer
+
+
+# -- outbox sender ---------------------------------------------------------------------------
+
+
+class WeChatSender:
+    """``notices.outbox.Sender`` for channel "wechat".
+
+    Body: ``{"text", "topic_number", "url"}`` and optionally ``"buttons": [[label, payload]…]``.
+    Inside the customer-service window (the person wrote within ``window``) the text goes as
+    a customer-service message (a msgmenu when there are buttons); outside it, or when
+    WeChat refuses it as out of window / too many, a template message links to ``url``.
+    """
+
+    def __init__(
+        self,
+        api: WeChatAPI,
+        sessions: SessionFactory,
+        clock: Clock,
+        *,
+        template_id: str = "",
+        window: timedelta = timedelta(hours=48),
+    ) -> None:
+        self.api = api
+        self.sessions = sessions
+        self.clock = clock
+        self.template_id = template_id
+        self.window = window
+
+    async def send(self, message: OutboxMessage) -> None:
+        try:
+            if await self._in_window(message.address):
+                try:
+                    await self._customer_service(message.address, message.body)
+                    return
+                except WeChatAPIError as exc:
+                    if exc.errcode not in OUT_OF_WINDOW:
+                        raise
+                    log.info("wechat: %s, falling back to a template message", exc)
+            await self._template(message.address, message.body)
+        except WeChatError as exc:
+            raise delivery_failure(exc) from exc
+
+    async def _in_window(self, openid: str) -> bool:
+        async with self.sessions() as session:
+            last = (
+                await session.exec(
+                    select(ChannelIdentity.last_inbound_at).where(
+                        ChannelIdentity.channel == "wechat",
+                        ChannelIdentity.external_id == openid,
+                    )
+                )
+            ).first()
+        return last is not None and self.clock.now() - last < self.window
+
+    async def _customer_service(self, openid: str, body: Mapping[str, Any]) -> None:
+        text = str(body.get("text", ""))
+        buttons = body.get("buttons") or []
+        if buttons:
+            await self.api.send_menu(openid, text, [(str(p), str(label)) for label, p in buttons])
+        else:
+            await self.api.send_text(openid, text)
+
+    async def _template(self, openid: str, body: Mapping[str, Any]) -> None:
+        if not self.template_id:
+            raise PermanentFailure("outside the customer-service window and no template configured")
+        data = {
+            TEMPLATE_NUMBER_KEY: str(body.get("topic_number", ""))[:32],
+            TEMPLATE_SUMMARY_KEY: _clip(_first_line(str(body.get("text", ""))), TEMPLATE_THING_MAX),
+        }
+        await self.api.send_template(openid, self.template_id, data, str(body.get("url", "")))
+
+
+def delivery_failure(exc: WeChatError) -> TemporaryFailure | PermanentFailure:
+    """How the outbox should treat a failed call: retry later, or give the message up."""
+    if isinstance(exc, WeChatTokenError):
+        return TemporaryFailure(f"no access token: {exc}")
+    if isinstance(exc, WeChatAPIError):
+        reason = f"errcode {exc.errcode}: {exc.errmsg}"
+        if exc.errcode in TEMPORARY or exc.errcode in TOKEN_INVALID:
+            return TemporaryFailure(reason)
+        return PermanentFailure(reason)
+    return TemporaryFailure(str(exc))
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- media -------------------------------------------------------------------------------------
+
+
+def wechat_outbound(
+    config: Config, sessions: SessionFactory, clock: Clock
+) -> tuple[dict[str, Sender], dict[str, MediaFetcher]]:
+    """The "wechat" outbox sender and media fetcher (sharing one API client), or nothing
+    when no account is configured."""
+    wechat = config["wechat"]
+    if not wechat["app_id"]:
+        return {}, {}
+    api = WeChatAPI.from_config(wechat, clock)
+    sender = WeChatSender(
+        api,
+        sessions,
+        clock,
+        template_id=wechat["template_id"],
+        window=timedelta(hours=wechat["cs_window_hours"]),
+    )
+    return {"wechat": sender}, {"wechat": WeChatMediaFetcher(api, config["media"]["max_bytes"])}
+
+
+class WeChatMediaFetcher:
+    """Downloads what a resident sent (MediaId) for bot/media's download loop."""
+
+    def __init__(self, api: WeChatAPI, max_bytes: int) -> None:
+        self.api = api
+        self.max_bytes = max_bytes
+
+    async def fetch(self, ref: str) -> tuple[bytes, str]:
+        return await self.api.get_media(ref, self.max_bytes)

@@ -1,0 +1,59 @@
+"""``mashangyi worker``: the background half of the service, without a web server.
+
+For deployments that keep web and background work apart: the reminder sweeps (on
+APScheduler), the outbox delivery loop and media downloads. Any number of workers and
+``serve`` processes may run against one PostgreSQL database: sweeps and deliveries are
+guarded there (notices/reminders.py, notices/outbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from bot.media import MediaDownloader
+from bot.services import Services
+from notices.scheduler import SweepScheduler
+
+log = logging.getLogger("mashangyi.worker")
+
+
+async def run_worker(services: Services, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (or the task is cancelled), then wind down cleanly."""
+    config = services.config
+    scheduler = SweepScheduler(
+        services.sweeper().run_once, timedelta(minutes=config["reminders"]["sweep_minutes"])
+    )
+    tasks = [
+        asyncio.create_task(
+            services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"]),
+            name="outbox",
+        ),
+        asyncio.create_task(download_media(services.media_downloader(), stop), name="media"),
+    ]
+    scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await scheduler.stop()
+        _, late = await asyncio.wait(tasks, timeout=10)
+        for task in late:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def download_media(downloader: MediaDownloader, stop: asyncio.Event) -> None:
+    """Download photos and recordings until ``stop``; rest two seconds when idle."""
+    while not stop.is_set():
+        try:
+            busy = await downloader.run_once()
+        except Exception:  # keep downloading after a database hiccup
+            log.exception("media: download round failed")
+            busy = 0
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)

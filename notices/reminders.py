@@ -1,0 +1,612 @@
+"""Scheduled reminders: periodic sweeps over the database that nudge, escalate and remind.
+
+A kind of reminder is one ``Reminder`` record in ``REMINDERS``:
+
+    Reminder("review.nudge", find=overdue_reviews, to=Responsible(), repeat=Repeat.WORKDAY)
+
+- ``find``: which things are due now (a query: overdue review steps, quiet rooms…);
+- ``to``: who is told about each (the people responsible for the step, the submitter, the
+  supervising district's supervisors, a room's conveners);
+- ``repeat``: once per occurrence (a review step, a year), or at most once per working day
+  while it stays due;
+- ``digest``: one message per person listing everything due for them, instead of one each;
+- ``office_hours``: only on working days within ``[reminders] work_start``–``work_end``
+  (China time, 调休 Saturdays included) — a meeting reminder would turn this off;
+- the text: ``templates/reminders/<name>.txt``.
+
+Meeting reminders, "is it solved?" and the like are a finder and a record here, nothing more.
+
+**The database is the only memory.** Every reminder given is a ``reminders_sent`` row with
+a unique key (kind, period, subject, occurrence, person). A sweep inserts the rows first
+(``INSERT … ON CONFLICT DO NOTHING RETURNING``) and writes the outbox messages only for the
+rows it actually inserted, in the same transaction, with outbox idempotency keys derived
+from those rows. So:
+
+- a restart, or a sweep that fails half-way (its transaction rolls back), loses nothing:
+  the next sweep finds the same things due and gives what was not given yet;
+- two processes sweeping one PostgreSQL database cannot both give a reminder: the second
+  insert of a key waits for the first transaction and then conflicts. That unique key is
+  the guarantee. On top of it each kind's transaction takes a transaction-scoped advisory
+  lock with ``pg_try_advisory_xact_lock``; a process that does not get it skips that kind
+  for this round (the holder is doing it), so concurrent workers do not do the work twice
+  or queue up behind each other's row locks. The lock needs no clean-up: it ends with the
+  transaction, also when a process dies;
+- SQLite: one process is assumed (the embedded set-up). A second one could not double-send
+  either (same unique key), but its sweeps might fail with "database is locked" and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import ARRAY, Integer, String, bindparam, func, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
+
+from notices.outbox import enqueue_many
+from storage.db import SessionFactory, transaction
+from storage.models import ChannelIdentity, ReminderSent, TopicEvent
+from workflow.clock import CHINA, Clock
+from workflow.lifecycle import Role
+from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
+from workflow.overdue import responsible_roles as _responsible_roles
+from workflow.texts import Catalogue, label
+from workflow.workdays import WorkdayCalendar
+
+log = logging.getLogger("mashangyi.reminders")
+
+TEMPLATES = Path(__file__).with_name("templates")
+TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
+
+#: Namespace of our advisory locks (the first of the two int4 keys), "ms" for mashangyi.
+LOCK_CLASS = 0x6D73
+#: Rows per statement when looking up and inserting sent records.
+_CHUNK = 500
+
+
+class Repeat(StrEnum):
+    ONCE = "once"  # once per occurrence: a review step, a year, a meeting
+    WORKDAY = "workday"  # at most once per working day, for as long as it stays due
+
+
+@dataclass(frozen=True)
+class ReminderSettings:
+    #: Office hours, China time: reminders with ``office_hours`` go out only in
+    #: [work_start, work_end) on working days.
+    work_start: time = time(9, 0)
+    work_end: time = time(17, 30)
+    #: Working days past the due date before the supervisors are told.
+    escalate_after_days: int = 3
+
+    def __post_init__(self) -> None:
+        if self.work_end <= self.work_start:
+            raise ValueError("work_end must be later than work_start")
+        if self.escalate_after_days < 1:
+            raise ValueError("escalate_after_days must be at least 1")
+
+
+@dataclass(frozen=True)
+class Due:
+    """One thing a reminder is due for, as a finder reports it."""
+
+    subject: str  # what it is about: "topic:42", "room:7"
+    occurrence: str  # which time of it: a step's start, a year; a new one is reminded anew
+    room_id: int  # the room whose people are meant (responsible, conveners, supervisors)
+    topic_id: int | None = None
+    submitter_id: int | None = None
+    state: str | None = None
+    #: Values for the template (a digest's template gets them as ``items``).
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    """One run: the moment, the calendar, the room tree and grants, loaded once and shared
+    by every reminder; ``memo`` keeps finder results that several reminders use."""
+
+    now: datetime
+    today: date
+    settings: ReminderSettings
+    calendar: WorkdayCalendar
+    steps: StepClock
+    tree: RoomTree
+    grants: Grants
+    public_base_url: str
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+    def topic_url(self, number: str) -> str:
+        return f"{self.public_base_url}/t/{number}"
+
+
+Finder = Callable[[AsyncSession, Sweep], Awaitable[list[Due]]]
+
+
+class Audience(Protocol):
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        """The people to tell about ``due``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reminder:
+    name: str  # also the template (templates/reminders/<name>.txt) and the outbox kind
+    find: Finder
+    to: Audience
+    repeat: Repeat = Repeat.ONCE
+    digest: bool = False
+    office_hours: bool = True
+    #: Buttons under the message, as (label, payload); the dialogs check every press again.
+    buttons: Callable[[Due], list[tuple[str, str]]] | None = None
+
+
+# -- audiences --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Responsible:
+    """Whoever may move the topic on from its current state, in the topic's room."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        assert due.state is not None, "Responsible needs a due item with a state"
+        return [pid for pid, _ in sweep.grants.holders(due.room_id, _responsible_roles(due.state))]
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """The person who raised the topic."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return [due.submitter_id] if due.submitter_id is not None else []
+
+
+@dataclass(frozen=True)
+class RoomRole:
+    """Holders of one role in the item's room."""
+
+    role: Role
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return [pid for pid, _ in sweep.grants.holders(due.room_id, (self.role,))]
+
+
+@dataclass(frozen=True)
+class Supervisors:
+    """The supervisors of the nearest district room above the item's room."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return sweep.grants.supervisors(sweep.tree, due.room_id)[1]
+
+
+# -- finders ----------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def shared(
+    query: Callable[[AsyncSession, Sweep], Awaitable[T]],
+) -> Callable[[AsyncSession, Sweep], Awaitable[T]]:
+    """Run ``query`` once per sweep, however many reminders use it."""
+
+    async def once(session: AsyncSession, sweep: Sweep) -> T:
+        if query not in sweep.memo:
+            sweep.memo[query] = await query(session, sweep)
+        return sweep.memo[query]
+
+    once.__name__ = query.__name__
+    return once
+
+
+def _review_due(sweep: Sweep, step: OverdueStep) -> Due:
+    clock = sweep.steps
+    return Due(
+        subject=f"topic:{step.topic_id}",
+        occurrence=step.occurrence,
+        room_id=step.room_id,
+        topic_id=step.topic_id,
+        submitter_id=step.submitter_id,
+        state=step.state,
+        context={
+            "number": step.number,
+            "title": step.title,
+            "room": sweep.tree[step.room_id].name,
+            "state": label("states", step.state),
+            "waited": clock.waited(step),
+            "overdue": clock.overdue(step),
+            "due": clock.due_on(step),
+            "expected": clock.expected_by(step),
+            "escalated": clock.escalated(step),
+            "url": sweep.topic_url(step.number),
+        },
+    )
+
+
+@shared
+async def overdue_reviews(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """Review steps (first review, referral, Party approval, outcome review…) past due."""
+    return [_review_due(sweep, step) for step in await overdue_steps(session, sweep.now)]
+
+
+@shared
+async def escalated_reviews(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """Overdue steps whose grace window of ``escalate_after_days`` has ended too."""
+    return [due for due in await overdue_reviews(session, sweep) if due.context["escalated"]]
+
+
+def rooms_with_few(action: str, fewer_than: int, levels: Iterable[str], from_month: int) -> Finder:
+    """Rooms of ``levels`` with fewer than ``fewer_than`` ``action`` events this calendar
+    year (China time), from ``from_month`` on; one occurrence per room and year."""
+    levels = frozenset(levels)
+
+    @shared
+    async def find(session: AsyncSession, sweep: Sweep) -> list[Due]:
+        if sweep.today.month < from_month:
+            return []
+        year = sweep.today.year
+        start = datetime(year, 1, 1, tzinfo=CHINA)
+        end = datetime(year + 1, 1, 1, tzinfo=CHINA)
+        rows = await session.exec(
+            select(TopicEvent.room_id, func.count())
+            .where(
+                TopicEvent.action == action,
+                col(TopicEvent.at) >= start,
+                col(TopicEvent.at) < end,
+            )
+            .group_by(col(TopicEvent.room_id))
+        )
+        counts = {room_id: count for room_id, count in rows}
+        rooms = sorted(
+            (r for r in sweep.tree.rooms.values() if r.level in levels), key=lambda r: r.code
+        )
+        return [
+            Due(
+                subject=f"room:{room.id}",
+                occurrence=str(year),
+                room_id=room.id,
+                context={"room": room.name, "count": counts.get(room.id, 0), "year": year},
+            )
+            for room in rooms
+            if counts.get(room.id, 0) < fewer_than
+        ]
+
+    return find
+
+
+#: Towns, streets and parks hold at least two consultation meetings a year (001 §22); the
+#: reminder comes in the fourth quarter, when there is still time.
+quiet_rooms = rooms_with_few(
+    "record_meeting", fewer_than=2, levels=("town", "street", "park"), from_month=10
+)
+
+
+def open_topic(due: Due) -> list[tuple[str, str]]:
+    """A button that opens the topic in the chat ("t:<id>", handled by the dialogs)."""
+    return [(TEXTS.label("buttons", "open_topic"), f"t:{due.topic_id}")]
+
+
+# -- the registry -------------------------------------------------------------------------
+
+REMINDERS: tuple[Reminder, ...] = (
+    # Five working days are up (000 §18): whoever must act is nudged every working day.
+    Reminder("review.nudge", overdue_reviews, Responsible(), Repeat.WORKDAY, buttons=open_topic),
+    # ... and the submitter is told, once per step, that it is late and by when to expect it.
+    Reminder("review.delayed", overdue_reviews, Submitter(), buttons=open_topic),
+    # N more working days: the district's supervisors get the list.
+    Reminder("review.escalated", escalated_reviews, Supervisors(), digest=True),
+    # Fourth quarter: rooms short of two meetings this year, and the list for supervisors.
+    Reminder("activity.low", quiet_rooms, RoomRole(Role.CONVENER)),
+    Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
+)
+
+
+# -- the sweeper --------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    office_hours: bool
+    #: Messages written to the outbox, per reminder kind that ran.
+    sent: dict[str, int] = field(default_factory=dict)
+    #: Kinds another process was sweeping at that moment (PostgreSQL advisory lock).
+    skipped: list[str] = field(default_factory=list)
+    #: Kinds whose transaction failed (rolled back; the next sweep tries again).
+    failed: list[str] = field(default_factory=list)
+
+
+Key = tuple[str, str, int]  # subject, occurrence, person
+
+
+class Sweeper:
+    """Runs every reminder kind once per call; safe to call at any time, as often as liked."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        clock: Clock,
+        calendar: WorkdayCalendar,
+        settings: ReminderSettings | None = None,
+        *,
+        public_base_url: str = "http://127.0.0.1:8080",
+        reminders: Sequence[Reminder] = REMINDERS,
+        lock: bool = True,
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.calendar = calendar
+        self.settings = settings or ReminderSettings()
+        self.public_base_url = public_base_url.rstrip("/")
+        self.reminders = tuple(reminders)
+        names = [r.name for r in self.reminders]
+        if len(set(names)) != len(names):
+            raise ValueError("reminder names must be unique")
+        self.lock = lock
+        self._running = asyncio.Lock()  # one sweep at a time in this process
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            undefined=StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,  # plain-text chat messages
+        )
+
+    def office_hours(self, now: datetime) -> bool:
+        local = now.astimezone(CHINA)
+        return self.calendar.is_workday(local.date()) and (
+            self.settings.work_start <= local.time() < self.settings.work_end
+        )
+
+    async def run_once(self) -> SweepReport:
+        """Give every reminder that is due now and has not been given yet."""
+        async with self._running:
+            now = self.clock.now()
+            report = SweepReport(office_hours=self.office_hours(now))
+            kinds = [r for r in self.reminders if report.office_hours or not r.office_hours]
+            if not kinds:
+                return report
+            today = now.astimezone(CHINA).date()
+            async with self.sessions() as session:
+                tree, grants = await RoomTree.load(session), await Grants.load(session)
+            sweep = Sweep(
+                now=now,
+                today=today,
+                settings=self.settings,
+                calendar=self.calendar,
+                steps=StepClock(self.calendar, today, self.settings.escalate_after_days),
+                tree=tree,
+                grants=grants,
+                public_base_url=self.public_base_url,
+            )
+            for reminder in kinds:
+                try:
+                    sent = await self._give(reminder, sweep)
+                except Exception:
+                    # One kind's failure must not stop the others; its transaction rolled
+                    # back, so the next sweep gives exactly what this one did not.
+                    log.exception("reminders: %s failed", reminder.name)
+                    report.failed.append(reminder.name)
+                    continue
+                if sent is None:
+                    report.skipped.append(reminder.name)
+                else:
+                    report.sent[reminder.name] = sent
+            given = {name: n for name, n in report.sent.items() if n}
+            if given:
+                log.info("reminders: %s", ", ".join(f"{k} {n}" for k, n in given.items()))
+            return report
+
+    async def _give(self, reminder: Reminder, sweep: Sweep) -> int | None:
+        """One kind in one transaction; the number of messages, None if another process
+        holds this kind's lock."""
+        async with transaction(self.sessions) as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            if postgres and self.lock and not await _try_lock(session, reminder.name):
+                return None
+            if postgres:
+                # Plan each statement for its actual values. The driver caches prepared
+                # statements, and after five runs PostgreSQL may switch to a generic plan
+                # that guesses ten rows for ``unnest(:array)`` and rescans it per row —
+                # 15 s instead of 15 ms for 10,000 overdue topics (bench/README.md).
+                await session.exec(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            period = sweep.today.isoformat() if reminder.repeat is Repeat.WORKDAY else ""
+            wanted: dict[Key, Due] = {}
+            order: dict[str, int] = {}  # subject → position, so digests list in finder order
+            for due in await reminder.find(session, sweep):
+                order.setdefault(due.subject, len(order))
+                for person in reminder.to.people(sweep, due):
+                    wanted.setdefault((due.subject, due.occurrence, person), due)
+            if not wanted:
+                return 0
+            for key in await _already_given(session, reminder.name, period, wanted):
+                wanted.pop(key, None)
+            addresses = await reachable(session, {person for _, _, person in wanted})
+            # Nobody to write to (no chat identity yet): not recorded, so they are told once
+            # they can be reached.
+            keys = sorted(key for key in wanted if key[2] in addresses)
+            won = await _record(session, reminder.name, period, keys, wanted, sweep)
+            messages = self._messages(reminder, won, wanted, order, addresses, sweep)
+            await enqueue_many(session, messages, now=sweep.now)
+            return len(messages)
+
+    def _messages(
+        self,
+        reminder: Reminder,
+        won: dict[Key, int],
+        wanted: Mapping[Key, Due],
+        order: Mapping[str, int],
+        addresses: Mapping[int, tuple[str, str]],
+        sweep: Sweep,
+    ) -> list[dict[str, Any]]:
+        template = self.env.get_template(f"reminders/{reminder.name}.txt")
+        kind = f"reminder.{reminder.name}"
+        messages: list[dict[str, Any]] = []
+
+        def message(person: int, key: str, body: dict[str, Any], topic_id: int | None) -> None:
+            channel, address = addresses[person]
+            messages.append(
+                {
+                    "key": key,
+                    "channel": channel,
+                    "address": address,
+                    "kind": kind,
+                    "body": body,
+                    "person_id": person,
+                    "topic_id": topic_id,
+                }
+            )
+
+        if reminder.digest:
+            per_person: dict[int, list[tuple[Key, int]]] = {}
+            for key, sent_id in won.items():
+                per_person.setdefault(key[2], []).append((key, sent_id))
+            for person, items in sorted(per_person.items()):
+                items.sort(key=lambda item: order[item[0][0]])
+                contexts = [wanted[key].context for key, _ in items]
+                body = {
+                    "text": template.render(
+                        items=contexts, count=len(contexts), **_common(sweep)
+                    ).strip(),
+                    "topic_number": "",
+                    "url": "",
+                }
+                # Keyed by the first sent record in it: unique, and the same on any retry.
+                message(person, f"reminder:{min(i for _, i in items)}", body, None)
+            return messages
+
+        # In the finder's order (most overdue first, rooms by code), not the key order.
+        for key, sent_id in sorted(won.items(), key=lambda item: (order[item[0][0]], item[1])):
+            due = wanted[key]
+            body = {
+                "text": template.render(**due.context, **_common(sweep)).strip(),
+                "topic_number": due.context.get("number", ""),
+                "url": due.context.get("url", ""),
+            }
+            if reminder.buttons is not None:
+                body["buttons"] = [list(b) for b in reminder.buttons(due)]
+            message(key[2], f"reminder:{sent_id}", body, due.topic_id)
+        return messages
+
+
+def _common(sweep: Sweep) -> dict[str, Any]:
+    return {"today": sweep.today, "escalate_after_days": sweep.settings.escalate_after_days}
+
+
+async def _try_lock(session: AsyncSession, name: str) -> bool:
+    """This kind's transaction-scoped advisory lock, without waiting for it."""
+    key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    result = await session.exec(select(func.pg_try_advisory_xact_lock(LOCK_CLASS, key)))
+    return bool(result.one())
+
+
+def _among(
+    session: AsyncSession, query: Select[Any], column: Any, values: Sequence[Any], kind: Any
+) -> list[Select[Any]]:
+    """``query`` limited to rows whose ``column`` is one of ``values``, in as few statements
+    as the database allows.
+
+    PostgreSQL: one statement, joined to ``unnest`` of a single array parameter (planned
+    for its values, see ``Sweeper._give``): a hash join, whatever the number of values. An
+    IN list of bound parameters would need many statements, and under a generic plan is
+    searched linearly for every row. SQLite: IN lists of ``_CHUNK`` values, within its
+    limit on bound parameters.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        given = func.unnest(bindparam("among", list(values), type_=ARRAY(kind)))
+        table = given.table_valued("value").render_derived(name="among")
+        return [query.join(table, column == table.c.value)]
+    return [
+        query.where(column.in_(values[start : start + _CHUNK]))
+        for start in range(0, len(values), _CHUNK)
+    ]
+
+
+async def _already_given(
+    session: AsyncSession, kind: str, period: str, wanted: Mapping[Key, Due]
+) -> list[Key]:
+    """The wanted keys already on record (the steady state: most of them, most sweeps).
+    Served by the unique index (kind, period, subject, …)."""
+    query = select(ReminderSent.subject, ReminderSent.occurrence, ReminderSent.person_id).where(
+        ReminderSent.kind == kind, ReminderSent.period == period
+    )
+    subjects = sorted({subject for subject, _, _ in wanted})
+    found: list[Key] = []
+    for statement in _among(session, query, col(ReminderSent.subject), subjects, String):
+        found += [(s, o, p) for s, o, p in await session.exec(statement)]
+    return found
+
+
+async def _record(
+    session: AsyncSession,
+    kind: str,
+    period: str,
+    keys: Sequence[Key],
+    wanted: Mapping[Key, Due],
+    sweep: Sweep,
+) -> dict[Key, int]:
+    """Insert the sent records; return those this transaction inserted, with their ids.
+
+    A key another sweeper inserted meanwhile conflicts and is skipped (on PostgreSQL after
+    waiting for that sweeper's transaction to end). Keys go in sorted order so that two
+    sweepers inserting overlapping sets cannot deadlock.
+    """
+    insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table = ReminderSent.__table__  # type: ignore[attr-defined]
+    if not keys:
+        return {}
+    rows = [
+        {
+            "kind": kind,
+            "period": period,
+            "subject": subject,
+            "occurrence": occurrence,
+            "person_id": person,
+            "topic_id": wanted[(subject, occurrence, person)].topic_id,
+            "room_id": wanted[(subject, occurrence, person)].room_id,
+            "sent_on": sweep.today,
+            "sent_at": sweep.now,
+        }
+        for subject, occurrence, person in keys
+    ]
+    # executemany with RETURNING: compiled once, sent in batches in the given order.
+    result = await session.exec(
+        insert_(table)
+        .on_conflict_do_nothing(
+            index_elements=["kind", "period", "subject", "occurrence", "person_id"]
+        )
+        .returning(table.c.id, table.c.subject, table.c.occurrence, table.c.person_id),
+        params=rows,
+    )
+    return {
+        (subject, occurrence, person): sent_id for sent_id, subject, occurrence, person in result
+    }
+
+
+async def reachable(session: AsyncSession, people: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """(channel, address) for each person who has a chat identity: the one they wrote from
+    last (as ``notices.notify`` chooses), else the newest."""
+    query = select(
+        ChannelIdentity.person_id,
+        ChannelIdentity.channel,
+        ChannelIdentity.external_id,
+        ChannelIdentity.last_inbound_at,
+        ChannelIdentity.id,
+    )
+    never = datetime.min.replace(tzinfo=CHINA)
+    best: dict[int, tuple[tuple[bool, datetime, int], str, str]] = {}
+    people = sorted(set(people))
+    for statement in _among(session, query, col(ChannelIdentity.person_id), people, Integer):
+        for person, channel, address, last_inbound, identity_id in await session.exec(statement):
+            rank = (last_inbound is not None, last_inbound or never, identity_id or 0)
+            if person not in best or rank > best[person][0]:
+                best[person] = (rank, channel, address)
+    return {person: (channel, address) for person, (_, channel, address) in best.items()}

@@ -1,0 +1,163 @@
+"""A fake WeChat API (api.weixin.qq.com) on loopback: it answers like WeChat and records
+every request, so tests can check what the service sent.
+
+Tokens: ``stable_token`` issues TOKEN-1, TOKEN-2…; a call with an unknown or invalidated
+token gets errcode 40001 as on WeChat. ``script(path, …)`` queues special answers (an
+errcode, a 5xx, a dropped connection) for the next calls to one endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+STABLE_TOKEN = "cgi-bin/stable_token"
+CUSTOM_SEND = "cgi-bin/message/custom/send"
+TEMPLATE_SEND = "cgi-bin/message/template/send"
+MEDIA_GET = "cgi-bin/media/get"
+QRCODE_CREATE = "cgi-bin/qrcode/create"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the leading slash, e.g. "cgi-bin/message/custom/send"
+    query: dict[str, str]
+    json: Any  # the decoded body, or None
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: dict[str, Any] | None = None
+    disconnect: bool = False  # drop the connection without answering
+
+
+@dataclass
+class FakeWeChatAPI:
+    app_id: str = "wx0000000000000001"
+    app_secret: str = "s3cret"
+    expires_in: int = 7200
+    requests: list[Request] = field(default_factory=list)
+    #: media_id → (content, content type) for media/get
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    _valid: set[str] = field(default_factory=set)
+    _script: dict[str, list[Answer]] = field(default_factory=dict)
+    _tokens: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _msgids: itertools.count = field(default_factory=lambda: itertools.count(200000001))
+    _server: TestServer | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("/"))
+
+    # -- steering ------------------------------------------------------------------------
+
+    def script(
+        self,
+        path: str,
+        *,
+        errcode: int | None = None,
+        errmsg: str = "scripted",
+        status: int = 200,
+        disconnect: bool = False,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls to ``path`` get this answer instead of the normal one."""
+        body = {"errcode": errcode, "errmsg": errmsg} if errcode is not None else None
+        answer = Answer(status=status, body=body, disconnect=disconnect)
+        self._script.setdefault(path, []).extend([answer] * times)
+
+    def invalidate_tokens(self) -> None:
+        """As when another worker force-refreshed: every token issued so far stops working."""
+        self._valid.clear()
+
+    def calls(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        raw = await request.read()
+        body = json.loads(raw.decode("utf-8")) if raw else None
+        self.requests.append(Request(request.method, path, dict(request.query), body))
+        queued = self._script.get(path)
+        if queued:
+            answer = queued.pop(0)
+            if answer.disconnect:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
+            if answer.status >= 500:
+                return web.Response(status=answer.status, text="upstream error")
+            return _json(answer.body or {"errcode": 0, "errmsg": "ok"}, answer.status)
+        if path == STABLE_TOKEN:
+            return self._stable_token(body or {})
+        if request.query.get("access_token") not in self._valid:
+            return _json(
+                {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
+            )
+        if path == CUSTOM_SEND:
+            return _json({"errcode": 0, "errmsg": "ok"})
+        if path == TEMPLATE_SEND:
+            return _json({"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
+        if path == QRCODE_CREATE:
+            return self._qrcode(body or {})
+        if path == MEDIA_GET:
+            found = self.media.get(request.query.get("media_id", ""))
+            if found is None:
+                # WeChat answers errors of media/get as JSON labelled text/plain.
+                return web.Response(
+                    text=json.dumps({"errcode": 40007, "errmsg": "invalid media_id"}),
+                    content_type="text/plain",
+                )
+            content, content_type = found
+            return web.Response(body=content, content_type=content_type)
+        return _json({"errcode": 48001, "errmsg": "api unauthorized"})
+
+    def _stable_token(self, body: dict[str, Any]) -> web.Response:
+        if body.get("grant_type") != "client_credential" or body.get("appid") != self.app_id:
+            return _json({"errcode": 40013, "errmsg": "invalid appid"})
+        if body.get("secret") != self.app_secret:
+            return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
+        token = f"TOKEN-{next(self._tokens)}"
+        self._valid.add(token)
+        return _json({"access_token": token, "expires_in": self.expires_in})
+
+    def _qrcode(self, body: dict[str, Any]) -> web.Response:
+        scene = body.get("action_info", {}).get("scene", {}).get("scene_str", "")
+        answer: dict[str, Any] = {
+            "ticket": f"gQH47joAAAAAAAAAASxodHRwOi8v{scene}",
+            "url": f"http://weixin.qq.com/q/{scene}",
+        }
+        if body.get("action_name") == "QR_STR_SCENE":
+            answer["expire_seconds"] = body.get("expire_seconds", 30)
+        return _json(answer)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    # WeChat sends JSON with UTF-8 Chinese as is; its Content-Type varies (often text/plain).
+    return web.Response(
+        status=status, text=json.dumps(body, ensure_ascii=False), content_type="application/json"
+    )

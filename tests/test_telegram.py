@@ -1,0 +1,832 @@
+"""The Telegram channel, through HTTP: real Update JSON posted to ``/telegram`` of the real
+app, a fake Bot API on loopback recording what the service sends, the injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlmodel import col, func, select
+from telegram.error import BadRequest
+
+import bot.telegram
+from bot.cli import main
+from bot.config import ConfigError, load_config
+from bot.media import MediaTooLarge
+from bot.services import Services, build_services
+from bot.telegram import (
+    REPLY_HOLD,
+    SECRET_HEADER,
+    TEXT_LIMIT,
+    TelegramMediaFetcher,
+    TelegramSender,
+    close_outbound,
+    file_base_url,
+    poll,
+    split_text,
+)
+from bot.web import create_app
+from dialogs.conversation import say
+from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.outbox import PermanentFailure, TemporaryFailure
+from storage.db import transaction
+from storage.models import (
+    Attachment,
+    ChannelIdentity,
+    InboundReceipt,
+    OutboxMessage,
+    Person,
+    Topic,
+)
+from tests.fakes.telegram_api import TOKEN, FakeBotAPI
+from tests.world import ROOMS
+from workflow.clock import FixedClock
+from workflow.rooms import import_rooms, parse_rooms_csv
+
+SECRET = "webhook-Secret_0123456789"
+PAYLOADS = Path(__file__).parent / "payloads" / "telegram"
+USER = 1001  # the resident in the payloads (private chat id == user id)
+NAME = "伟 李"  # PTB's full_name: first name, then last name
+
+
+def payload(name: str) -> dict[str, Any]:
+    return json.loads((PAYLOADS / f"{name}.json").read_text("utf-8"))
+
+
+def config_text(database_url: str, base_url: str, **telegram: str) -> str:
+    settings = {"bot_token": TOKEN, "webhook_secret": SECRET, "base_url": base_url} | telegram
+    lines = "\n".join(f'{key} = "{value}"' for key, value in settings.items())
+    return (
+        f'[database]\nurl = "{database_url}"\n'
+        '[server]\npublic_base_url = "https://bot.example.org"\n'
+        f"[telegram]\n{lines}\n"
+        '[media]\ndir = "media"\n'
+        # Tests type faster than people: the flood limit is the dialogs' business.
+        "[dialogs]\nflood_messages = 1000\n"
+    )
+
+
+def make_services(path: Path, clock: FixedClock) -> Services:
+    return build_services(load_config(path, env={}), clock=clock)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotAPI]:
+    async with FakeBotAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def config_path(database_url: str, fake: FakeBotAPI, tmp_path: Path) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(database_url, fake.base_url), "utf-8")
+    return path
+
+
+@pytest.fixture
+async def services(config_path: Path, engine: object, clock: FixedClock) -> AsyncIterator[Services]:
+    services = make_services(config_path, clock)
+    async with transaction(services.sessions) as session:
+        await import_rooms(session, parse_rooms_csv(ROOMS.encode()), clock.now())
+    yield services
+    await close_outbound(services)
+    await services.close()
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[TestClient]:
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+class RecordingDialogs:
+    """Stands in for ``Dialogs``: records each Inbound, answers with fixed replies."""
+
+    def __init__(self, *replies: Reply, error: Exception | None = None) -> None:
+        self.inbounds: list[Inbound] = []
+        self.replies = list(replies)
+        self.error = error
+
+    async def handle(self, inbound: Inbound) -> list[Reply]:
+        self.inbounds.append(inbound)
+        if self.error is not None:
+            raise self.error
+        return list(self.replies)
+
+
+def stand_in(
+    services: Services, *replies: Reply, error: Exception | None = None
+) -> RecordingDialogs:
+    dialogs = RecordingDialogs(*replies, error=error)
+    services.dialogs = dialogs  # type: ignore[assignment]
+    return dialogs
+
+
+async def post(
+    client: TestClient, update: Any, *, secret: str | None = SECRET, body: bytes | None = None
+) -> int:
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    data = body if body is not None else json.dumps(update, ensure_ascii=False).encode()
+    response = await client.post("/telegram", data=data, headers=headers)
+    await response.read()
+    return response.status
+
+
+async def count(services: Services, model: type) -> int:
+    async with services.sessions() as session:
+        return (await session.exec(select(func.count()).select_from(model))).one()
+
+
+async def outbox(services: Services) -> list[OutboxMessage]:
+    async with services.sessions() as session:
+        rows = await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))
+        return list(rows)
+
+
+# -- the door: secret, size, shape -------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x", SECRET[:-1], SECRET.upper()])
+async def test_a_missing_or_wrong_secret_is_refused_and_nothing_is_stored(
+    client: TestClient, services: Services, fake: FakeBotAPI, secret: str | None
+) -> None:
+    assert await post(client, payload("start"), secret=secret) == 403
+    for model in (Person, ChannelIdentity, InboundReceipt, OutboxMessage):
+        assert await count(services, model) == 0
+    assert fake.methods() == ["getMe"]  # only the start-up check
+
+
+async def test_the_right_secret_is_let_in(client: TestClient, services: Services) -> None:
+    assert await post(client, payload("start")) == 200
+    assert await count(services, InboundReceipt) == 1
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"{" + b" " * (1024 * 1024) + b"}", 413),
+        (b'{"update_id": 1, "message": ', 400),
+        (b"\xff\xfe\x00", 400),
+        (b"[]", 400),
+        (b'{"message": {}}', 400),
+        (b'{"update_id": "815390001"}', 400),
+        (b'{"update_id": true}', 400),
+    ],
+)
+async def test_oversized_and_malformed_bodies_are_refused(
+    client: TestClient, services: Services, body: bytes, status: int
+) -> None:
+    dialogs = stand_in(services, Reply("hi"))
+    assert await post(client, None, body=body) == status
+    assert dialogs.inbounds == []
+
+
+async def test_the_secret_is_checked_before_the_body_is_read(client: TestClient) -> None:
+    assert await post(client, None, secret="wrong", body=b"x" * (2 * 1024 * 1024)) == 403
+
+
+# -- update kinds → Inbound --------------------------------------------------------------
+
+KINDS: dict[str, dict[str, Any]] = {
+    "start": {"kind": "start", "payload": "r_V1"},
+    "start_plain": {"kind": "start"},
+    "text": {"kind": "text", "text": "运河步道沿线增设公共厕所"},
+    "callback_query": {"kind": "button", "payload": "m:submit"},
+    "photo": {
+        "kind": "image",
+        "text": "路口积水",
+        "media": Media("AgACAgUAAxkBAAIBbWdz-large", "image/jpeg"),
+    },
+    "image_document": {
+        "kind": "image",
+        "media": Media("BQACAgUAAxkBAAIBcGdz-imgdoc", "image/jpeg"),
+    },
+    "voice": {"kind": "voice", "media": Media("AwACAgUAAxkBAAIBbmdz-voice", "audio/ogg")},
+    "audio": {"kind": "voice", "media": Media("CQACAgUAAxkBAAIBb2dz-audio", "audio/mpeg")},
+    "location": {"kind": "location", "location": Location(33.610221, 119.015874)},
+    "venue": {
+        "kind": "location",
+        "location": Location(33.5975, 119.0196, "荷花社区服务中心 淮安区荷花路 8 号"),
+    },
+    "video": {"kind": "unsupported", "unsupported": "video"},
+    "video_note": {"kind": "unsupported", "unsupported": "video"},
+    "document": {"kind": "unsupported", "unsupported": "document"},
+    "sticker": {"kind": "unsupported", "unsupported": "sticker"},
+    "animation": {"kind": "unsupported", "unsupported": "animation"},
+    "contact": {"kind": "unsupported", "unsupported": "contact"},
+    "poll": {"kind": "unsupported", "unsupported": "poll"},
+    "dice": {"kind": "unsupported", "unsupported": "other"},
+}
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+async def test_each_update_kind_reaches_the_dialogs_as_the_right_inbound(
+    client: TestClient, services: Services, name: str
+) -> None:
+    dialogs = stand_in(services)
+    update = payload(name)
+    assert await post(client, update) == 200
+    expected = Inbound(
+        "telegram",
+        str(USER),
+        message_id=str(update["update_id"]),
+        display_name=NAME,
+        **KINDS[name],
+    )
+    assert dialogs.inbounds == [expected]
+
+
+@pytest.mark.parametrize(
+    "name", ["edited_message", "group_message", "channel_post", "my_chat_member_blocked"]
+)
+async def test_edits_groups_channels_and_membership_changes_are_ignored(
+    client: TestClient, services: Services, fake: FakeBotAPI, name: str
+) -> None:
+    dialogs = stand_in(services, Reply("hi"))
+    assert await post(client, payload(name)) == 200  # 200: Telegram must not retry it
+    assert dialogs.inbounds == []
+    assert fake.methods() == ["getMe"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("/start r_DH-JY-HB", "r_DH-JY-HB"),
+        ("/start@mashangyi_test_bot r_V1", "r_V1"),
+        ("/start " + "a" * 64, "a" * 64),
+        ("/start " + "a" * 65, ""),  # longer than a deep link can be
+        ("/start r_V1<b>", ""),  # not the deep-link alphabet
+        ("/start r_V1 extra", ""),
+    ],
+)
+async def test_start_payloads_outside_the_deep_link_rules_are_dropped(
+    client: TestClient, services: Services, text: str, expected: str
+) -> None:
+    dialogs = stand_in(services)
+    update = payload("start")
+    update["message"]["text"] = text
+    assert await post(client, update) == 200
+    assert [(i.kind, i.payload) for i in dialogs.inbounds] == [("start", expected)]
+
+
+async def test_an_update_ptb_cannot_parse_still_gets_a_polite_answer(
+    client: TestClient, services: Services
+) -> None:
+    dialogs = stand_in(services)
+    update = payload("poll")
+    del update["message"]["poll"]["members_only"]  # PTB 22.8 insists on it (Bot API 10.0)
+    assert await post(client, update) == 200
+    assert [(i.kind, i.unsupported, i.user_ref) for i in dialogs.inbounds] == [
+        ("unsupported", "other", str(USER))
+    ]
+
+
+async def test_a_failure_in_the_dialogs_asks_telegram_to_deliver_again(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    stand_in(services, error=RuntimeError("database went away"))
+    assert await post(client, payload("text")) == 500
+    assert "sendMessage" not in fake.methods()
+    assert await outbox(services) == []
+    dialogs = stand_in(services, Reply("好的"))
+    assert await post(client, payload("text")) == 200
+    assert len(dialogs.inbounds) == 1
+    assert fake.sent_texts() == ["好的"]
+
+
+# -- replies -----------------------------------------------------------------------------
+
+
+async def test_replies_are_sent_with_one_inline_button_per_row(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    stand_in(
+        services,
+        Reply("收到"),
+        Reply("确认吗？", (Button("确认提交", "s:confirm"), Button("取消", "s:cancel"))),
+    )
+    update = payload("text")
+    assert await post(client, update) == 200
+    assert [p["chat_id"] for p in fake.requests("sendMessage")] == [USER, USER]
+    assert fake.sent_texts() == ["收到", "确认吗？"]
+    assert fake.keyboards() == [
+        None,
+        [[("确认提交", "s:confirm")], [("取消", "s:cancel")]],
+    ]
+    rows = await outbox(services)
+    assert [(r.idempotency_key, r.status, r.address) for r in rows] == [
+        (f"telegram:reply:{update['update_id']}:0", "sent", str(USER)),
+        (f"telegram:reply:{update['update_id']}:1", "sent", str(USER)),
+    ]
+
+
+async def test_a_button_press_is_answered_and_its_keyboard_replaced_by_the_choice(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    stand_in(services, Reply("请用一句话写下议题标题"))
+    update = payload("callback_query")
+    query = update["callback_query"]
+    assert await post(client, update) == 200
+    assert fake.requests("answerCallbackQuery") == [{"callback_query_id": query["id"]}]
+    (edit,) = fake.requests("editMessageText")
+    assert edit["chat_id"] == USER
+    assert edit["message_id"] == query["message"]["message_id"]
+    assert edit["text"] == query["message"]["text"] + "\n\n✅ 已选择：提议题"
+    assert "reply_markup" not in edit  # the keyboard is gone
+    # Delivered again: the edit is now "not modified" (400), which must not fail the update.
+    assert await post(client, update) == 200
+    assert [c.status for c in fake.calls if c.method == "editMessageText"] == [200, 400]
+
+
+async def test_the_same_update_twice_has_one_effect(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    update = payload("start")
+    assert await post(client, update) == 200
+    assert await post(client, copy.deepcopy(update)) == 200
+    assert len(fake.sent_texts()) == 1
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+    for model in (Person, ChannelIdentity, InboundReceipt, OutboxMessage):
+        assert await count(services, model) == 1
+
+
+async def test_a_reply_the_bot_api_fails_with_5xx_is_delivered_later_by_the_outbox(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    fake.fail("sendMessage", 502, html=True)  # a proxy's error page, not JSON
+    assert await post(client, payload("start")) == 200
+    assert fake.sent_texts() == []
+    (row,) = await outbox(services)
+    assert (row.status, row.attempts, row.channel, row.address) == (
+        "pending",
+        1,
+        "telegram",
+        "1001",
+    )
+    assert row.last_error and row.last_error.startswith("NetworkError")
+    assert await services.dispatcher().run_once() == 1
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+    assert fake.keyboards() == [
+        [[("提议题", "m:submit")], [("我的议题", "m:mine")], [("换议事室", "m:room")]]
+    ]
+    (row,) = await outbox(services)
+    assert row.status == "sent"
+
+
+async def test_after_a_429_the_replies_wait_retry_after_and_keep_their_order(
+    client: TestClient, services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    stand_in(services, Reply("一"), Reply("二"), Reply("三"))
+    fake.fail("sendMessage", 429, retry_after=40)
+    fake_sends_before = len(fake.requests("sendMessage", ok_only=False))
+    assert await post(client, payload("text")) == 200
+    # The first failed; the others were not tried, so they cannot overtake it.
+    assert len(fake.requests("sendMessage", ok_only=False)) == fake_sends_before + 1
+    rows = await outbox(services)
+    assert [(r.status, r.attempts) for r in rows] == [
+        ("pending", 1),
+        ("pending", 0),
+        ("pending", 0),
+    ]
+    assert {r.not_before for r in rows} == {clock.now() + timedelta(seconds=40)}
+    assert await services.dispatcher().run_once() == 0  # not yet
+    clock.advance(timedelta(seconds=40))
+    assert await services.dispatcher().run_once() == 3
+    assert fake.sent_texts() == ["一", "二", "三"]
+
+
+async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
+    client: TestClient,
+    services: Services,
+    fake: FakeBotAPI,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def dies(*args: object) -> None:
+        raise RuntimeError("worker killed")
+
+    update = payload("start")
+    with monkeypatch.context() as patch:
+        patch.setattr(bot.telegram, "send_reply", dies)
+        assert await post(client, update) == 500
+    (row,) = await outbox(services)
+    assert (row.status, row.not_before) == ("pending", clock.now() + REPLY_HOLD)
+    # Telegram delivers the update again: the dialogs answer from their receipt, and the
+    # reply, already in the outbox, is not sent a second time.
+    assert await post(client, update) == 200
+    assert fake.sent_texts() == []
+    assert await services.dispatcher().run_once() == 0  # held: the webhook might be sending
+    clock.advance(REPLY_HOLD)
+    assert await services.dispatcher().run_once() == 1
+    assert len(fake.sent_texts()) == 1
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+
+
+async def test_a_reply_to_someone_who_blocked_the_bot_is_recorded_dead(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    stand_in(services, Reply("收到"))
+    fake.blocked.add(USER)
+    assert await post(client, payload("text")) == 200
+    (row,) = await outbox(services)
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert row.last_error and row.last_error.startswith("Forbidden")
+    assert await services.dispatcher().run_once() == 0
+
+
+async def test_the_bot_api_unreachable_at_start_up_does_not_stop_the_service(
+    database_url: str, engine: object, tmp_path: Path, clock: FixedClock
+) -> None:
+    gone = FakeBotAPI()
+    await gone.start()
+    base_url = gone.base_url
+    await gone.close()  # nothing listens there any more: connection refused
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(database_url, base_url), "utf-8")
+    services = make_services(path, clock)
+    stand_in(services, Reply("收到"))
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    await client.start_server()
+    try:
+        assert await post(client, payload("text")) == 200
+        (row,) = await outbox(services)
+        assert (row.status, row.attempts) == ("pending", 1)
+    finally:
+        await client.close()
+        await services.close()
+
+
+async def test_start_up_refuses_a_token_the_bot_api_rejects(
+    database_url: str, engine: object, fake: FakeBotAPI, tmp_path: Path, clock: FixedClock
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(database_url, fake.base_url, bot_token="999:wrong"), "utf-8")
+    services = make_services(path, clock)
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    try:
+        with pytest.raises(ConfigError, match=r"telegram\.bot_token"):
+            await client.start_server()
+    finally:
+        await client.close()
+        await services.close()
+
+
+async def test_a_bot_token_without_a_webhook_secret_stops_start_up(
+    database_url: str, fake: FakeBotAPI, tmp_path: Path, clock: FixedClock
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(database_url, fake.base_url, webhook_secret=""), "utf-8")
+    services = make_services(path, clock)
+    try:
+        with pytest.raises(ConfigError, match=r"telegram\.webhook_secret"):
+            create_app(services, run_outbox=False)
+    finally:
+        await services.close()
+
+
+# -- the whole dialog --------------------------------------------------------------------
+
+
+class Resident:
+    """Someone chatting with the bot in the Telegram app: every message is an Update."""
+
+    def __init__(self, client: TestClient, fake: FakeBotAPI) -> None:
+        self.client, self.fake = client, fake
+        self.update_id = 815391000
+        self.message_id = 700
+
+    def _next(self) -> tuple[int, int]:
+        self.update_id += 1
+        self.message_id += 1
+        return self.update_id, self.message_id
+
+    async def send(self, **content: Any) -> None:
+        update_id, message_id = self._next()
+        message = payload("text")["message"] | {"message_id": message_id} | content
+        if "text" not in content:
+            del message["text"]
+        assert await post(self.client, {"update_id": update_id, "message": message}) == 200
+
+    async def say(self, text: str) -> None:
+        await self.send(text=text)
+
+    async def press(self, label: str) -> None:
+        """Press ``label`` on the newest bot message that still shows it."""
+        for sent in reversed(self.fake.results("sendMessage")):
+            for row in (sent.get("reply_markup") or {}).get("inline_keyboard", []):
+                for button in row:
+                    if button["text"] == label:
+                        update_id, _ = self._next()
+                        query = payload("callback_query")["callback_query"] | {
+                            "id": f"q{update_id}",
+                            "message": sent,
+                            "data": button["callback_data"],
+                        }
+                        update = {"update_id": update_id, "callback_query": query}
+                        assert await post(self.client, update) == 200
+                        return
+        raise AssertionError(f"no button {label!r} on screen")
+
+    def last(self) -> str:
+        return self.fake.sent_texts()[-1]
+
+
+async def test_a_resident_submits_a_topic_through_the_whole_dialog(
+    client: TestClient, services: Services, fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    li = Resident(client, fake)
+    await li.say("/start r_V1")
+    assert li.last() == say("home", "welcome", room="一村议事室")
+    await li.press("提议题")
+    assert li.last().startswith("请用一句话写下议题标题")
+    await li.say("运河步道沿线增设公共厕所")
+    assert li.last().startswith("请详细描述情况")
+    await li.say("沿线3公里没有公厕，散步的老人很不方便")
+    assert li.last().startswith("可以补充照片、语音或位置")
+    await li.send(photo=payload("photo")["message"]["photo"])
+    assert li.last().startswith("已收到照片（共 1 个附件）")
+    await li.send(location={"latitude": 33.61, "longitude": 119.02})
+    assert li.last().startswith("已收到位置：33.61000, 119.02000")
+    await li.press("下一步")
+    assert li.last().startswith("如需召集人电话联系您")
+    await li.say("138 0000 0000")
+    assert li.last().startswith("请确认您的议题")
+    await li.press("确认提交")
+    assert li.last().startswith("议题已提交！")
+
+    async with services.sessions() as session:
+        (topic,) = (await session.exec(select(Topic))).all()
+        identity = (await session.exec(select(ChannelIdentity))).one()
+        (attachment,) = (await session.exec(select(Attachment))).all()
+    assert (topic.title, topic.background) == (
+        "运河步道沿线增设公共厕所",
+        "沿线3公里没有公厕，散步的老人很不方便",
+    )
+    assert (topic.state, topic.source, topic.contact_phone) == (
+        "submitted",
+        "public",
+        "13800000000",
+    )
+    assert topic.location == {"latitude": 33.61, "longitude": 119.02, "label": ""}
+    assert (identity.channel, identity.external_id) == ("telegram", str(USER))
+    assert topic.submitter_id == identity.person_id
+    assert topic.number in li.last()
+    assert (attachment.topic_id, attachment.channel, attachment.source_ref) == (
+        topic.id,
+        "telegram",
+        "AgACAgUAAxkBAAIBbWdz-large",
+    )
+
+    # What the resident saw: the keyboards, and each pressed keyboard replaced by the choice.
+    keyboards = fake.keyboards()
+    assert keyboards[0] == [
+        [("提议题", "m:submit")],
+        [("我的议题", "m:mine")],
+        [("换议事室", "m:room")],
+    ]
+    assert [("确认提交", "s:confirm")] in keyboards[-2]  # the summary
+    assert keyboards[-1] == [[("我的议题", "m:mine")]]  # the receipt
+    assert [e["text"].rsplit("\n", 1)[-1] for e in fake.requests("editMessageText")] == [
+        "✅ 已选择：提议题",
+        "✅ 已选择：下一步",
+        "✅ 已选择：确认提交",
+    ]
+    assert len(fake.requests("answerCallbackQuery")) == 3
+    assert {r.status for r in await outbox(services) if r.kind == "reply"} == {"sent"}
+
+    # The photo is fetched from the Bot API's file URL by the media downloader.
+    jpeg = b"\xff\xd8\xff\xe0 jpeg"
+    fake.add_file("AgACAgUAAxkBAAIBbWdz-large", jpeg, "photos/file_7.jpg")
+    assert await services.media_downloader().run_once() == 1
+    async with services.sessions() as session:
+        stored = await session.get(Attachment, attachment.id)
+    assert stored is not None
+    assert (stored.status, stored.content_type, stored.size_bytes) == (
+        "stored",
+        "image/jpeg",
+        len(jpeg),
+    )
+    assert (tmp_path / "media" / stored.storage_key).read_bytes() == jpeg
+    assert fake.downloads == ["photos/file_7.jpg"]
+
+
+# -- the outbox sender -------------------------------------------------------------------
+
+
+def message(body: dict[str, Any], address: str = str(USER)) -> OutboxMessage:
+    return OutboxMessage(
+        idempotency_key="k",
+        channel="telegram",
+        address=address,
+        kind="topic.accepted",
+        body=body,
+        not_before=None,  # type: ignore[arg-type]
+        created_at=None,  # type: ignore[arg-type]
+    )
+
+
+def sender(services: Services) -> TelegramSender:
+    found = services.senders["telegram"]
+    assert isinstance(found, TelegramSender)
+    return found
+
+
+async def test_the_sender_sends_a_notice_with_its_link_and_buttons(
+    services: Services, fake: FakeBotAPI
+) -> None:
+    await sender(services).send(
+        message(
+            {
+                "text": "您的议题已通过初审。",
+                "topic_number": "D1-2026-000001",
+                "url": "https://bot.example.org/t/D1-2026-000001",
+                "buttons": [["我的议题", "m:mine"]],
+            }
+        )
+    )
+    assert fake.sent_texts(USER) == [
+        "您的议题已通过初审。\n\n详情：https://bot.example.org/t/D1-2026-000001"
+    ]
+    assert fake.keyboards() == [[[("我的议题", "m:mine")]]]
+
+
+async def test_the_sender_splits_a_text_longer_than_telegram_takes(
+    services: Services, fake: FakeBotAPI
+) -> None:
+    text = "议" * 3000 + "\n" + "题" * 3000
+    await sender(services).send(message({"text": text, "buttons": [["我的议题", "m:mine"]]}))
+    assert fake.sent_texts() == ["议" * 3000, "题" * 3000]  # cut at the line break
+    assert fake.keyboards() == [None, [[("我的议题", "m:mine")]]]  # buttons under the last
+
+
+@pytest.mark.parametrize(
+    "failure, expected",
+    [
+        ({"status": 429, "retry_after": 7}, TemporaryFailure),
+        ({"status": 500}, TemporaryFailure),
+        ({"status": 502, "html": True}, TemporaryFailure),
+        ({"status": 403}, PermanentFailure),
+        ({"status": 400}, PermanentFailure),
+    ],
+)
+async def test_the_sender_maps_bot_api_errors_for_the_outbox(
+    services: Services, fake: FakeBotAPI, failure: dict[str, Any], expected: type
+) -> None:
+    fake.fail("sendMessage", **failure)
+    with pytest.raises(expected) as raised:
+        await sender(services).send(message({"text": "你好"}))
+    if failure["status"] == 429:
+        assert raised.value.retry_after == timedelta(seconds=7)
+    assert fake.requests("sendMessage") == []
+
+
+async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat(
+    services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    from notices.outbox import enqueue
+
+    async with transaction(services.sessions) as session:
+        for key, address in (("a", "1001"), ("b", "2002")):
+            await enqueue(
+                session,
+                key=key,
+                channel="telegram",
+                address=address,
+                kind="notice",
+                body={"text": f"通知 {key}"},
+                now=clock.now(),
+            )
+    fake.blocked.add(2002)
+    fake.fail("sendMessage", 429, retry_after=3600)
+    assert await services.dispatcher().run_once() == 2
+    a, b = await outbox(services)
+    assert (a.status, a.not_before) == ("pending", clock.now() + timedelta(seconds=3600))
+    assert (b.status, b.attempts) == ("dead", 1)
+    clock.advance(timedelta(hours=1))
+    assert await services.dispatcher().run_once() == 1
+    assert fake.sent_texts() == ["通知 a"]
+
+
+def test_split_text_counts_utf16_units_like_telegram() -> None:
+    emoji = "😀" * 3000  # two UTF-16 units each
+    pieces = split_text(emoji)
+    assert "".join(pieces) == emoji
+    assert [len(p) for p in pieces] == [TEXT_LIMIT // 2, 3000 - TEXT_LIMIT // 2]
+    assert split_text("短") == ["短"]
+
+
+def test_the_file_url_follows_the_configured_base_url() -> None:
+    assert file_base_url("https://api.telegram.org/bot") == "https://api.telegram.org/file/bot"
+    assert file_base_url("http://127.0.0.1:81/tg/bot") == "http://127.0.0.1:81/tg/file/bot"
+    with pytest.raises(ConfigError, match=r"telegram\.base_url"):
+        file_base_url("https://proxy.example.org/")
+
+
+# -- the media fetcher -------------------------------------------------------------------
+
+
+def fetcher(services: Services) -> TelegramMediaFetcher:
+    found = services.fetchers["telegram"]
+    assert isinstance(found, TelegramMediaFetcher)
+    return found
+
+
+async def test_the_fetcher_downloads_from_the_configured_file_url(
+    services: Services, fake: FakeBotAPI
+) -> None:
+    fake.add_file("VOICE", b"OggS voice", "voice/file_3.oga")
+    assert await fetcher(services).fetch("VOICE") == (b"OggS voice", "audio/ogg")
+    assert fake.requests("getFile") == [{"file_id": "VOICE"}]
+    assert fake.downloads == ["voice/file_3.oga"]
+
+
+async def test_the_fetcher_refuses_too_large_unknown_and_local_files(
+    services: Services, fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    fake.add_file("BIG", b"x" * 100, "photos/file_9.jpg")
+    small = TelegramMediaFetcher(fetcher(services).client, max_bytes=99)
+    with pytest.raises(MediaTooLarge):
+        await small.fetch("BIG")
+    with pytest.raises(BadRequest):
+        await fetcher(services).fetch("NOPE")
+    # A file_path naming a file on our own disk would make PTB read that file.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not leak", "utf-8")
+    fake.add_file("LOCAL", b"", str(secret))
+    with pytest.raises(PermanentFailure):
+        await fetcher(services).fetch("LOCAL")
+    assert fake.downloads == []
+
+
+# -- set-webhook and polling -------------------------------------------------------------
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text("utf-8").replace(old, new), "utf-8")
+
+
+async def test_cli_set_webhook_points_telegram_at_our_https_address(
+    config_path: Path, fake: FakeBotAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await asyncio.to_thread(main, ["--config", str(config_path), "telegram", "set-webhook"])
+    assert code == 0
+    assert fake.webhook == {
+        "url": "https://bot.example.org/telegram",
+        "secret_token": SECRET,
+        "allowed_updates": ["message", "callback_query"],
+    }
+    assert "https://bot.example.org/telegram" in capsys.readouterr().out
+
+
+async def test_cli_set_webhook_refuses_a_plain_http_address(
+    config_path: Path, fake: FakeBotAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(config_path, "https://bot.example.org", "http://127.0.0.1:8080")
+    code = await asyncio.to_thread(main, ["--config", str(config_path), "telegram", "set-webhook"])
+    assert code == 1
+    assert "server.public_base_url" in capsys.readouterr().err
+    assert "setWebhook" not in fake.methods()
+
+
+async def test_polling_serves_updates_without_a_webhook(
+    services: Services, fake: FakeBotAPI
+) -> None:
+    dialogs = stand_in(services, Reply("收到"))
+    first, second = payload("start"), payload("text")
+    await fake.push_update(first)
+    await fake.push_update(second)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poll(services, stop))
+    await fake.wait_for(lambda: len(fake.requests("sendMessage")) == 2)
+    stop.set()
+    await fake.release_pollers()
+    await asyncio.wait_for(task, 10)
+    assert [i.kind for i in dialogs.inbounds] == ["start", "text"]
+    offsets = [p.get("offset") for p in fake.requests("getUpdates")]
+    assert offsets[0] is None
+    assert offsets[-1] == second["update_id"] + 1  # confirmed: not fetched again
+    assert fake.requests("getUpdates")[0]["allowed_updates"] == ["message", "callback_query"]
+
+
+async def test_polling_does_not_silently_take_a_live_bots_webhook(
+    services: Services, fake: FakeBotAPI
+) -> None:
+    fake.webhook = {"url": "https://live.example.org/telegram"}
+    with pytest.raises(ConfigError, match="webhook"):
+        await poll(services, asyncio.Event())
+    assert "deleteWebhook" not in fake.methods()
+    stop = asyncio.Event()
+    stop.set()  # only the start: replace the webhook, then stop before polling
+    await poll(services, stop, replace_webhook=True)
+    assert fake.webhook is None

@@ -1,0 +1,874 @@
+"""The WeChat channel through its boundaries: signed (and encrypted) webhook requests to the
+real aiohttp app, and a fake WeChat API on loopback recording what the service sends."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xmltodict
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel, select
+from wechatpy import parse_message
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+
+from bot.config import load_config
+from bot.media import MediaTooLarge
+from bot.services import Services, build_services
+from bot.web import create_app
+from bot.wechat import MAX_BODY, cdata, reply_text, to_inbound
+from bot.wechat_api import WeChatAPIError, WeChatSender
+from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.outbox import enqueue
+from storage.db import transaction
+from storage.models import (
+    Attachment,
+    ChannelIdentity,
+    DialogState,
+    InboundReceipt,
+    OutboxMessage,
+    Person,
+    Topic,
+)
+from tests.fakes.wechat_api import (
+    CUSTOM_SEND,
+    MEDIA_GET,
+    QRCODE_CREATE,
+    STABLE_TOKEN,
+    TEMPLATE_SEND,
+    FakeWeChatAPI,
+)
+from tests.world import ROOMS
+from workflow.clock import FixedClock
+from workflow.rooms import import_rooms, parse_rooms_csv
+
+PAYLOADS = Path(__file__).parent / "payloads" / "wechat"
+OPENID = "oBq0b6Yb6qA3JdS2sHuFjOq8KxEw"
+ACCOUNT = "gh_3ad4b2c1e0f9"
+TOKEN = "mSy7callbackTok3n"
+AES_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")
+TEMPLATE_ID = "Jx8kYl2mQz5tN7vR9wB3cD6fH1gK4pS0uE_2aMnOqLs"
+# WeChat's published safe-mode sample (the WXBizMsgCrypt demo in every language).
+SAMPLE_TOKEN = "QDG6eK"
+SAMPLE_APP_ID = "wx5823bf96d3bd56c7"
+SAMPLE_AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+SAMPLE_TIMESTAMP = "1409659813"
+SAMPLE_NONCE = "1372623149"
+SAMPLE_MSG_SIGNATURE = "477715d11cdb4164915debcba66cb864d751f3e6"
+SAMPLE_ENCRYPT = (
+    "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3Qczc"
+    "dCUpj911L3vg3W/sYYvuJTs3TUUkSUXxaccAS0qhxchrRYt66wiSpGLYL42aM6A8dTT+6k4aSknmPj48kzJs8qLj"
+    "vd4Xgpue06DOdnLxAUHzM6+kDZ+HMZfJYuR+LtwGc2hgf5gsijff0ekUNXZiqATP7PF5mZxZ3Izoun1s4zG4LUMn"
+    "vw2r+KqCKIw+3IQH03v+BCA9nMELNqbSf6tiWSrXJB3LAVGUcallcrw8V2t9EL4EhzJWrQUax5wLVMNS0+rUPA3k"
+    "22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptDAVe0lXdQ2Yoy"
+    "yH2uyPIGHBZZIs2pDBS8R07+qN+E7Q=="
+)
+SAMPLE_BODY = (
+    f"<xml><ToUserName><![CDATA[{SAMPLE_APP_ID}]]></ToUserName>"
+    f"<Encrypt><![CDATA[{SAMPLE_ENCRYPT}]]></Encrypt>"
+    "<AgentID><![CDATA[218]]></AgentID></xml>"
+)
+
+
+def payload(name: str, **fields: str) -> str:
+    """A stored payload, with the text of some elements replaced (``Content="…"``)."""
+    xml = (PAYLOADS / f"{name}.xml").read_text("utf-8")
+    for tag, value in fields.items():
+        xml, found = re.subn(
+            rf"<{tag}>(<!\[CDATA\[.*?\]\]>|[^<]*)</{tag}>",
+            lambda _m, tag=tag, value=value: f"<{tag}><![CDATA[{split_cdata(value)}]]></{tag}>",
+            xml,
+            flags=re.S,
+        )
+        assert found == 1, tag
+    return xml
+
+
+def split_cdata(text: str) -> str:
+    """How WeChat itself puts a ``]]>`` typed by a person into CDATA."""
+    return text.replace("]]>", "]]]]><![CDATA[>")
+
+
+def sha1_sorted(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def signed(
+    clock: FixedClock, token: str = TOKEN, nonce: str = "1405251523", **extra: str
+) -> dict[str, str]:
+    timestamp = str(int(clock.now().timestamp()))
+    return {
+        "signature": sha1_sorted(token, timestamp, nonce),
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "openid": OPENID,
+        **extra,
+    }
+
+
+class RecordingDialogs:
+    """Stands in for ``services.dialogs``: records each Inbound, then asks the real dialogs
+    (or answers ``canned`` replies)."""
+
+    def __init__(self, inner: Any = None, canned: Sequence[Reply] = ()) -> None:
+        self.inner, self.canned = inner, list(canned)
+        self.seen: list[Inbound] = []
+
+    async def handle(self, inbound: Inbound) -> list[Reply]:
+        self.seen.append(inbound)
+        if self.inner is not None:
+            return await self.inner.handle(inbound)
+        return list(self.canned)
+
+
+@dataclass
+class Harness:
+    services: Services
+    client: TestClient
+    clock: FixedClock
+    fake: FakeWeChatAPI
+    dialogs: RecordingDialogs
+    token: str = TOKEN
+    msg_ids: list[int] = field(default_factory=lambda: [24967543217650000])
+
+    async def post(self, xml: str | bytes, **query: str) -> ClientResponse:
+        return await self.client.post(
+            "/wechat", params=signed(self.clock, self.token) | query, data=xml
+        )
+
+    async def text(self, content: str) -> str:
+        """Send a text message as the resident; return the passive reply's Content."""
+        self.msg_ids[0] += 1
+        response = await self.post(payload("text", Content=content, MsgId=str(self.msg_ids[0])))
+        assert response.status == 200
+        return reply_content(await response.text())
+
+    def sender(self) -> WeChatSender:
+        sender = self.services.senders["wechat"]
+        assert isinstance(sender, WeChatSender)
+        return sender
+
+
+def reply_content(body: str) -> str:
+    reply = xmltodict.parse(body)["xml"]
+    assert (reply["ToUserName"], reply["FromUserName"], reply["MsgType"]) == (
+        OPENID,
+        ACCOUNT,
+        "text",
+    )
+    return reply["Content"]
+
+
+Start = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeWeChatAPI]:
+    fake = FakeWeChatAPI()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def start(
+    database_url: str, engine: AsyncEngine, clock: FixedClock, tmp_path: Path, fake: FakeWeChatAPI
+) -> AsyncIterator[Start]:
+    """Builds the real services and app for a [wechat] configuration; cleans up after."""
+    running: list[Harness] = []
+
+    async def make(*, canned: Sequence[Reply] | None = None, **wechat: Any) -> Harness:
+        settings = {
+            "app_id": fake.app_id,
+            "app_secret": fake.app_secret,
+            "token": TOKEN,
+            "encoding_aes_key": AES_KEY,
+            "api_base_url": fake.base_url,
+            "template_id": TEMPLATE_ID,
+        } | wechat
+        lines = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
+        path = tmp_path / f"config{len(running)}.toml"
+        path.write_text(
+            f'[database]\nurl = "{database_url}"\n[media]\ndir = "media"\n'
+            f"[dialogs]\nflood_messages = 1000\n[wechat]\n{lines}",
+            "utf-8",
+        )
+        services = build_services(load_config(path, env={}), clock=clock)
+        async with transaction(services.sessions) as session:
+            await import_rooms(session, parse_rooms_csv(ROOMS.encode()), clock.now())
+        dialogs = RecordingDialogs(None if canned is not None else services.dialogs, canned or ())
+        services.dialogs = dialogs  # type: ignore[assignment]
+        client = TestClient(TestServer(create_app(services, run_outbox=False)))
+        await client.start_server()
+        harness = Harness(services, client, clock, fake, dialogs, token=settings["token"])
+        running.append(harness)
+        return harness
+
+    yield make
+    for harness in running:
+        await harness.client.close()  # also closes the WeChat API client (app cleanup)
+        await harness.services.close()
+
+
+async def count(engine: AsyncEngine, model: type[SQLModel]) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+
+
+async def nothing_stored(engine: AsyncEngine) -> bool:
+    models = (Person, ChannelIdentity, DialogState, InboundReceipt, OutboxMessage, Attachment)
+    return [await count(engine, model) for model in models] == [0] * len(models)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+async def test_url_verification_echoes_echostr_only_when_signed(
+    start: Start, clock: FixedClock
+) -> None:
+    h = await start()
+    ok = await h.client.get("/wechat", params=signed(clock, echostr="7044863917583211421"))
+    assert (ok.status, await ok.text()) == (200, "7044863917583211421")
+
+    forged = signed(clock, echostr="7044863917583211421") | {"signature": "0" * 40}
+    response = await h.client.get("/wechat", params=forged)
+    assert response.status == 403
+    assert "7044863917583211421" not in await response.text()
+    other_token = signed(clock, token="not-our-token", echostr="1")
+    assert (await h.client.get("/wechat", params=other_token)).status == 403
+    captured = signed(clock, echostr="1")
+    clock.advance(timedelta(minutes=6))  # the same signed query, replayed later
+    assert (await h.client.get("/wechat", params=captured)).status == 403
+
+
+async def test_forged_signature_is_refused_and_nothing_is_stored(
+    start: Start, engine: AsyncEngine, clock: FixedClock
+) -> None:
+    h = await start()
+    body = payload("subscribe_scene")
+    for query in (
+        signed(clock) | {"signature": sha1_sorted("guess", "1", "2")},
+        signed(clock) | {"nonce": "another-nonce"},  # signature no longer matches
+        {k: v for k, v in signed(clock).items() if k != "signature"},
+        {"signature": "é" * 40, "timestamp": "x", "nonce": ""},  # non-ASCII: no crash
+    ):
+        response = await h.client.post("/wechat", params=query, data=body)
+        assert response.status == 403
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+    # The same body, correctly signed, does get through (so the 403s were the signature).
+    assert (await h.post(body)).status == 200
+    assert len(h.dialogs.seen) == 1
+    assert not await nothing_stored(engine)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=-6), timedelta(minutes=6)])
+async def test_a_stale_or_future_timestamp_is_refused(
+    start: Start, engine: AsyncEngine, clock: FixedClock, skew: timedelta
+) -> None:
+    h = await start()
+    query = signed(clock)  # signed now …
+    clock.advance(skew)  # … arriving six minutes later (or, from a fast clock, earlier)
+    response = await h.client.post("/wechat", params=query, data=payload("text"))
+    assert response.status == 403
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+
+
+async def test_a_timestamp_within_five_minutes_is_accepted(start: Start, clock: FixedClock) -> None:
+    h = await start(canned=[])
+    query = signed(clock)
+    clock.advance(timedelta(minutes=4, seconds=59))
+    response = await h.client.post("/wechat", params=query, data=payload("text"))
+    assert (response.status, await response.text()) == (200, "success")
+
+
+async def test_no_route_without_a_callback_token(start: Start, clock: FixedClock) -> None:
+    h = await start(token="")
+    assert (
+        await h.client.post("/wechat", params=signed(clock), data=payload("text"))
+    ).status == 404
+
+
+# -- hostile bodies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["billion_laughs", "external_entity"])
+async def test_xml_entities_are_refused(start: Start, engine: AsyncEngine, name: str) -> None:
+    h = await start()
+    response = await h.post(payload(name))
+    assert response.status == 400
+    assert "lol" not in await response.text()
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "not xml at all",
+        "<xml>only text</xml>",
+        "<xml><FromUserName>x</FromUserName></xml>",  # no MsgType
+        "<xml><MsgType>text</MsgType><Content>no sender</Content></xml>",
+        payload("image").replace("<MediaId>", "<NoMediaId>").replace("</MediaId>", "</NoMediaId>"),
+        payload("location").replace("33.610382", "north"),
+        b"<xml><MsgType>text</MsgType><Content>\xff\xfe</Content></xml>",
+    ],
+)
+async def test_malformed_bodies_are_a_400(start: Start, engine: AsyncEngine, body: Any) -> None:
+    h = await start()
+    assert (await h.post(body)).status == 400
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+
+
+async def test_a_body_over_the_cap_is_a_413(start: Start, engine: AsyncEngine) -> None:
+    h = await start(canned=[Reply("收到")])
+    padding = "x" * MAX_BODY
+    big = payload("text", Content=padding)
+    response = await h.post(big)  # with a Content-Length
+    assert response.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # chunked: no Content-Length to trust
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096].encode()
+
+    response = await h.post(chunks())
+    assert response.status == 413
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+    # Just under the cap is fine.
+    fits = payload("text", Content="x" * (MAX_BODY - len(payload("text", Content=""))))
+    assert len(fits.encode()) == MAX_BODY
+    assert (await h.post(fits)).status == 200
+
+
+# -- safe mode ----------------------------------------------------------------------------------
+
+
+def test_the_published_sample_decrypts_and_our_encryption_round_trips() -> None:
+    crypto = WeChatCrypto(SAMPLE_TOKEN, SAMPLE_AES_KEY, SAMPLE_APP_ID)
+    assert sha1_sorted(SAMPLE_TOKEN, SAMPLE_TIMESTAMP, SAMPLE_NONCE, SAMPLE_ENCRYPT) == (
+        SAMPLE_MSG_SIGNATURE
+    )
+    plain = crypto.decrypt_message(
+        SAMPLE_BODY, SAMPLE_MSG_SIGNATURE, SAMPLE_TIMESTAMP, SAMPLE_NONCE
+    )
+    message = parse_message(plain)
+    assert (message.source, message.content, message.id) == (
+        "mycreate",
+        "hello",
+        4561255354251345929,
+    )
+    sealed = xmltodict.parse(crypto.encrypt_message("<xml>往返</xml>", "42", "1409659900"))["xml"]
+    assert sealed["MsgSignature"] == sha1_sorted(
+        SAMPLE_TOKEN, "1409659900", "42", sealed["Encrypt"]
+    )
+    assert (
+        crypto.decrypt_message(
+            {"Encrypt": sealed["Encrypt"]}, sealed["MsgSignature"], "1409659900", "42"
+        )
+        == "<xml>往返</xml>"
+    )
+    with pytest.raises(InvalidSignatureException):
+        crypto.decrypt_message(SAMPLE_BODY, "0" * 40, SAMPLE_TIMESTAMP, SAMPLE_NONCE)
+
+
+async def test_safe_mode_with_the_published_sample(start: Start, clock: FixedClock) -> None:
+    clock.set(datetime.fromtimestamp(int(SAMPLE_TIMESTAMP), UTC))
+    h = await start(
+        token=SAMPLE_TOKEN,
+        encoding_aes_key=SAMPLE_AES_KEY,
+        app_id=SAMPLE_APP_ID,
+        canned=[Reply("收到：hello")],
+    )
+    query = signed(clock, token=SAMPLE_TOKEN, nonce=SAMPLE_NONCE) | {
+        "encrypt_type": "aes",
+        "msg_signature": SAMPLE_MSG_SIGNATURE,
+    }
+    response = await h.client.post("/wechat", params=query, data=SAMPLE_BODY)
+    assert response.status == 200
+    assert h.dialogs.seen == [
+        Inbound("wechat", "mycreate", "text", text="hello", message_id="4561255354251345929")
+    ]
+    # The reply is encrypted too, signed over the ciphertext, and decrypts to our text.
+    sealed = xmltodict.parse(await response.text())["xml"]
+    assert "hello" not in await response.text()
+    assert sealed["MsgSignature"] == sha1_sorted(
+        SAMPLE_TOKEN, sealed["TimeStamp"], sealed["Nonce"], sealed["Encrypt"]
+    )
+    crypto = WeChatCrypto(SAMPLE_TOKEN, SAMPLE_AES_KEY, SAMPLE_APP_ID)
+    plain = crypto.decrypt_message(
+        {"Encrypt": sealed["Encrypt"]}, sealed["MsgSignature"], sealed["TimeStamp"], sealed["Nonce"]
+    )
+    reply = xmltodict.parse(plain)["xml"]
+    assert (reply["ToUserName"], reply["Content"]) == ("mycreate", "收到：hello")
+
+
+def encrypted(
+    xml: str, nonce: str, timestamp: str, *, app_id: str, key: str = AES_KEY
+) -> tuple[str, str]:
+    """(envelope body, msg_signature) as WeChat sends them in safe mode."""
+    secret = base64.b64decode(key + "=")
+    ciphertext = PrpCrypto(secret).encrypt(xml, app_id).decode()
+    body = (
+        f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
+        f"<Encrypt><![CDATA[{ciphertext}]]></Encrypt></xml>"
+    )
+    return body, sha1_sorted(TOKEN, timestamp, nonce, ciphertext)
+
+
+async def test_safe_mode_refusals(start: Start, engine: AsyncEngine, clock: FixedClock) -> None:
+    h = await start()
+    query = signed(clock, encrypt_type="aes")
+    ts, nonce = query["timestamp"], query["nonce"]
+    good, msg_signature = encrypted(payload("text"), nonce, ts, app_id=h.fake.app_id)
+
+    async def post(body: str, signature: str) -> int:
+        response = await h.client.post(
+            "/wechat", params=query | {"msg_signature": signature}, data=body
+        )
+        return response.status
+
+    assert await post(good, "0" * 40) == 403  # msg_signature does not cover this ciphertext
+    assert await post(good, "") == 403
+    other_app, sig = encrypted(payload("text"), nonce, ts, app_id="wx_someone_else")
+    assert await post(other_app, sig) == 400
+    assert await post(f"<xml><ToUserName>{ACCOUNT}</ToUserName></xml>", msg_signature) == 400
+    hostile, sig = encrypted(payload("billion_laughs"), nonce, ts, app_id=h.fake.app_id)
+    assert await post(hostile, sig) == 400
+    # Correctly signed garbage (only someone with the token can make it) is still a 400.
+    for garbage in ("", "AAAA", "!!!!", base64.b64encode(bytes(16)).decode(), "A" * 64):
+        body = f"<xml><Encrypt><![CDATA[{garbage}]]></Encrypt></xml>"
+        assert await post(body, sha1_sorted(TOKEN, ts, nonce, garbage)) == 400, garbage
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+    assert await post(good, msg_signature) == 200
+    assert [i.text for i in h.dialogs.seen] == ["运河步道增设公厕"]
+
+
+# -- translation ---------------------------------------------------------------------------------
+
+
+def _inbound(kind: str, message_id: str, **kw: Any) -> Inbound:
+    return Inbound("wechat", OPENID, kind, message_id=message_id, **kw)  # type: ignore[arg-type]
+
+
+TRANSLATIONS = {
+    "subscribe_scene": _inbound("start", f"{OPENID}:1772416800:subscribe_scan", payload="r_V1"),
+    "scan": _inbound("start", f"{OPENID}:1772416860:SCAN", payload="r_V2"),
+    "subscribe": _inbound("start", f"{OPENID}:1772416920:subscribe", payload=""),
+    "text": _inbound("text", "24967543217643360", text="运河步道增设公厕"),
+    "text_menu_tap": _inbound("button", "24967543217643361", text="确认提交", payload="s:confirm"),
+    "image": _inbound(
+        "image",
+        "24967543217643362",
+        media=Media(
+            "Q1hM3ZcJ0b4wJk8hYzG2rVxW9eT6pLnA5sDfKj7uHyBgNmQoXcEiRt4vUw8zSa1", "image/jpeg"
+        ),
+    ),
+    "voice_recognition": _inbound(
+        "voice",
+        "24967543217643363",
+        media=Media(
+            "vN8pT2sLq4XcR7yB1mJ6wZ0aK3eH9gD5fU2iO8nV4tQ7rE1yW6xC3bM0lP9kS5j",
+            "audio/amr",
+            "步道沿线三公里没有厕所。",
+        ),
+    ),
+    "location": _inbound(
+        "location",
+        "24967543217643364",
+        location=Location(33.610382, 119.015285, "江苏省淮安市清江浦区里运河文化长廊"),
+    ),
+    "video": _inbound("unsupported", "24967543217643365", unsupported="video"),
+    "file": _inbound("unsupported", "24967543217643366", unsupported="file"),
+    "link": _inbound("unsupported", "24967543217643367", unsupported="link"),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSLATIONS))
+async def test_each_kind_reaches_the_dialogs_as_the_right_inbound(start: Start, name: str) -> None:
+    h = await start()  # the real dialogs behind the recorder: every kind gets a reply
+    response = await h.post(payload(name))
+    assert response.status == 200
+    assert h.dialogs.seen == [TRANSLATIONS[name]]
+    assert reply_content(await response.text())  # something was said, as XML to the resident
+
+
+@pytest.mark.parametrize("name", list(TRANSLATIONS))
+def test_translation_without_http(name: str) -> None:
+    assert to_inbound(parse_message(payload(name))) == TRANSLATIONS[name]
+
+
+@pytest.mark.parametrize("name", ["unsubscribe", "click", "template_send_job_finish"])
+async def test_other_events_are_acknowledged_without_the_dialogs(
+    start: Start, engine: AsyncEngine, name: str
+) -> None:
+    h = await start()
+    response = await h.post(payload(name))
+    assert (response.status, await response.text()) == (200, "success")
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+async def test_user_text_cannot_break_out_of_the_reply_xml(start: Start) -> None:
+    title = "步道]]><ToUserName>x</ToUserName><MsgType>news</MsgType>公厕"
+    h = await start(canned=[Reply(f"标题：{title}")])
+    response = await h.post(payload("text", Content=title))
+    assert response.status == 200
+    assert h.dialogs.seen[0].text == title  # it arrived intact, too
+    body = await response.text()
+    reply = xmltodict.parse(body)["xml"]
+    assert reply["ToUserName"] == OPENID  # one ToUserName, ours
+    assert reply["MsgType"] == "text"
+    assert reply["Content"] == f"标题：{title}"
+    assert cdata("a]]>b]]>") == "a]]]]><![CDATA[>b]]]]><![CDATA[>"
+
+
+async def test_several_replies_become_one_text_with_numbered_options(start: Start) -> None:
+    replies = [
+        Reply("已收到照片。", (Button("旧按钮", "old"),)),
+        Reply("请选择：", (Button("确认提交", "s:confirm"), Button("修改", "s:edit"))),
+        Reply("回复“取消”可随时退出。"),
+    ]
+    expected = (
+        "已收到照片。\n\n请选择：\n请回复数字：\n1. 确认提交\n2. 修改\n\n回复“取消”可随时退出。"
+    )
+    assert reply_text(replies) == expected
+    h = await start(canned=replies)
+    assert await h.text("照片") == expected
+
+
+async def test_no_replies_is_success(start: Start) -> None:
+    h = await start(canned=[])
+    response = await h.post(payload("text"))
+    assert (response.status, await response.text()) == (200, "success")
+
+
+# -- whole dialogs ----------------------------------------------------------------------------
+
+
+async def test_scan_a_rooms_code_and_submit_a_topic_by_text_replies(
+    start: Start, engine: AsyncEngine, clock: FixedClock
+) -> None:
+    h = await start()
+    response = await h.post(payload("subscribe_scene"))  # qrscene_r_V1
+    welcome = reply_content(await response.text())
+    assert welcome.startswith("欢迎来到一村议事室")
+    assert "请回复数字：\n1. 提议题\n2. 我的议题\n3. 换议事室" in welcome
+
+    assert (await h.text("1")).startswith("请用一句话写下议题标题")
+    assert (await h.text("运河步道增设公厕")).startswith("请详细描述情况")
+    assert "1. 下一步" in await h.text("沿线3公里没有公厕，老人散步很不方便。")
+    assert "1. 跳过" in await h.text("1")
+    summary = await h.text("1")
+    assert "标题：运河步道增设公厕" in summary
+    assert summary.endswith("请回复数字：\n1. 确认提交\n2. 修改\n3. 取消")
+    receipt = await h.text("1")
+    assert receipt.startswith("议题已提交！")
+
+    async with h.services.sessions() as session:
+        topic = (await session.exec(select(Topic))).one()
+        identity = (
+            await session.exec(select(ChannelIdentity).where(ChannelIdentity.external_id == OPENID))
+        ).one()
+    assert topic.number in receipt
+    assert (topic.title, topic.state, topic.submitter_id) == (
+        "运河步道增设公厕",
+        "submitted",
+        identity.person_id,
+    )
+    assert (identity.channel, identity.last_inbound_at) == ("wechat", clock.now())
+    assert [i.kind for i in h.dialogs.seen] == ["start", *["text"] * 6]
+
+
+async def test_a_retried_message_has_one_effect_and_the_same_reply(
+    start: Start, engine: AsyncEngine
+) -> None:
+    h = await start()
+    first = await h.post(payload("subscribe_scene"))
+    again = await h.post(payload("subscribe_scene"))  # WeChat's retry after 5 seconds
+    assert await first.text() == await again.text()
+    title_step = await h.text("1")
+    for _ in range(2):  # the same MsgId twice more: no second step taken
+        response = await h.post(payload("text", Content="1", MsgId=str(h.msg_ids[0])))
+        assert reply_content(await response.text()) == title_step
+    assert await count(engine, InboundReceipt) == 2
+    async with h.services.sessions() as session:
+        state = (await session.exec(select(DialogState))).one()
+    assert (state.flow, state.step) == ("submit_topic", "title")
+
+
+# -- outbound: the sender -------------------------------------------------------------------------
+
+
+async def last_wrote(h: Harness, ago: timedelta | None) -> None:
+    """The resident wrote to us ``ago`` (None: never)."""
+    async with transaction(h.services.sessions) as session:
+        person = Person(display_name="居民")
+        session.add(person)
+        await session.flush()
+        assert person.id is not None
+        session.add(
+            ChannelIdentity(
+                person_id=person.id,
+                channel="wechat",
+                external_id=OPENID,
+                last_inbound_at=h.clock.now() - ago if ago is not None else None,
+            )
+        )
+
+
+async def deliver(h: Harness, key: str = "k1", **body: Any) -> OutboxMessage:
+    """Queue one message for the resident, run one delivery round, return the row."""
+    async with transaction(h.services.sessions) as session:
+        await enqueue(
+            session,
+            key=key,
+            channel="wechat",
+            address=OPENID,
+            kind="topic.accepted",
+            body={
+                "text": "您的议题已受理。\n编号：V1-2026-000001",
+                "topic_number": "D1-2026-000001",
+                "url": "https://mashangyi.test/t/D1-2026-000001",
+            }
+            | body,
+            now=h.clock.now(),
+        )
+    await h.services.dispatcher().run_once()
+    async with h.services.sessions() as session:
+        return (
+            await session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
+        ).one()
+
+
+async def test_inside_the_window_a_customer_service_message(start: Start) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=47))
+    row = await deliver(h)
+    assert row.status == "sent"
+    assert [r.json for r in h.fake.calls(CUSTOM_SEND)] == [
+        {
+            "touser": OPENID,
+            "msgtype": "text",
+            "text": {"content": "您的议题已受理。\n编号：V1-2026-000001"},
+        }
+    ]
+    assert h.fake.calls(TEMPLATE_SEND) == []
+
+
+async def test_buttons_inside_the_window_become_a_msgmenu(start: Start) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(minutes=5))
+    row = await deliver(h, buttons=[["受理", "a:1:accept"], ["不予受理", "a:1:decline"]])
+    assert row.status == "sent"
+    (call,) = h.fake.calls(CUSTOM_SEND)
+    assert call.json["msgtype"] == "msgmenu"
+    assert call.json["msgmenu"]["list"] == [
+        {"id": "a:1:accept", "content": "受理"},
+        {"id": "a:1:decline", "content": "不予受理"},
+    ]
+
+
+@pytest.mark.parametrize("ago", [timedelta(hours=48), timedelta(days=30), None])
+async def test_outside_the_window_a_template_message(start: Start, ago: timedelta | None) -> None:
+    h = await start()
+    await last_wrote(h, ago)
+    row = await deliver(h)
+    assert row.status == "sent"
+    assert h.fake.calls(CUSTOM_SEND) == []
+    (call,) = h.fake.calls(TEMPLATE_SEND)
+    assert call.json == {
+        "touser": OPENID,
+        "template_id": TEMPLATE_ID,
+        "url": "https://mashangyi.test/t/D1-2026-000001",
+        "data": {
+            "character_string1": {"value": "D1-2026-000001"},
+            "thing2": {"value": "您的议题已受理。"},
+        },
+    }
+
+
+@pytest.mark.parametrize("errcode", [45015, 45047])
+async def test_refused_as_out_of_window_falls_back_to_a_template(
+    start: Start, errcode: int
+) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=1))  # we think it is open; WeChat disagrees
+    h.fake.script(CUSTOM_SEND, errcode=errcode, errmsg="response out of time limit")
+    row = await deliver(h)
+    assert row.status == "sent"
+    assert h.fake.paths() == [STABLE_TOKEN, CUSTOM_SEND, TEMPLATE_SEND]
+
+
+async def test_no_template_configured_leaves_the_row_dead_and_visible(start: Start) -> None:
+    h = await start(template_id="")
+    await last_wrote(h, timedelta(days=3))
+    row = await deliver(h)
+    assert row.status == "dead"
+    assert row.last_error == "outside the customer-service window and no template configured"
+    assert h.fake.calls(TEMPLATE_SEND) == [] and h.fake.calls(CUSTOM_SEND) == []
+    # The same holds when WeChat says the window has closed.
+    await last_wrote_again(h)
+    h.fake.script(CUSTOM_SEND, errcode=45015)
+    assert (await deliver(h, key="k2")).status == "dead"
+
+
+async def last_wrote_again(h: Harness) -> None:
+    async with transaction(h.services.sessions) as session:
+        identity = (await session.exec(select(ChannelIdentity))).one()
+        identity.last_inbound_at = h.clock.now()
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        {"status": 502},
+        {"status": 503},
+        {"errcode": -1, "errmsg": "system error"},
+        {"disconnect": True},
+    ],
+)
+async def test_server_trouble_is_temporary(start: Start, script: dict[str, Any]) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=1))
+    h.fake.script(CUSTOM_SEND, **script)
+    row = await deliver(h)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.not_before > h.clock.now()  # backed off
+    assert row.last_error
+
+
+async def test_other_errcodes_are_permanent_with_the_errcode(start: Start) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=1))
+    h.fake.script(CUSTOM_SEND, errcode=40003, errmsg="invalid openid")
+    row = await deliver(h)
+    assert row.status == "dead"
+    assert row.last_error == "errcode 40003: invalid openid"
+
+
+async def test_a_wrong_secret_is_not_the_messages_fault(start: Start) -> None:
+    h = await start(app_secret="wrong")
+    await last_wrote(h, timedelta(hours=1))
+    row = await deliver(h)
+    assert row.status == "pending"  # retried once the operator fixes the secret
+    assert "40125" in (row.last_error or "")
+
+
+async def test_the_access_token_is_cached_and_renewed(start: Start, clock: FixedClock) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=1))
+    for key in ("k1", "k2"):
+        assert (await deliver(h, key=key)).status == "sent"
+    assert h.fake.paths() == [STABLE_TOKEN, CUSTOM_SEND, CUSTOM_SEND]
+    assert {r.query["access_token"] for r in h.fake.calls(CUSTOM_SEND)} == {"TOKEN-1"}
+
+    h.fake.invalidate_tokens()  # e.g. another worker forced a refresh: 40001 on next use
+    h.fake.requests.clear()
+    assert (await deliver(h, key="k3")).status == "sent"
+    assert h.fake.paths() == [CUSTOM_SEND, STABLE_TOKEN, CUSTOM_SEND]
+    assert [r.query["access_token"] for r in h.fake.calls(CUSTOM_SEND)] == ["TOKEN-1", "TOKEN-2"]
+    assert h.fake.calls(STABLE_TOKEN)[0].json == {
+        "grant_type": "client_credential",
+        "appid": h.fake.app_id,
+        "secret": h.fake.app_secret,
+    }
+
+    h.fake.requests.clear()  # near its expiry (7200 s, less a 5-minute margin): renewed early
+    clock.advance(timedelta(seconds=7200 - 299))
+    await last_wrote_again(h)
+    assert (await deliver(h, key="k4")).status == "sent"
+    assert h.fake.paths() == [STABLE_TOKEN, CUSTOM_SEND]
+
+
+async def test_a_token_refused_twice_is_not_retried_forever(start: Start) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(hours=1))
+    h.fake.script(CUSTOM_SEND, errcode=40001, times=2)
+    row = await deliver(h)
+    assert h.fake.paths() == [STABLE_TOKEN, CUSTOM_SEND, STABLE_TOKEN, CUSTOM_SEND]
+    assert row.status == "pending"
+
+
+# -- outbound: media and QR codes --------------------------------------------------------------
+
+
+async def test_media_fetcher_downloads_through_the_configured_host(start: Start) -> None:
+    h = await start()
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(1000)
+    h.fake.media["MEDIA-1"] = (jpeg, "image/jpeg")
+    fetcher = h.services.fetchers["wechat"]
+    assert await fetcher.fetch("MEDIA-1") == (jpeg, "image/jpeg")
+    assert h.fake.calls(MEDIA_GET)[0].query["media_id"] == "MEDIA-1"
+    with pytest.raises(WeChatAPIError) as refused:
+        await fetcher.fetch("expired-after-3-days")
+    assert refused.value.errcode == 40007
+    h.fake.media["BIG"] = (bytes(h.services.config["media"]["max_bytes"] + 1), "audio/amr")
+    with pytest.raises(MediaTooLarge):
+        await fetcher.fetch("BIG")
+
+
+async def test_the_media_downloader_stores_a_wechat_photo(start: Start) -> None:
+    h = await start()
+    jpeg = b"\xff\xd8\xff\xe0photo"
+    h.fake.media["Q1hM3ZcJ0b4wJk8hYzG2rVxW9eT6pLnA5sDfKj7uHyBgNmQoXcEiRt4vUw8zSa1"] = (
+        jpeg,
+        "image/jpeg",
+    )
+    await h.post(payload("subscribe_scene"))
+    await h.text("1")
+    await h.text("运河步道增设公厕")
+    await h.text("沿线3公里没有公厕")
+    assert "已收到照片" in reply_content(await (await h.post(payload("image"))).text())
+    assert await h.services.media_downloader().run_once() == 1
+
+    async with h.services.sessions() as session:
+        attachment = (await session.exec(select(Attachment))).one()
+    assert (attachment.status, attachment.size_bytes, attachment.channel) == (
+        "stored",
+        len(jpeg),
+        "wechat",
+    )
+    assert await h.services.media_store.get(attachment.storage_key) == jpeg
+
+
+async def test_qr_codes_permanent_and_temporary(start: Start) -> None:
+    h = await start()
+    api = h.sender().api
+    permanent = await api.create_qrcode("r_V1")
+    temporary = await api.create_qrcode("i_9f3a", expire_seconds=7 * 86400)
+    assert (permanent.url, permanent.expire_seconds) == ("http://weixin.qq.com/q/r_V1", None)
+    assert temporary.expire_seconds == 7 * 86400
+    assert [r.json for r in h.fake.calls(QRCODE_CREATE)] == [
+        {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": "r_V1"}}},
+        {
+            "action_name": "QR_STR_SCENE",
+            "expire_seconds": 7 * 86400,
+            "action_info": {"scene": {"scene_str": "i_9f3a"}},
+        },
+    ]
+    with pytest.raises(ValueError):
+        await api.create_qrcode("x" * 65)
+
+
+async def test_no_wechat_sender_without_an_account(start: Start) -> None:
+    h = await start(app_id="")
+    assert "wechat" not in h.services.senders and "wechat" not in h.services.fetchers
