@@ -10,6 +10,7 @@ deduplicate by ``message_id`` and hand a retry the same replies.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -37,6 +38,8 @@ from wechatpy.replies import TextReply
 
 from bot.wechat_api import WeChatAPI
 from dialogs.types import Inbound, Location, Media, Reply
+from notices.outbox import enqueue
+from storage.db import transaction
 from workflow.texts import Catalogue
 
 if TYPE_CHECKING:
@@ -64,6 +67,10 @@ PARSE_ERRORS = (
     InvalidAppIdException,  # encrypted for another account
 )
 VOICE_TYPES = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}
+#: The running webhook, for tests and operators that tune it.
+WEBHOOK: web.AppKey[WeChatWebhook] = web.AppKey("wechat_webhook")
+#: Seconds we wait for the dialogs before answering; WeChat gives up at 5.
+REPLY_DEADLINE = 4.0
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
 
@@ -76,6 +83,7 @@ def setup(app: web.Application, services: Services) -> None:
     """Add ``/wechat`` when a callback token is configured; close the API client on exit."""
     if services.config["wechat"]["token"]:
         hook = WeChatWebhook(services)
+        app[WEBHOOK] = hook
         app.router.add_get("/wechat", hook.verify_url)
         app.router.add_post("/wechat", hook.receive)
     # The sender and the media fetcher share one API client (one HTTP session).
@@ -94,6 +102,8 @@ class WeChatWebhook:
     def __init__(self, services: Services) -> None:
         wechat = services.config["wechat"]
         self.services = services
+        self.reply_deadline = REPLY_DEADLINE
+        self._late: set[asyncio.Future[None]] = set()
         self.token: str = wechat["token"]
         self.crypto = (
             WeChatCrypto(self.token, wechat["encoding_aes_key"], wechat["app_id"])
@@ -130,8 +140,45 @@ class WeChatWebhook:
             return web.Response(status=400, text="bad request")
         if inbound is None:  # an event we do not act on
             return web.Response(text=SUCCESS)
-        replies = await self.services.dialogs.handle(inbound)
+        replies = await self.handle_in_time(inbound)
         return self.respond(message, replies, request.query, safe)
+
+    async def handle_in_time(self, inbound: Inbound) -> Sequence[Reply]:
+        """The dialogs' replies, or none if they take longer than ``reply_deadline``.
+
+        WeChat stops waiting after 5 seconds. A slow step (a busy database) is not
+        cancelled: it finishes in the background and its replies go out through the outbox
+        as customer-service messages (the person has just written, so the window is open).
+        """
+        task = asyncio.ensure_future(self.services.dialogs.handle(inbound))
+        done, _ = await asyncio.wait({task}, timeout=self.reply_deadline)
+        if task in done:
+            return task.result()
+        late = asyncio.ensure_future(self._send_late(inbound, task))
+        self._late.add(late)  # keep a reference until it is done
+        late.add_done_callback(self._late.discard)
+        return []
+
+    async def _send_late(self, inbound: Inbound, task: asyncio.Future[list[Reply]]) -> None:
+        try:
+            replies = await task
+        except Exception:
+            log.exception("wechat: a late dialog step failed")
+            return
+        async with transaction(self.services.sessions) as session:
+            for number, reply in enumerate(replies):
+                await enqueue(
+                    session,
+                    key=f"wechat:late:{inbound.message_id or id(task)}:{number}",
+                    channel=CHANNEL,
+                    address=inbound.user_ref,
+                    kind="dialog.reply",
+                    body={
+                        "text": reply.text,
+                        "buttons": [[b.label, b.payload] for b in reply.buttons],
+                    },
+                    now=self.services.clock.now(),
+                )
 
     # -- steps ---------------------------------------------------------------------------
 

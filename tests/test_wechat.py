@@ -3,6 +3,7 @@ real aiohttp app, and a fake WeChat API on loopback recording what the service s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -27,7 +28,7 @@ from bot.config import load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.web import create_app
-from bot.wechat import MAX_BODY, cdata, reply_text, to_inbound
+from bot.wechat import MAX_BODY, WEBHOOK, cdata, reply_text, to_inbound
 from bot.wechat_api import WeChatAPIError, WeChatSender
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import enqueue
@@ -872,3 +873,35 @@ async def test_qr_codes_permanent_and_temporary(start: Start) -> None:
 async def test_no_wechat_sender_without_an_account(start: Start) -> None:
     h = await start(app_id="")
     assert "wechat" not in h.services.senders and "wechat" not in h.services.fetchers
+
+
+class SlowDialogs:
+    """Dialogs that answer only when told to (a database that has become slow)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def handle(self, inbound: Inbound) -> list[Reply]:
+        await self.release.wait()
+        return [Reply("迟到的回复")]
+
+
+async def test_a_slow_step_answers_success_in_time_and_replies_through_the_outbox(
+    start: Start, engine: AsyncEngine
+) -> None:
+    h = await start(canned=[])
+    slow = SlowDialogs()
+    h.services.dialogs = slow  # type: ignore[assignment]
+    h.client.app[WEBHOOK].reply_deadline = 0.01  # instead of 4 s: no test waits for real seconds
+    response = await h.post(payload("text", Content="你好", MsgId="777"))
+    assert (response.status, await response.text()) == (200, "success")
+    assert await count(engine, OutboxMessage) == 0
+    slow.release.set()
+    for _ in range(100):  # the background step finishes on the next loop turns
+        await asyncio.sleep(0)
+        if await count(engine, OutboxMessage):
+            break
+    async with h.services.sessions() as session:
+        [row] = (await session.exec(select(OutboxMessage))).all()
+    assert (row.channel, row.address, row.body["text"]) == ("wechat", OPENID, "迟到的回复")
+    assert row.idempotency_key == "wechat:late:777:0"
