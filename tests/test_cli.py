@@ -68,6 +68,7 @@ def test_import_creates_then_updates_and_never_duplicates(
         (GOOD + ",无编号,village,QJP\n", "line 6: code and name must not be empty"),
         (GOOD + "L1,甲,village,L2\nL2,乙,village,L1\n", "line 6: room tree would have a cycle"),
         (GOOD + "S1,自己,village,S1\n", "line 6: room 'S1' cannot be its own parent"),
+        (GOOD + "荷北,荷北社区,community,QJP\n", "line 6: room code '荷北' may only use A-Z"),
         (GOOD + 'Q1,"未闭合,village,QJP\n', "expected 4 fields"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,8 @@ LEVELS = (
     "members_home", "sector",
 )  # fmt: skip
 CSV_HEADER = ("code", "name", "level", "parent_code")
+#: Codes travel in QR scene strings and Telegram deep links ("r_<code>", ≤ 64 characters).
+ROOM_CODE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 async def room_chain(session: AsyncSession, room_id: int) -> list[Room]:
@@ -97,8 +100,12 @@ def parse_rooms_csv(data: bytes) -> list[RoomRow]:
             code, name, level, parent_code = (field.strip() for field in record)
             if not code or not name:
                 raise RoomImportError(line, "code and name must not be empty")
-            if len(code) > 40 or len(name) > 100:
-                raise RoomImportError(line, "code is at most 40 and name at most 100 characters")
+            if not ROOM_CODE.fullmatch(code):
+                raise RoomImportError(
+                    line, f"room code {code!r} may only use A-Z, a-z, 0-9, _ and - (at most 40)"
+                )
+            if len(name) > 100:
+                raise RoomImportError(line, "a room name is at most 100 characters")
             if level not in LEVELS:
                 raise RoomImportError(
                     line, f"unknown level {level!r}; use one of: {', '.join(LEVELS)}"
