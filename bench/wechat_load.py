@@ -135,7 +135,7 @@ def prepare(db: str, workdir: Path) -> Path:
     config = workdir / f"{db}.toml"
     config.write_text(
         f'[database]\nurl = "{url}"\n[wechat]\ntoken = "{TOKEN}"\n'
-        f'[dialogs]\nflood_messages = 1000000\n',
+        f"[dialogs]\nflood_messages = 1000000\n",
         "utf-8",
     )
     for args in (["db", "upgrade"], ["rooms", "import", str(ROOT / "bot/demo/rooms.csv")]):

@@ -24,6 +24,7 @@ from storage import migrate
 from storage.db import transaction
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
+from workflow.invites import INVITE_ROLES
 from workflow.rooms import RoomImportError, get_room, import_rooms, parse_rooms_csv
 from workflow.texts import label
 
@@ -124,6 +125,54 @@ async def cmd_qr(config: Config, args: argparse.Namespace) -> int:
         return 0
 
     return await _with_services(config, work)
+
+
+# -- invites and roles --------------------------------------------------------------------
+
+
+async def _roles_command(config: Config, work: Callable[[Services], Awaitable[object]]) -> int:
+    from bot.invites import CommandError
+
+    async def run(services: Services) -> int:
+        try:
+            await work(services)
+        except CommandError as exc:
+            raise CliError(str(exc)) from None
+        return 0
+
+    return await _with_services(config, run)
+
+
+async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
+    from bot.invites import CommandError, make_invite, parse_validity
+
+    if not args.room or not args.role:
+        raise CliError("invite needs --room CODE and --role ROLE (or: invite revoke ID)")
+    try:
+        validity = parse_validity(args.expires)
+    except CommandError as exc:
+        raise CliError(str(exc)) from None
+    return await _roles_command(
+        config, lambda s: make_invite(s, args.room, args.role, validity, args.out)
+    )
+
+
+async def cmd_invite_revoke(config: Config, args: argparse.Namespace) -> int:
+    from bot.invites import withdraw_invite
+
+    return await _roles_command(config, lambda s: withdraw_invite(s, args.id, print))
+
+
+async def cmd_roles_list(config: Config, args: argparse.Namespace) -> int:
+    from bot.invites import list_roles
+
+    return await _roles_command(config, lambda s: list_roles(s, args.room, args.json, print))
+
+
+async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
+    from bot.invites import take_back_role
+
+    return await _roles_command(config, lambda s: take_back_role(s, args.grant_id, print))
 
 
 # -- topics ------------------------------------------------------------------------------
@@ -455,6 +504,23 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--room", metavar="CODE", help="this room only")
     which.add_argument("--all-under", metavar="CODE", help="this room and every room below it")
     qr.add_argument("--out", required=True, type=Path, metavar="DIR", help="PNGs, PDF, CSV go here")
+
+    invite = add(sub, "invite", cmd_invite, "a one-time invite to take a role in a room")
+    invite.add_argument("--room", metavar="CODE", help="the room the role is held in")
+    invite.add_argument("--role", choices=INVITE_ROLES)
+    invite.add_argument("--expires", default="72h", help="e.g. 30m, 72h, 7d (at most 30d)")
+    invite.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="for the PNGs")
+    invite_sub = invite.add_subparsers(dest="invite", metavar="revoke ID")
+    add(invite_sub, "revoke", cmd_invite_revoke, "withdraw an unused invite").add_argument(
+        "id", type=int
+    )
+    roles = sub.add_parser("roles", help="role grants").add_subparsers(dest="roles", required=True)
+    roles_list = add(roles, "list", cmd_roles_list, "roles in force, with who holds them")
+    roles_list.add_argument("--room", metavar="CODE", help="only this room's")
+    roles_list.add_argument("--json", action="store_true")
+    add(roles, "revoke", cmd_roles_revoke, "take a role back (audited)").add_argument(
+        "grant_id", type=int, metavar="GRANT_ID"
+    )
 
     topics = sub.add_parser("topics", help="topics").add_subparsers(dest="topics", required=True)
     listing = add(topics, "list", cmd_topics_list, "list topics")

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dialogs import home, my_topics, submit_topic
+from dialogs import home, invites, my_topics, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, say
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
@@ -197,7 +197,9 @@ class Dialogs:
         inbound = _numbered_choice(conv)
         conv.inbound = inbound
         text = inbound.text.strip() if inbound.kind == "text" else ""
-        if inbound.kind == "start":
+        if inbound.kind == "start" and invites.is_invite(inbound.payload):
+            await invites.redeem(conv)
+        elif inbound.kind == "start":
             await home.start(conv)
         elif inbound.kind == "unsupported":
             names = SAY.sections["what"]

@@ -66,3 +66,16 @@ def room_payload(code: str) -> str:
 
 def room_from_payload(payload: str) -> str | None:
     return payload[2:] if payload.startswith("r_") and len(payload) > 2 else None
+
+
+#: Start payloads / scene strings of role invites: "i_<secret>" (see workflow/invites.py).
+INVITE_PREFIX = "i_"
+
+
+def invite_payload(secret: str) -> str:
+    return INVITE_PREFIX + secret
+
+
+def invite_from_payload(payload: str) -> str | None:
+    """The invite secret a start payload carries, or None if it is not an invite."""
+    return payload[len(INVITE_PREFIX) :] if payload.startswith(INVITE_PREFIX) else None

@@ -66,6 +66,8 @@ class RoleGrant(SQLModel, table=True):
     granted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_by_id: int | None = Field(default=None, foreign_key="people.id")
+    #: The invite this grant was taken with (None: granted otherwise, e.g. the demo).
+    invite_id: int | None = Field(default=None, foreign_key="invites.id")
 
 
 class TopicCounter(SQLModel, table=True):
@@ -241,3 +243,41 @@ class DialogState(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Invite(SQLModel, table=True):
+    """A one-time, expiring invitation to take ``role`` in a room (``mashangyi invite``).
+
+    Only the SHA-256 of the secret is kept: the link or QR code printed once is the only
+    copy of the secret. Used, revoked and expired invites stay as they are.
+    """
+
+    __tablename__ = "invites"
+    id: int | None = Field(default=None, primary_key=True)
+    #: Hex SHA-256 of the secret carried in the link / scene string.
+    secret_hash: str = Field(max_length=64, unique=True)
+    room_id: int = Field(foreign_key="rooms.id")
+    role: str = Field(max_length=20)
+    #: None when made from the command line.
+    created_by_id: int | None = Field(default=None, foreign_key="people.id")
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    used_by_id: int | None = Field(default=None, foreign_key="people.id")
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only record of who changed what outside topics: role grants and revocations,
+    invites made, revoked and refused."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    #: None: the command line or the system.
+    actor_id: int | None = Field(default=None, foreign_key="people.id", index=True)
+    #: e.g. "role.grant", "role.revoke", "invite.create", "invite.refuse".
+    action: str = Field(max_length=40)
+    #: What it was about (ids, room code, role, reason); never a secret.
+    subject: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    at: datetime = Field(sa_type=UTCDateTime)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zxingcpp
 from PIL import Image, PdfParser
+from sqlmodel import select
 
 from bot import poster
 from bot.cli import CliError, build_parser, main
@@ -254,7 +255,11 @@ async def test_no_channel_at_all_is_an_error(
 async def test_a_room_code_unfit_for_a_payload_is_named(
     tmp_path: Path, database_url: str, sessions: SessionFactory
 ) -> None:
-    await load_rooms(sessions, ROOMS + "QJP-CX-村,某村议事室,village,QJP-CX\n")
+    await load_rooms(sessions, ROOMS)
+    # Imports refuse such codes now; a room stored by an older version can still have one.
+    async with transaction(sessions) as session:
+        parent = (await session.exec(select(Room).where(Room.code == "QJP-CX"))).one()
+        session.add(Room(code="QJP-CX-村", name="某村议事室", level="village", parent_id=parent.id))
     config = write_config(tmp_path / "c.toml", database_url, telegram={"bot_username": BOT})
     out = tmp_path / "out"
     with pytest.raises(CliError, match=r"cannot be put in a QR code.*'QJP-CX-村'"):
