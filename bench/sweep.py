@@ -153,8 +153,9 @@ async def seed_topics(
         "number", "room_id", "source", "title", "background", "submitter_id", "state",
         "step_started_at", "review_due_at", "facts", "version", "created_at", "updated_at",
     ]  # fmt: skip
+    late = set(rng.sample(range(total), overdue))  # scattered over the table, as in life
     for i in range(total):
-        if i < overdue:
+        if i in late:
             state = clocked[i % len(clocked)]
             started, due = windows[i % len(windows)]
         elif rng.random() < 0.02:
@@ -184,34 +185,41 @@ async def explain(conn: asyncpg.Connection) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-async def measure(url: str, total: int, overdue: int) -> dict[str, float]:
+async def measure(url: str, overdue: int, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` for each kind of sweep (the machine may be shared)."""
     engine = make_engine(url, pool_size=5)
     sessions = make_session_factory(engine)
     clock = FixedClock(TODAY)
-    timings: dict[str, float] = {}
+    sweeper = Sweeper(sessions, clock, CALENDAR)
+    best: dict[str, float] = {}
+
+    async def timed(name: str, moment: datetime) -> None:
+        clock.set(moment)
+        start = time.perf_counter()
+        report = await sweeper.run_once()
+        elapsed = time.perf_counter() - start
+        assert not report.failed, report
+        best[name] = min(best.get(name, elapsed), elapsed)
+        best[f"{name} messages"] = sum(report.sent.values())
+
     try:
-        async with engine.connect() as conn:  # warm the pool
-            await conn.execute(text("SELECT 1"))
-        async with sessions() as session:
-            start = time.perf_counter()
-            found = (await session.exec(overdue_query(TODAY))).all()
-            timings["query"] = time.perf_counter() - start
-        assert len(found) == overdue, (len(found), overdue)
-        sweeper = Sweeper(sessions, clock, CALENDAR)
-        for name, moment in (
-            ("first", TODAY),
-            ("again", TODAY + timedelta(minutes=10)),
-            ("next day", NEXT_DAY),
-        ):
-            clock.set(moment)
-            start = time.perf_counter()
-            report = await sweeper.run_once()
-            timings[name] = time.perf_counter() - start
-            assert not report.failed, report
-            timings[f"{name} messages"] = sum(report.sent.values())
+        for _ in range(repeats):
+            async with sessions() as session:
+                start = time.perf_counter()
+                found = (await session.exec(overdue_query(TODAY))).all()
+                elapsed = time.perf_counter() - start
+                best["query"] = min(best.get("query", elapsed), elapsed)
+            assert len(found) == overdue, (len(found), overdue)
+        for n in range(repeats):
+            async with engine.begin() as conn:  # forget what was given: a fresh day again
+                await conn.execute(text("TRUNCATE reminders_sent, outbox_messages"))
+            await timed("first", TODAY)
+            for minutes in (10, 20, 30):
+                await timed("again", TODAY + timedelta(minutes=minutes + 30 * n))
+            await timed("next day", NEXT_DAY)
     finally:
         await engine.dispose()
-    return timings
+    return best
 
 
 async def main() -> None:
@@ -223,6 +231,7 @@ async def main() -> None:
         help="comma-separated TOTAL:OVERDUE",
     )
     parser.add_argument("--explain", action="store_true", help="EXPLAIN the due query per case")
+    parser.add_argument("--repeats", type=int, default=2, help="report the best of N runs")
     args = parser.parse_args()
     cases = [tuple(int(x) for x in case.split(":")) for case in args.cases.split(",")]
 
@@ -246,7 +255,7 @@ async def main() -> None:
             start = time.perf_counter()
             await seed_topics(conn, total, overdue, rooms, residents)
             seeded = time.perf_counter() - start
-            t = await measure(url, total, overdue)
+            t = await measure(url, overdue, args.repeats)
             print(
                 f"{total:>9,} {overdue:>8,} | {t['query'] * 1000:>5.0f}ms | "
                 f"{t['first'] * 1000:>5.0f}ms {t['first messages']:>6.0f} | "

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import OutboxMessage
 from workflow.clock import Clock
@@ -121,15 +122,6 @@ async def enqueue(
     return result.scalar_one_or_none() is not None
 
 
-def _insert_for(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert
-    if dialect == "sqlite":
-        return sqlite_insert
-    raise RuntimeError(f"outbox: unsupported database dialect {dialect!r}")  # pragma: no cover
-
-
 async def enqueue_many(
     session: AsyncSession, messages: Sequence[Mapping[str, Any]], *, now: datetime
 ) -> None:
@@ -139,7 +131,6 @@ async def enqueue_many(
     ``kind``, ``body``, optionally ``person_id``, ``topic_id``, ``not_before``); keys that
     already exist are skipped, as in ``enqueue``.
     """
-    insert_ = _insert_for(session)
     rows = [
         {
             "idempotency_key": m["key"],
@@ -159,12 +150,7 @@ async def enqueue_many(
         }
         for m in messages
     ]
-    if rows:
-        # executemany: compiled once, sent in batches (SQLAlchemy's "insertmanyvalues").
-        await session.exec(
-            insert_(_table).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-            params=rows,
-        )
+    await insert_many(session, _table, rows, conflict=["idempotency_key"])
 
 
 @dataclass(frozen=True)

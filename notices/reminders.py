@@ -49,13 +49,12 @@ from typing import Any, Protocol, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import ARRAY, Integer, String, bindparam, func, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from notices.outbox import enqueue_many
+from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, ReminderSent, TopicEvent
 from workflow.clock import CHINA, Clock
@@ -72,7 +71,7 @@ TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
 #: Namespace of our advisory locks (the first of the two int4 keys), "ms" for mashangyi.
 LOCK_CLASS = 0x6D73
-#: Rows per statement when looking up and inserting sent records.
+#: Values per IN list on SQLite (PostgreSQL takes them as one array, see ``_among``).
 _CHUNK = 500
 
 
@@ -559,10 +558,6 @@ async def _record(
     waiting for that sweeper's transaction to end). Keys go in sorted order so that two
     sweepers inserting overlapping sets cannot deadlock.
     """
-    insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table = ReminderSent.__table__  # type: ignore[attr-defined]
-    if not keys:
-        return {}
     rows = [
         {
             "kind": kind,
@@ -577,14 +572,12 @@ async def _record(
         }
         for subject, occurrence, person in keys
     ]
-    # executemany with RETURNING: compiled once, sent in batches in the given order.
-    result = await session.exec(
-        insert_(table)
-        .on_conflict_do_nothing(
-            index_elements=["kind", "period", "subject", "occurrence", "person_id"]
-        )
-        .returning(table.c.id, table.c.subject, table.c.occurrence, table.c.person_id),
-        params=rows,
+    result = await insert_many(
+        session,
+        ReminderSent.__table__,  # type: ignore[attr-defined]
+        rows,
+        conflict=["kind", "period", "subject", "occurrence", "person_id"],
+        returning=["id", "subject", "occurrence", "person_id"],
     )
     return {
         (subject, occurrence, person): sent_id for sent_id, subject, occurrence, person in result

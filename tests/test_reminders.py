@@ -528,3 +528,58 @@ def test_bad_reminder_settings_are_named(env: dict[str, str], message: str) -> N
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, env=env)
+
+
+# -- bulk writes ---------------------------------------------------------------------------------
+
+
+async def test_enqueue_many_skips_existing_keys_and_keeps_every_field(
+    sessions: SessionFactory,
+) -> None:
+    from notices.outbox import enqueue, enqueue_many
+
+    now = at("03-02")
+    async with transaction(sessions) as session:
+        await enqueue(
+            session, key="k1", channel="console", address="a", kind="x", body={"t": "旧"}, now=now
+        )
+        await enqueue_many(
+            session,
+            [
+                {"key": "k1", "channel": "console", "address": "a", "kind": "x", "body": {}},
+                {
+                    "key": "k2",
+                    "channel": "wechat",
+                    "address": "b",
+                    "kind": "y",
+                    "body": {"text": "二", "buttons": [["查看议题", "t:1"]]},
+                },
+                {
+                    "key": "k3",
+                    "channel": "console",
+                    "address": "c",
+                    "kind": "y",
+                    "body": {},
+                    "not_before": at("03-03"),
+                },
+            ],
+            now=now,
+        )
+    async with sessions() as session:
+        rows = (await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))).all()
+    assert [
+        (m.idempotency_key, m.channel, m.address, m.kind, m.body, m.status, m.not_before)
+        for m in rows
+    ] == [
+        ("k1", "console", "a", "x", {"t": "旧"}, "pending", now),
+        (
+            "k2",
+            "wechat",
+            "b",
+            "y",
+            {"text": "二", "buttons": [["查看议题", "t:1"]]},
+            "pending",
+            now,
+        ),
+        ("k3", "console", "c", "y", {}, "pending", at("03-03")),
+    ]

@@ -1,0 +1,71 @@
+"""Many rows in one statement: ``INSERT … ON CONFLICT DO NOTHING [RETURNING …]``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ARRAY, JSON, Row, Table, Text, bindparam, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+async def insert_many(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """Insert ``rows`` (all with the same keys) in the caller's transaction, skipping those
+    that conflict on the unique columns ``conflict``; with ``returning``, the listed columns
+    of the rows actually inserted.
+
+    PostgreSQL: one statement whatever the number of rows, each column sent as one array
+    and unnested in order — one round trip and one plan, three to four times faster than
+    batched executemany for ten thousand rows (bench/README.md). SQLite: executemany.
+    """
+    if not rows:
+        return []
+    names = list(rows[0])
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+        if returning:
+            statement = statement.returning(*(table.c[name] for name in returning))
+        result = await session.exec(statement, params=list(rows))  # type: ignore[call-overload]
+        return list(result) if returning else []
+
+    # A column with one value for every row (kind, status, timestamps) goes as one scalar;
+    # the others as one array each, unnested side by side.
+    columns = {name: [row[name] for row in rows] for name in names}
+    varying = [n for n in names if any(v != columns[n][0] for v in columns[n])] or names[:1]
+    arrays = []
+    for name in varying:
+        column_type, values = table.c[name].type, columns[name]
+        if isinstance(column_type, JSON):  # sent as text, cast back to JSONB in SQL
+            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            column_type = Text()
+        arrays.append(bindparam(f"bulk_{name}", values, type_=ARRAY(column_type)))
+    source = func.unnest(*arrays).table_valued(*varying).render_derived(name="bulk")
+    selected: list[Any] = []
+    for name in names:
+        if name not in varying:
+            selected.append(bindparam(f"one_{name}", columns[name][0], type_=table.c[name].type))
+        elif isinstance(table.c[name].type, JSON):
+            selected.append(cast(source.c[name], JSONB))
+        else:
+            selected.append(source.c[name])
+    statement = (
+        pg_insert(table)
+        .from_select(names, select(*selected))
+        .on_conflict_do_nothing(index_elements=list(conflict))
+    )
+    if returning:
+        statement = statement.returning(*(table.c[name] for name in returning))
+    result = await session.exec(statement)  # type: ignore[call-overload]
+    return list(result) if returning else []
