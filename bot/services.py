@@ -103,7 +103,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = make_engine(config.database_url)
     calendar = build_calendar(config)
-    writer = OutboxWriter(clock, config["server"]["public_base_url"])
+    writer = OutboxWriter(clock, config["server"]["public_base_url"], calendar)
     lifecycle = Lifecycle(
         clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs.conversation import HOME, Conversation, button, say
 from dialogs.types import Button, room_from_payload
@@ -17,11 +18,18 @@ SEARCH_MAX = 30
 async def welcome(conv: Conversation, room: Room) -> None:
     conv.home()
     conv.data["room"] = room.code
-    conv.reply(say("home", "welcome", room=room.name), *menu_buttons())
+    conv.reply(say("home", "welcome", room=room.name), *await menu_buttons(conv))
 
 
-def menu_buttons() -> list[Button]:
-    return [button("submit", "m:submit"), button("mine", "m:mine"), button("change_room", "m:room")]
+async def menu_buttons(conv: Conversation) -> list[Button]:
+    """The menu; people who review (any role) also get their to-do list."""
+    reviewer = [button("todo", "m:todo")] if (await conv.actor()).grants else []
+    return [
+        button("submit", "m:submit"),
+        button("mine", "m:mine"),
+        *reviewer,
+        button("change_room", "m:room"),
+    ]
 
 
 async def start(conv: Conversation) -> None:
@@ -44,7 +52,7 @@ async def menu(conv: Conversation) -> None:
         conv.goto(HOME, "search")
         conv.reply(say("common", "choose_room_first"))
     else:
-        conv.reply(say("home", "welcome", room=room.name), *menu_buttons())
+        conv.reply(say("home", "welcome", room=room.name), *await menu_buttons(conv))
 
 
 async def choose_room(conv: Conversation) -> None:
@@ -76,15 +84,7 @@ async def search(conv: Conversation, query: str) -> None:
     if len(query) > SEARCH_MAX:
         conv.reply(say("common", "too_long", limit=SEARCH_MAX, length=len(query)))
         return
-    pattern = "%" + query.replace("\\", "").replace("%", "").replace("_", "") + "%"
-    rooms = (
-        await conv.session.exec(
-            select(Room)
-            .where(col(Room.name).like(pattern))
-            .order_by(Room.code)
-            .limit(SEARCH_RESULTS)
-        )
-    ).all()
+    rooms = await find_rooms(conv.session, query, SEARCH_RESULTS)
     if not rooms:
         conv.reply(say("home", "room_not_found", query=query))
         return
@@ -93,3 +93,12 @@ async def search(conv: Conversation, query: str) -> None:
 
 def button_for_room(room: Room) -> Button:
     return Button(room.name, f"room:{room.code}")
+
+
+async def find_rooms(session: AsyncSession, query: str, limit: int) -> list[Room]:
+    """Rooms whose name contains ``query`` (LIKE wildcards in it are taken literally)."""
+    pattern = "%" + query[:SEARCH_MAX].replace("\\", "").replace("%", "").replace("_", "") + "%"
+    rooms = await session.exec(
+        select(Room).where(col(Room.name).like(pattern)).order_by(Room.code).limit(limit)
+    )
+    return list(rooms)

@@ -45,5 +45,5 @@ async def redeem(conv: Conversation) -> None:
     conv.data["room"] = room.code
     conv.reply(
         say("invites", result.outcome, room=room.name, role=label("roles", invite.role)),
-        *home.menu_buttons(),
+        *await home.menu_buttons(conv),
     )

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dialogs import home, invites, my_topics, submit_topic
+from dialogs import home, invites, my_topics, review, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, say
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
@@ -221,7 +221,11 @@ class Dialogs:
                 await submit_topic.begin(conv)
         elif inbound.payload == "m:room":
             await home.choose_room(conv)
-        elif await my_topics.on_message(conv) or await home.on_message(conv):
+        elif (
+            await review.on_message(conv)
+            or await my_topics.on_message(conv)
+            or await home.on_message(conv)
+        ):
             pass
         elif conv.state.flow == submit_topic.NAME:
             await submit_topic.on_message(conv)

@@ -17,10 +17,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue
 from storage.models import ChannelIdentity, RoleGrant, Room, Topic
+from workflow.cards import action_buttons, card_text
 from workflow.clock import Clock, last_day
 from workflow.engine import DomainEvent
 from workflow.lifecycle import Role
+from workflow.permissions import load_actor
 from workflow.texts import catalogue
+from workflow.workdays import WorkdayCalendar
 
 #: Who gets told, besides the submitter, and why: the role that must act next.
 REVIEWERS: dict[str, tuple[Role, ...]] = {
@@ -47,8 +50,9 @@ class Recipient:
 class OutboxWriter:
     """A ``Lifecycle`` listener: renders each event for each recipient into the outbox."""
 
-    def __init__(self, clock: Clock, public_base_url: str) -> None:
+    def __init__(self, clock: Clock, public_base_url: str, calendar: WorkdayCalendar) -> None:
         self.clock = clock
+        self.calendar = calendar
         self.public_base_url = public_base_url.rstrip("/")
         # Plain-text chat messages are sent without markup; HTML pages get escaping.
         self.env = Environment(
@@ -67,11 +71,19 @@ class OutboxWriter:
                 identity = await _reachable_identity(session, recipient.person_id)
                 if identity is None:
                     continue
-                body = {
+                body: dict[str, Any] = {
                     "text": self.render(recipient.audience, event, topic, room),
                     "topic_number": topic.number,
                     "url": f"{self.public_base_url}/t/{topic.number}",
                 }
+                if recipient.audience == "reviewer":  # the card, with the buttons to act
+                    now = self.clock.now()
+                    actor = await load_actor(session, recipient.person_id)
+                    card = await card_text(session, topic, self.calendar, now)
+                    body["text"] += "\n\n" + card
+                    body["buttons"] = [
+                        list(b) for b in await action_buttons(session, topic, actor, now)
+                    ]
                 await enqueue(
                     session,
                     key=f"event:{event.event_id}:{recipient.audience}:{recipient.person_id}",

@@ -162,6 +162,22 @@ class Attachment(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ButtonRef(SQLModel, table=True):
+    """What a reviewer's button stands for. The button carries only ``token``; a press is
+    honoured only by the person it was made for, only once, and only while the topic is
+    still at ``topic_version`` (and the role and state are checked again on top)."""
+
+    __tablename__ = "button_refs"
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=24, unique=True)
+    person_id: int = Field(foreign_key="people.id")
+    topic_id: int = Field(foreign_key="topics.id", index=True)
+    action: str = Field(max_length=40)
+    topic_version: int
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class InboundReceipt(SQLModel, table=True):
     """One row per platform message handled: a retry of the same message finds it and
     gets the same replies back, so a message has exactly one effect."""

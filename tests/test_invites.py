@@ -212,7 +212,7 @@ async def test_a_cli_invite_opened_in_telegram_grants_the_role_and_is_audited(
     assert incoming is not None and incoming.inbound.payload == payload
     replies = await services.dialogs.handle(incoming.inbound)
     assert replies[0].text.startswith(GRANTED)
-    assert [b.payload for b in replies[0].buttons] == ["m:submit", "m:mine", "m:room"]
+    assert [b.payload for b in replies[0].buttons] == ["m:submit", "m:mine", "m:todo", "m:room"]
 
     [invite] = await rows(services, Invite)
     [grant] = await rows(services, RoleGrant)

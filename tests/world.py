@@ -189,10 +189,11 @@ class World:
 async def build_world(
     sessions: SessionFactory, clock: FixedClock, calendar: WorkdayCalendar | None = None
 ) -> World:
+    calendar = calendar or WorkdayCalendar.load()
     lifecycle = Lifecycle(
         clock,
-        calendar or WorkdayCalendar.load(),
-        listeners=[OutboxWriter(clock, "https://mashangyi.test")],
+        calendar,
+        listeners=[OutboxWriter(clock, "https://mashangyi.test", calendar)],
     )
     world = World(sessions, clock, lifecycle)
     async with transaction(sessions) as session:

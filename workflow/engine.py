@@ -147,7 +147,7 @@ class Lifecycle:
         if topic.state not in transition.sources:
             raise WrongState("wrong_state", state=label("states", topic.state), action=action_label)
         values = await self._validate(session, transition, fields)
-        if transition.after and not await self._on_record(session, topic, transition.after):
+        if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
                 "needs_prior", prior=label("actions", transition.after), action=action_label
             )
@@ -183,15 +183,7 @@ class Lifecycle:
     async def available_actions(
         self, session: AsyncSession, topic: Topic, actor: Actor
     ) -> list[str]:
-        """The actions ``actor`` may take on ``topic`` now, in table order (for buttons)."""
-        chain = [_id(r) for r in await room_chain(session, topic.room_id)]
-        return [
-            t.action
-            for t in TRANSITIONS.values()
-            if topic.state in t.sources
-            and acting_role(actor, t, topic, chain) is not None
-            and (t.after is None or await self._on_record(session, topic, t.after))
-        ]
+        return await available_actions(session, topic, actor)
 
     # -- the parts of apply ------------------------------------------------------------
 
@@ -240,14 +232,6 @@ class Lifecycle:
                 raise InvalidField("no_common_parent", room=chain[0].name, other=other.name)
             return parent
         return None
-
-    async def _on_record(self, session: AsyncSession, topic: Topic, action: str) -> bool:
-        found = await session.exec(
-            select(TopicEvent.id)
-            .where(TopicEvent.topic_id == topic.id, TopicEvent.action == action)
-            .limit(1)
-        )
-        return found.first() is not None
 
     async def _update(self, session: AsyncSession, topic: Topic, changes: dict[str, Any]) -> None:
         """Compare-and-set on ``version``: of two reviewers acting at once, one wins."""
@@ -326,6 +310,27 @@ class Lifecycle:
         )
         seq = (await session.exec(statement)).scalar_one()
         return f"{prefix}-{year}-{seq:06d}"
+
+
+async def available_actions(session: AsyncSession, topic: Topic, actor: Actor) -> list[str]:
+    """The actions ``actor`` may take on ``topic`` now, in table order (for buttons)."""
+    chain = [_id(r) for r in await room_chain(session, topic.room_id)]
+    return [
+        t.action
+        for t in TRANSITIONS.values()
+        if topic.state in t.sources
+        and acting_role(actor, t, topic, chain) is not None
+        and (t.after is None or await _on_record(session, topic, t.after))
+    ]
+
+
+async def _on_record(session: AsyncSession, topic: Topic, action: str) -> bool:
+    found = await session.exec(
+        select(TopicEvent.id)
+        .where(TopicEvent.topic_id == topic.id, TopicEvent.action == action)
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 def _id(row: Room | Topic | TopicEvent) -> int:

@@ -1,0 +1,302 @@
+"""Reviewing in the chat: a card's button → the fields the step needs → ``apply``.
+
+A button carries only a ``ButtonRef`` token (workflow/cards.py). Every press is checked
+again: the button must be this person's, unused, made for the topic's current version, and
+the action still allowed for their role in the topic's current state. Refusals change
+nothing but an audit row. The fields the step needs are asked one by one (choices and
+rooms as buttons, text typed), then the lifecycle decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+
+from dialogs.conversation import SAY, Conversation, say
+from dialogs.home import find_rooms
+from dialogs.types import Button
+from storage.models import ButtonRef, Room, Topic
+from workflow.audit import record
+from workflow.cards import BUTTON_PREFIX, action_buttons, card_text
+from workflow.clock import CHINA, last_day
+from workflow.engine import available_actions
+from workflow.errors import InvalidField, WorkflowError
+from workflow.lifecycle import FIELDS, FINAL_STATES, TRANSITIONS
+from workflow.permissions import visible_topic
+from workflow.rooms import get_room
+from workflow.texts import label
+
+NAME = "review"
+TODO_WORDS = {"待办", "/todo"}
+TODO_SIZE = 10
+ROOM_CHOICES = 8
+SKIP = "k:skip"
+
+
+async def on_message(conv: Conversation) -> bool:
+    """Review presses, to-do list and the answers to this flow's questions."""
+    inbound = conv.inbound
+    payload = inbound.payload if inbound.kind == "button" else ""
+    if payload.startswith(BUTTON_PREFIX):
+        await press(conv, payload.removeprefix(BUTTON_PREFIX))
+    elif payload.startswith("o:") and payload[2:].isdigit():
+        await show_card(conv, int(payload[2:]))
+    elif payload == "m:todo" or (inbound.kind == "text" and inbound.text.strip() in TODO_WORDS):
+        await todo(conv)
+    elif conv.state.flow == NAME:
+        await answer(conv)
+    else:
+        return False
+    return True
+
+
+async def show_card(conv: Conversation, topic_id: int) -> None:
+    actor = await conv.actor()
+    topic = await visible_topic(conv.session, actor, topic_id)
+    if topic is None:
+        conv.reply(say("review", "not_found"))
+        return
+    buttons = await action_buttons(conv.session, topic, actor, conv.now)
+    conv.reply(
+        await card_text(conv.session, topic, conv.lifecycle.calendar, conv.now),
+        *[Button(text, payload) for text, payload in buttons],
+    )
+
+
+async def todo(conv: Conversation) -> None:
+    """Open items this person can act on, most urgent first."""
+    actor = await conv.actor()
+    rooms = sorted({room_id for room_id, _ in actor.grants})
+    topics = (
+        await conv.session.exec(
+            select(Topic)
+            .where(
+                col(Topic.room_id).in_(rooms),
+                col(Topic.state).not_in([str(s) for s in FINAL_STATES]),
+            )
+            .order_by(col(Topic.review_due_at).is_(None), col(Topic.review_due_at), col(Topic.id))
+        )
+    ).all()
+    mine = [t for t in topics if await available_actions(conv.session, t, actor)][:TODO_SIZE]
+    if not mine:
+        conv.reply(say("review", "todo_none"))
+        return
+    conv.reply(
+        say("review", "todo_title"),
+        *[
+            Button(
+                say(
+                    "review",
+                    "todo_item",
+                    title=t.title,
+                    state=label("states", t.state),
+                    due=_due(conv, t),
+                ),
+                f"o:{t.id}",
+            )
+            for t in mine
+        ],
+    )
+
+
+async def press(conv: Conversation, token: str) -> None:
+    ref = (await conv.session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
+    refusal = await _refusal(conv, ref)
+    if refusal is not None:
+        await record(
+            conv.session,
+            "button.refused",
+            at=conv.now,
+            actor_id=conv.person.id,
+            reason=refusal[0],
+            topic_id=ref.topic_id if ref else None,
+            button_action=ref.action if ref else None,
+        )
+        conv.reply(refusal[1])
+        return
+    assert ref is not None
+    conv.state.data = {
+        **({"room": conv.data["room"]} if "room" in conv.data else {}),
+        NAME: {
+            "token": token,
+            "topic": ref.topic_id,
+            "action": ref.action,
+            "version": ref.topic_version,
+            "fields": {},
+        },
+    }
+    conv.goto(NAME, "collect")
+    await _next(conv)
+
+
+async def _refusal(conv: Conversation, ref: ButtonRef | None) -> tuple[str, str] | None:
+    if ref is None or ref.person_id != conv.person.id:
+        return "forged", say("review", "forged")
+    if ref.used_at is not None:
+        return "used", say("review", "used")
+    topic = await conv.session.get(Topic, ref.topic_id)
+    assert topic is not None
+    if topic.version != ref.topic_version:
+        return "stale", say("review", "stale", state=label("states", topic.state))
+    if ref.action not in await available_actions(conv.session, topic, await conv.actor()):
+        return "not_permitted", say("review", "not_permitted", action=label("actions", ref.action))
+    return None
+
+
+def _review(conv: Conversation) -> dict[str, Any]:
+    return conv.data[NAME]
+
+
+async def _next(conv: Conversation) -> None:
+    """Ask for the next field the step needs, or take the step."""
+    review = _review(conv)
+    transition = TRANSITIONS[review["action"]]
+    for name in (*transition.required, *transition.optional):
+        if name not in review["fields"]:
+            await _ask(conv, name, optional=name not in transition.required)
+            return
+    await _apply(conv)
+
+
+async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
+    _review(conv)["asking"] = name
+    spec, field = FIELDS[name], label("fields", name)
+    skip = [Button(SAY.label("buttons_review", "skip"), SKIP)] if optional else []
+    if spec.kind == "choice":
+        conv.reply(
+            say("review", "ask_choice", field=field),
+            *[Button(c, f"v:{i}") for i, c in enumerate(spec.choices)],
+            *skip,
+        )
+    elif spec.kind == "room":
+        conv.reply(
+            say("review", "ask_room", field=field),
+            *[Button(r.name, f"r:{r.code}") for r in await _nearby_rooms(conv)],
+            *skip,
+        )
+    else:
+        hint = {"datetime": say("review", "hint_datetime"), "date": say("review", "hint_date")}.get(
+            spec.kind, ""
+        )
+        key = "ask_optional" if optional else "ask_text"
+        conv.reply(say("review", key, field=field) + hint, *skip)
+
+
+async def answer(conv: Conversation) -> None:
+    review, inbound = _review(conv), conv.inbound
+    name = review.get("asking")
+    if name is None:
+        await _next(conv)
+        return
+    spec = FIELDS[name]
+    payload = inbound.payload if inbound.kind == "button" else ""
+    text = inbound.text.strip() if inbound.kind == "text" else ""
+    value: Any = None
+    if payload == SKIP and name not in TRANSITIONS[review["action"]].required:
+        review["fields"][name] = None
+    elif (
+        spec.kind == "choice"
+        and payload.startswith("v:")
+        and payload[2:].isdigit()
+        and int(payload[2:]) < len(spec.choices)
+    ):
+        value = spec.choices[int(payload[2:])]
+    elif spec.kind == "room" and payload.startswith("r:"):
+        value = payload[2:]
+    elif spec.kind == "room" and text:
+        await _search_rooms(conv, name, text)
+        return
+    elif spec.kind not in ("choice", "room") and text:
+        value = text
+    if value is not None:
+        review["fields"][name] = value
+    elif name not in review["fields"]:
+        await _ask(conv, name, optional=name not in TRANSITIONS[review["action"]].required)
+        return
+    await _next(conv)
+
+
+async def _apply(conv: Conversation) -> None:
+    review = _review(conv)
+    topic = await conv.session.get(Topic, review["topic"])
+    assert topic is not None
+    fields = {k: v for k, v in review["fields"].items() if v is not None}
+    if topic.version != review["version"]:
+        conv.home()
+        conv.reply(say("review", "stale", state=label("states", topic.state)))
+        return
+    try:
+        await conv.lifecycle.apply(
+            conv.session, topic, review["action"], await conv.actor(), **fields
+        )
+    except InvalidField as refusal:
+        wrong = next(
+            (n for n in review["fields"] if label("fields", n) == refusal.params.get("field")), None
+        )
+        conv.reply(refusal.message)
+        if wrong is None:  # not about one answer (e.g. the room): start the answers again
+            review["fields"] = {}
+        else:
+            review["fields"].pop(wrong)
+        await _next(conv)
+        return
+    except WorkflowError as refusal:
+        conv.home()
+        conv.reply(refusal.message)
+        return
+    ref = (
+        await conv.session.exec(select(ButtonRef).where(ButtonRef.token == review["token"]))
+    ).one()
+    ref.used_at = conv.now
+    conv.home()
+    conv.reply(
+        say(
+            "review",
+            "done",
+            action=label("actions", review["action"]),
+            number=topic.number,
+            title=topic.title,
+            state=label("states", topic.state),
+        )
+    )
+
+
+async def _nearby_rooms(conv: Conversation) -> list[Room]:
+    """Siblings of the topic's room first, then its parent's other children's rooms."""
+    topic = await conv.session.get(Topic, _review(conv)["topic"])
+    assert topic is not None
+    room = await conv.session.get(Room, topic.room_id)
+    if room is None or room.parent_id is None:
+        return []
+    siblings = (
+        await conv.session.exec(
+            select(Room)
+            .where(Room.parent_id == room.parent_id, Room.id != room.id)
+            .order_by(Room.code)
+            .limit(ROOM_CHOICES)
+        )
+    ).all()
+    parent = await conv.session.get(Room, room.parent_id)
+    return [*siblings, *([parent] if parent else [])][:ROOM_CHOICES]
+
+
+async def _search_rooms(conv: Conversation, name: str, query: str) -> None:
+    found = await get_room(conv.session, query)
+    rooms = [found] if found else await find_rooms(conv.session, query, ROOM_CHOICES)
+    if not rooms:
+        conv.reply(say("home", "room_not_found", query=query[:30]))
+        return
+    conv.reply(
+        say("review", "ask_room", field=label("fields", name)),
+        *[Button(r.name, f"r:{r.code}") for r in rooms],
+    )
+
+
+def _due(conv: Conversation, topic: Topic) -> str:
+    if topic.review_due_at is None:
+        return ""
+    if topic.review_due_at <= conv.now:
+        return say("review", "todo_overdue")
+    day = last_day(topic.review_due_at.astimezone(CHINA))
+    return say("review", "todo_due", month=day.month, day=day.day)
