@@ -291,15 +291,21 @@ quiet_rooms = rooms_with_few(
 
 
 def open_topic(due: Due) -> list[tuple[str, str]]:
-    """A button that opens the topic in the chat ("t:<id>", handled by the dialogs)."""
+    """A button that opens the submitter's view of the topic ("t:<id>", dialogs/my_topics)."""
     return [(TEXTS.label("buttons", "open_topic"), f"t:{due.topic_id}")]
+
+
+def open_card(due: Due) -> list[tuple[str, str]]:
+    """A button that opens the review card with its action buttons ("o:<id>",
+    dialogs/review.py): the nudge leads straight to the decision."""
+    return [(TEXTS.label("buttons", "open_card"), f"o:{due.topic_id}")]
 
 
 # -- the registry -------------------------------------------------------------------------
 
 REMINDERS: tuple[Reminder, ...] = (
     # Five working days are up (000 §18): whoever must act is nudged every working day.
-    Reminder("review.nudge", overdue_reviews, Responsible(), Repeat.WORKDAY, buttons=open_topic),
+    Reminder("review.nudge", overdue_reviews, Responsible(), Repeat.WORKDAY, buttons=open_card),
     # ... and the submitter is told, once per step, that it is late and by when to expect it.
     Reminder("review.delayed", overdue_reviews, Submitter(), buttons=open_topic),
     # N more working days: the district's supervisors get the list.

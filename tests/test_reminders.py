@@ -183,9 +183,12 @@ async def test_spring_festival_nudges_only_on_working_days_in_office_hours(world
     )
     last = sent[-2].text  # 03-03: 5 + 7 working days waited, escalated by now
     assert "已等待 12 个工作日" in last and last.endswith("该议题已报县区政协督办。")
-    message, _ = (await reminder_rows(world.sessions))[0]
-    assert message.body["buttons"] == [["查看议题", f"t:{toilets.id}"]]
-    assert message.body["url"] == f"https://mashangyi.test/t/{a}"
+    rows = [m for m, _ in await reminder_rows(world.sessions)]
+    nudge = next(m for m in rows if m.kind == "reminder.review.nudge")
+    delayed = next(m for m in rows if m.kind == "reminder.review.delayed")
+    assert nudge.body["buttons"] == [["处理", f"o:{toilets.id}"]]  # the review card
+    assert delayed.body["buttons"] == [["查看议题", f"t:{toilets.id}"]]  # the submitter's view
+    assert nudge.body["url"] == f"https://mashangyi.test/t/{a}"
 
 
 async def test_office_hours_are_half_open_and_configurable(world: World) -> None:
