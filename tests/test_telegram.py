@@ -43,6 +43,8 @@ from storage.models import (
     InboundReceipt,
     OutboxMessage,
     Person,
+    RoleGrant,
+    Room,
     Topic,
 )
 from tests.fakes.telegram_api import TOKEN, FakeBotAPI
@@ -501,9 +503,9 @@ async def test_a_bot_token_without_a_webhook_secret_stops_start_up(
 class Resident:
     """Someone chatting with the bot in the Telegram app: every message is an Update."""
 
-    def __init__(self, client: TestClient, fake: FakeBotAPI) -> None:
-        self.client, self.fake = client, fake
-        self.update_id = 815391000
+    def __init__(self, client: TestClient, fake: FakeBotAPI, user: int = USER) -> None:
+        self.client, self.fake, self.user = client, fake, user
+        self.update_id = 815391000 + (user - USER) * 1000
         self.message_id = 700
 
     def _next(self) -> tuple[int, int]:
@@ -514,6 +516,8 @@ class Resident:
     async def send(self, **content: Any) -> None:
         update_id, message_id = self._next()
         message = payload("text")["message"] | {"message_id": message_id} | content
+        message["from"] = message["from"] | {"id": self.user}
+        message["chat"] = message["chat"] | {"id": self.user}
         if "text" not in content:
             del message["text"]
         assert await post(self.client, {"update_id": update_id, "message": message}) == 200
@@ -524,6 +528,8 @@ class Resident:
     async def press(self, label: str) -> None:
         """Press ``label`` on the newest bot message that still shows it."""
         for sent in reversed(self.fake.results("sendMessage")):
+            if sent["chat"]["id"] != self.user:
+                continue
             for row in (sent.get("reply_markup") or {}).get("inline_keyboard", []):
                 for button in row:
                     if button["text"] == label:
@@ -533,13 +539,15 @@ class Resident:
                             "message": sent,
                             "data": button["callback_data"],
                         }
+                        query["from"] = query["from"] | {"id": self.user}
                         update = {"update_id": update_id, "callback_query": query}
                         assert await post(self.client, update) == 200
                         return
         raise AssertionError(f"no button {label!r} on screen")
 
     def last(self) -> str:
-        return self.fake.sent_texts()[-1]
+        mine = [m["text"] for m in self.fake.results("sendMessage") if m["chat"]["id"] == self.user]
+        return mine[-1]
 
 
 async def test_a_resident_submits_a_topic_through_the_whole_dialog(
@@ -830,3 +838,47 @@ async def test_polling_does_not_silently_take_a_live_bots_webhook(
     stop.set()  # only the start: replace the webhook, then stop before polling
     await poll(services, stop, replace_webhook=True)
     assert fake.webhook is None
+
+
+async def test_a_convener_reviews_a_card_with_inline_buttons(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    """The card reaches the convener through the outbox with a keyboard; pressing and
+    answering in Telegram takes the step, and the resident hears of it."""
+    convener_id = 4242
+    async with transaction(services.sessions) as session:
+        person = Person(display_name="召集人")
+        session.add(person)
+        await session.flush()
+        assert person.id is not None
+        room = (await session.exec(select(Room).where(Room.code == "V1"))).one()
+        session.add(
+            ChannelIdentity(person_id=person.id, channel="telegram", external_id=str(convener_id))
+        )
+        session.add(RoleGrant(person_id=person.id, room_id=room.id, role="convener"))
+    resident = Resident(client, fake)
+    await resident.say("/start r_V1")
+    for step in ("提议题",):
+        await resident.press(step)
+    await resident.say("小区下水道经常堵塞")
+    await resident.say("每个月都堵，污水外溢")
+    await resident.press("下一步")
+    await resident.press("跳过")
+    await resident.press("确认提交")
+    assert await services.dispatcher().run_once() >= 1  # the card goes out
+
+    convener = Resident(client, fake, user=convener_id)
+    card = next(m for m in fake.results("sendMessage") if m["chat"]["id"] == convener_id)
+    assert "【待初审】" in card["text"] and "小区下水道经常堵塞" in card["text"]
+    labels = [b["text"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
+    assert labels == ["受理", "不予受理", "非议事范围", "转办", "提交上级裁定"]
+    await convener.press("不予受理")
+    assert convener.last() == "请输入「理由」："
+    await convener.say("属物业维修范围，已转物业公司")
+    await convener.say("电话沟通")
+    assert convener.last().startswith("已不予受理：")
+    async with services.sessions() as session:
+        topic = (await session.exec(select(Topic))).one()
+    assert topic.state == "declined"
+    await services.dispatcher().run_once()  # the resident is told
+    assert "经初审不予受理" in resident.last() and "属物业维修范围" in resident.last()

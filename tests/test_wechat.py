@@ -40,6 +40,8 @@ from storage.models import (
     InboundReceipt,
     OutboxMessage,
     Person,
+    RoleGrant,
+    Room,
     Topic,
 )
 from tests.fakes.wechat_api import (
@@ -905,3 +907,52 @@ async def test_a_slow_step_answers_success_in_time_and_replies_through_the_outbo
         [row] = (await session.exec(select(OutboxMessage))).all()
     assert (row.channel, row.address, row.body["text"]) == ("wechat", OPENID, "迟到的回复")
     assert row.idempotency_key == "wechat:late:777:0"
+
+
+async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
+    start: Start, clock: FixedClock
+) -> None:
+    """The card arrives as a customer-service menu; a tap comes back as text carrying
+    ``bizmsgmenuid`` and the step's questions are answered by text."""
+    h = await start()
+    convener = "oConvener000000000000000000"
+    async with transaction(h.services.sessions) as session:
+        person = Person(display_name="召集人")
+        session.add(person)
+        await session.flush()
+        assert person.id is not None
+        room = (await session.exec(select(Room).where(Room.code == "V1"))).one()
+        session.add(
+            ChannelIdentity(
+                person_id=person.id,
+                channel="wechat",
+                external_id=convener,
+                last_inbound_at=clock.now(),
+            )
+        )
+        session.add(RoleGrant(person_id=person.id, room_id=room.id, role="convener"))
+    await h.post(payload("subscribe_scene"))
+    for answer in ("1", "路灯不亮", "3号楼前路灯坏了", "1", "1", "1"):
+        await h.text(answer)
+    assert await h.services.dispatcher().run_once() == 1
+    (call,) = h.fake.calls(CUSTOM_SEND)
+    assert (call.json["touser"], call.json["msgtype"]) == (convener, "msgmenu")
+    menu = {item["content"]: item["id"] for item in call.json["msgmenu"]["list"]}
+    assert list(menu) == ["受理", "不予受理", "非议事范围", "转办", "提交上级裁定"]
+
+    async def tap_or_type(content: str, msg_id: str, menu_id: str | None = None) -> str:
+        fields = {"FromUserName": convener, "Content": content, "MsgId": msg_id}
+        xml = (
+            payload("text_menu_tap", bizmsgmenuid=menu_id, **fields)
+            if menu_id
+            else payload("text", **fields)
+        )
+        response = await h.post(xml)
+        return xmltodict.parse(await response.text())["xml"]["Content"]
+
+    assert await tap_or_type("不予受理", "9001", menu["不予受理"]) == "请输入「理由」："
+    await tap_or_type("属物业维修范围", "9002")
+    done = await tap_or_type("电话沟通", "9003")
+    assert done.startswith("已不予受理：")
+    async with h.services.sessions() as session:
+        assert (await session.exec(select(Topic))).one().state == "declined"
