@@ -4,6 +4,7 @@ temporary media expire after three days), off the request path, and kept in a st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import mimetypes
@@ -70,6 +71,18 @@ class MediaDownloader:
     ) -> None:
         self.sessions, self.fetchers, self.store, self.clock = sessions, fetchers, store, clock
         self.max_bytes, self.max_attempts, self.batch_size = max_bytes, max_attempts, batch_size
+
+    async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 2.0) -> None:
+        """Download until ``stop``; rest ``idle_seconds`` when nothing was stored."""
+        while not stop.is_set():
+            try:
+                busy = await self.run_once()
+            except Exception:  # keep downloading after a database hiccup
+                log.exception("media: download round failed")
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
 
     async def run_once(self) -> int:
         """Try the due downloads once; returns how many were stored."""

@@ -13,7 +13,6 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from bot.media import MediaDownloader
 from bot.services import Services
 from notices.scheduler import SweepScheduler
 
@@ -31,7 +30,7 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
             services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"]),
             name="outbox",
         ),
-        asyncio.create_task(download_media(services.media_downloader(), stop), name="media"),
+        asyncio.create_task(services.media_downloader().run_forever(stop), name="media"),
     ]
     scheduler.start()
     try:
@@ -44,16 +43,3 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def download_media(downloader: MediaDownloader, stop: asyncio.Event) -> None:
-    """Download photos and recordings until ``stop``; rest two seconds when idle."""
-    while not stop.is_set():
-        try:
-            busy = await downloader.run_once()
-        except Exception:  # keep downloading after a database hiccup
-            log.exception("media: download round failed")
-            busy = 0
-        if not busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
