@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "host": Key(str, "127.0.0.1"),
         "port": Key(int, 8080, _port),
         "public_base_url": Key(str, "http://127.0.0.1:8080", _url_scheme("http://", "https://")),
+        "secret_key": Key(str, ""),
     },
     "database": {
         "url": Key(
@@ -115,6 +116,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "review": {
         "working_days": Key(int, 5, _positive),
+        "link_hours": Key(float, 72.0, _positive),
     },
     "poster": {
         "font": Key(str, ""),
@@ -136,6 +138,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 #: Values that must never be printed (``config show`` and logs mask them).
 SECRETS = {
+    ("server", "secret_key"),
     ("wechat", "app_secret"),
     ("wechat", "token"),
     ("wechat", "encoding_aes_key"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 
@@ -20,6 +21,7 @@ from storage.db import SessionFactory, make_engine, make_session_factory
 from storage.models import OutboxMessage
 from workflow.clock import CHINA, Clock, SystemClock
 from workflow.engine import Lifecycle
+from workflow.review_links import ReviewLinks
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi")
@@ -45,6 +47,8 @@ class Services:
     senders: dict[str, Sender] = field(default_factory=dict)
     #: Media fetchers by channel (platform media → bytes), used by the MediaDownloader.
     fetchers: dict[str, MediaFetcher] = field(default_factory=dict)
+    #: Signs and issues review-page links (``/review/…``).
+    review_links: ReviewLinks | None = None
 
     def dispatcher(self) -> OutboxDispatcher:
         outbox = self.config["outbox"]
@@ -99,11 +103,30 @@ def build_calendar(config: Config) -> WorkdayCalendar:
     )
 
 
+def build_review_links(config: Config) -> ReviewLinks:
+    """Review links signed with ``server.secret_key`` (a random key when it is empty)."""
+    secret = config["server"]["secret_key"]
+    if not secret:
+        log.warning(
+            "server.secret_key is not set: review links are signed with a random key "
+            "and stop working when the service restarts"
+        )
+        key = secrets.token_bytes(32)
+    else:
+        key = secret.encode()
+    return ReviewLinks(
+        key,
+        config["server"]["public_base_url"],
+        timedelta(hours=config["review"]["link_hours"]),
+    )
+
+
 def build_services(config: Config, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = make_engine(config.database_url)
     calendar = build_calendar(config)
-    writer = OutboxWriter(clock, config["server"]["public_base_url"], calendar)
+    review_links = build_review_links(config)
+    writer = OutboxWriter(clock, config["server"]["public_base_url"], calendar, review_links)
     lifecycle = Lifecycle(
         clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
     )
@@ -131,4 +154,5 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         media_store=LocalMediaStore(config.media_dir()),
         senders={"console": ConsoleSender(), **wechat_senders, **telegram_senders},
         fetchers={**wechat_fetchers, **telegram_fetchers},
+        review_links=review_links,
     )

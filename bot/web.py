@@ -11,7 +11,7 @@ from datetime import timedelta
 from aiohttp import web
 from sqlalchemy import text
 
-from bot import telegram, wechat
+from bot import review_page, telegram, wechat
 from bot.services import Services
 from notices import pages
 from notices.scheduler import SweepScheduler
@@ -49,6 +49,8 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/t/{number}", topic_page)
+    if services.review_links is not None:
+        review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if services.config["telegram"]["bot_token"]:
         telegram.setup(app, services)  # /telegram and the PTB Application
@@ -85,22 +87,8 @@ async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
 
 async def _media_loop(app: web.Application) -> AsyncIterator[None]:
     """Download photos and recordings soon after they arrive, off the request path."""
-    services = app[SERVICES]
-    downloader = services.media_downloader()
     stop = asyncio.Event()
-
-    async def run() -> None:
-        while not stop.is_set():
-            try:
-                busy = await downloader.run_once()
-            except Exception:  # keep downloading after a database hiccup
-                log.exception("media: download round failed")
-                busy = 0
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=2.0)
-
-    task = asyncio.create_task(run())
+    task = asyncio.create_task(app[SERVICES].media_downloader().run_forever(stop))
     yield
     stop.set()
     with contextlib.suppress(asyncio.CancelledError):

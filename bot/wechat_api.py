@@ -303,7 +303,8 @@ def _json(data: bytes, path: str) -> dict[str, Any]:
 class WeChatSender:
     """``notices.outbox.Sender`` for channel "wechat".
 
-    Body: ``{"text", "topic_number", "url"}`` and optionally ``"buttons": [[label, payload]…]``.
+    Body: ``{"text", "topic_number", "url"}`` and optionally ``"buttons": [[label, payload]…]``
+    and ``"review_url"`` (a reviewer's signed review-page link, preferred over ``url``).
     Inside the customer-service window (the person wrote within ``window``) the text goes as
     a customer-service message (a msgmenu when there are buttons); outside it, or when
     WeChat refuses it as out of window / too many, a template message links to ``url``.
@@ -365,7 +366,9 @@ class WeChatSender:
             TEMPLATE_NUMBER_KEY: str(body.get("topic_number", ""))[:32],
             TEMPLATE_SUMMARY_KEY: _clip(_first_line(str(body.get("text", ""))), TEMPLATE_THING_MAX),
         }
-        await self.api.send_template(openid, self.template_id, data, str(body.get("url", "")))
+        # A reviewer's card links to its review page (signed, single-use), not the public page.
+        url = body.get("review_url") or body.get("url", "")
+        await self.api.send_template(openid, self.template_id, data, str(url))
 
 
 def delivery_failure(exc: WeChatError) -> TemporaryFailure | PermanentFailure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from dialogs import submit_topic
 from dialogs.conversation import HOME, Conversation, button, say
 from dialogs.types import Button, room_from_payload
 from storage.models import Room
@@ -22,10 +23,14 @@ async def welcome(conv: Conversation, room: Room) -> None:
 
 
 async def menu_buttons(conv: Conversation) -> list[Button]:
-    """The menu; people who review (any role) also get their to-do list."""
-    reviewer = [button("todo", "m:todo")] if (await conv.actor()).grants else []
+    """The menu; members, Party secretaries and grid workers of the room also get their way
+    of raising topics, and people who review (any role) their to-do list."""
+    actor, room = await conv.actor(), await conv.room()
+    reviewer = [button("todo", "m:todo")] if actor.grants else []
+    sources = submit_topic.source_buttons(actor, room) if room is not None else []
     return [
         button("submit", "m:submit"),
+        *sources,
         button("mine", "m:mine"),
         *reviewer,
         button("change_room", "m:room"),

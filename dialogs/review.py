@@ -18,7 +18,7 @@ from dialogs.home import find_rooms
 from dialogs.types import Button
 from storage.models import ButtonRef, Room, Topic
 from workflow.audit import record
-from workflow.cards import BUTTON_PREFIX, action_buttons, card_text
+from workflow.cards import BUTTON_PREFIX, action_buttons, card_text, check_ref
 from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
@@ -131,17 +131,11 @@ async def press(conv: Conversation, token: str) -> None:
 
 
 async def _refusal(conv: Conversation, ref: ButtonRef | None) -> tuple[str, str] | None:
-    if ref is None or ref.person_id != conv.person.id:
-        return "forged", say("review", "forged")
-    if ref.used_at is not None:
-        return "used", say("review", "used")
-    topic = await conv.session.get(Topic, ref.topic_id)
-    assert topic is not None
-    if topic.version != ref.topic_version:
-        return "stale", say("review", "stale", state=label("states", topic.state))
-    if ref.action not in await available_actions(conv.session, topic, await conv.actor()):
-        return "not_permitted", say("review", "not_permitted", action=label("actions", ref.action))
-    return None
+    """The shared checks (workflow/cards.py), phrased for the chat."""
+    refusal = await check_ref(conv.session, ref, conv.person.id)
+    if refusal is None:
+        return None
+    return refusal.reason, say("review", refusal.reason, state=refusal.state, action=refusal.action)
 
 
 def _review(conv: Conversation) -> dict[str, Any]:

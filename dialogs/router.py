@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dialogs import home, invites, my_topics, review, submit_topic
+from dialogs import home, invites, joint, my_topics, review, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, say
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
@@ -31,7 +31,6 @@ from workflow.engine import Lifecycle
 #: Words that work anywhere in a dialog.
 CANCEL_WORDS = {"取消", "退出", "/cancel"}
 MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
-SUBMIT_WORDS = {"提议题", "我要提议题"}
 MINE_WORDS = {"我的议题", "/mine"}
 
 
@@ -214,15 +213,16 @@ class Dialogs:
             await home.menu(conv)
         elif text in MINE_WORDS or inbound.payload == "m:mine":
             await my_topics.begin(conv)
-        elif text in SUBMIT_WORDS or inbound.payload == "m:submit":
+        elif (source := submit_topic.started(inbound)) is not None:
             if await conv.room() is None:
                 await home.choose_room(conv)
             else:
-                await submit_topic.begin(conv)
+                await submit_topic.begin(conv, source)
         elif inbound.payload == "m:room":
             await home.choose_room(conv)
         elif (
             await review.on_message(conv)
+            or await joint.on_message(conv)
             or await my_topics.on_message(conv)
             or await home.on_message(conv)
         ):

@@ -1,28 +1,123 @@
 """提议题: title → description → optional photos/voice/location → optional phone →
-summary (confirm / edit / cancel) → receipt with the topic number and the review date."""
+summary (confirm / edit / cancel) → receipt with the topic number and the review date.
+
+The same flow serves every source a person can use in the chat (``STARTS``): 委员荐题 (a
+member may invite other members to co-sign before confirming, see dialogs/joint.py),
+党政点题, and 网格推题 (a grid worker first names the resident, who becomes the submitter
+and whose phone replaces the optional phone step).
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from sqlmodel import col, update
+from sqlmodel import col, select
 
+from dialogs import joint
 from dialogs.conversation import Conversation, button, say
-from storage.models import Attachment
-from workflow.clock import last_day
+from dialogs.drafts import names_of, open_draft, receipt
+from dialogs.types import Button, Inbound
+from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
+from workflow.audit import record
 from workflow.errors import WorkflowError
-from workflow.lifecycle import BACKGROUND_MAX, TITLE_MAX
+from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
+from workflow.permissions import Actor
+from workflow.texts import label
 
 NAME = "submit_topic"
 MAX_ATTACHMENTS = 9
 #: Mainland mobile numbers; spaces, dashes and a +86 prefix are tolerated.
 PHONE = re.compile(r"1[3-9]\d{9}")
+RESIDENT_NAME_MAX = 20
+MAX_COSIGNERS = 10
+
+#: What starts this flow, as a pressed menu button or a typed word, and with which source.
+STARTS: dict[str, Source] = {
+    "m:submit": Source.PUBLIC,
+    "提议题": Source.PUBLIC,
+    "我要提议题": Source.PUBLIC,
+    "m:member": Source.MEMBER,
+    "委员荐题": Source.MEMBER,
+    "m:party": Source.PARTY,
+    "党政点题": Source.PARTY,
+    "m:grid": Source.GRID,
+    "网格推题": Source.GRID,
+}
+#: The menu button of each source that needs a role (labels in zh_CN.toml [buttons]).
+SOURCE_BUTTONS = {Source.MEMBER: "m:member", Source.PARTY: "m:party", Source.GRID: "m:grid"}
 
 
-async def begin(conv: Conversation) -> None:
-    conv.state.data = {"room": conv.data["room"], "draft": {"attachments": []}}
-    await ask_title(conv)
+def started(inbound: Inbound) -> Source | None:
+    """The source a message asks to start the flow with, or None."""
+    if inbound.kind == "button":
+        return STARTS.get(inbound.payload)
+    return STARTS.get(inbound.text.strip()) if inbound.kind == "text" else None
+
+
+def offered(actor: Actor, room: Room, source: Source) -> bool:
+    """May ``actor`` use ``source`` in ``room`` from the chat? (Only a role held in that very
+    room counts; the lifecycle checks again when the topic is opened.)"""
+    allowed = SOURCE_ROLES[source]
+    assert room.id is not None
+    return allowed is None or bool(actor.roles_in(room.id) & allowed)
+
+
+def source_buttons(actor: Actor, room: Room) -> list[Button]:
+    """The menu buttons of the sources ``actor`` may use in ``room``."""
+    return [
+        button(source.value, payload)
+        for source, payload in SOURCE_BUTTONS.items()
+        if offered(actor, room, source)
+    ]
+
+
+async def begin(conv: Conversation, source: Source = Source.PUBLIC) -> None:
+    room = await conv.room()
+    assert room is not None
+    if not offered(await conv.actor(), room, source):
+        allowed = SOURCE_ROLES[source] or frozenset()
+        await record(
+            conv.session,
+            "source.refused",
+            at=conv.now,
+            actor_id=conv.person.id,
+            source=str(source),
+            room=room.code,
+        )
+        conv.reply(
+            say(
+                "sources",
+                "not_permitted",
+                source=label("sources", source),
+                room=room.name,
+                roles="、".join(label("roles", r) for r in sorted(allowed)),
+            ),
+            button("submit", "m:submit"),
+        )
+        return
+    conv.state.data = {
+        "room": conv.data["room"],
+        "draft": {"attachments": [], "source": str(source)},
+    }
+    if source == Source.GRID:
+        await ask_resident_name(conv)
+    else:
+        await ask_title(conv)
+
+
+def _source(conv: Conversation) -> Source:
+    return Source(draft(conv).get("source", Source.PUBLIC))
+
+
+async def ask_resident_name(conv: Conversation) -> None:
+    conv.goto(NAME, "resident_name")
+    conv.reply(say("sources", "ask_resident_name", limit=RESIDENT_NAME_MAX))
+
+
+async def ask_resident_phone(conv: Conversation) -> None:
+    conv.goto(NAME, "resident_phone")
+    conv.reply(say("sources", "ask_resident_phone"))
 
 
 async def ask_title(conv: Conversation) -> None:
@@ -39,6 +134,25 @@ async def on_message(conv: Conversation) -> None:
 
 
 # -- steps ----------------------------------------------------------------------------
+
+
+async def resident_name(conv: Conversation) -> None:
+    text = _text(conv, RESIDENT_NAME_MAX, "resident_name_needs_text", section="sources")
+    if text is None:
+        return
+    draft(conv)["resident"] = {**draft(conv).get("resident", {}), "name": text}
+    await ask_resident_phone(conv)
+
+
+async def resident_phone(conv: Conversation) -> None:
+    digits = _phone(conv)
+    if digits is None:
+        conv.reply(say("sources", "bad_resident_phone"))
+        return
+    draft(conv)["resident"] = {**draft(conv).get("resident", {}), "phone": digits}
+    if await _back_to_summary(conv):
+        return
+    await ask_title(conv)
 
 
 async def title(conv: Conversation) -> None:
@@ -71,7 +185,10 @@ async def description(conv: Conversation) -> None:
 async def extras(conv: Conversation) -> None:
     inbound = conv.inbound
     if _pressed(conv, "s:next", "下一步"):
-        await ask_phone(conv)
+        if _source(conv) == Source.GRID:  # the resident's phone is already known
+            await summary(conv)
+        else:
+            await ask_phone(conv)
     elif inbound.kind in ("image", "voice"):
         if len(draft(conv)["attachments"]) >= MAX_ATTACHMENTS:
             conv.reply(
@@ -112,8 +229,8 @@ async def phone(conv: Conversation) -> None:
     if _pressed(conv, "s:skip", "跳过"):
         draft(conv)["phone"] = None
     else:
-        digits = re.sub(r"[\s-]", "", conv.inbound.text).removeprefix("+86")
-        if conv.inbound.kind != "text" or not PHONE.fullmatch(digits):
+        digits = _phone(conv)
+        if digits is None:
             conv.reply(say("submit", "bad_phone"), button("skip", "s:skip"))
             return
         draft(conv)["phone"] = digits
@@ -126,6 +243,16 @@ async def summary(conv: Conversation) -> None:
     room = await conv.room()
     none = say("submit", "none")
     location = d.get("location")
+    source = _source(conv)
+    more = ""
+    if source != Source.PUBLIC:
+        more += say("sources", "summary_source", source=label("sources", source))
+    if source == Source.GRID:
+        more += say("sources", "summary_resident", **d["resident"])
+    if source == Source.MEMBER:
+        names = await names_of(conv.session, d.get("cosigners", []))
+        more += say("sources", "summary_cosigners", names="、".join(names) or none)
+    cosign = [button("cosign", "s:cosign")] if source == Source.MEMBER else []
     conv.reply(
         say(
             "submit",
@@ -139,10 +266,12 @@ async def summary(conv: Conversation) -> None:
             )
             if location
             else none,
-            phone=d.get("phone") or none,
-        ),
+            phone=(d["resident"]["phone"] if source == Source.GRID else d.get("phone")) or none,
+        )
+        + more,
         button("confirm", "s:confirm"),
         button("edit", "s:edit"),
+        *cosign,
         button("cancel", "s:cancel"),
     )
 
@@ -152,12 +281,16 @@ async def confirm(conv: Conversation) -> None:
         await _submit(conv)
     elif _pressed(conv, "s:edit", "修改"):
         conv.goto(NAME, "edit")
+        resident = [button("edit_resident", "e:resident")] if _source(conv) == Source.GRID else []
         conv.reply(
             say("submit", "choose_edit"),
             button("edit_title", "e:title"),
             button("edit_description", "e:description"),
+            *resident,
             button("edit_phone", "e:phone"),
         )
+    elif _source(conv) == Source.MEMBER and _pressed(conv, "s:cosign", "邀请联名"):
+        await ask_cosigners(conv)
     elif _pressed(conv, "s:cancel"):
         conv.home()
         conv.reply(say("common", "cancelled"))
@@ -172,14 +305,58 @@ async def edit(conv: Conversation) -> None:
     elif _pressed(conv, "e:description", "改描述"):
         conv.goto(NAME, "description")
         conv.reply(say("submit", "ask_description", limit=BACKGROUND_MAX))
+    elif _source(conv) == Source.GRID and _pressed(conv, "e:resident", "改居民"):
+        await ask_resident_name(conv)
     elif _pressed(conv, "e:phone", "改电话"):
-        await ask_phone(conv)
+        await (ask_resident_phone if _source(conv) == Source.GRID else ask_phone)(conv)
     else:
         draft(conv).pop("editing")
         await summary(conv)
 
 
+async def ask_cosigners(conv: Conversation) -> None:
+    """委员荐题: the other members of the room, as buttons; pressing one adds or removes it."""
+    chosen = draft(conv).setdefault("cosigners", [])
+    candidates = await _candidates(conv)
+    if not candidates:
+        conv.reply(say("sources", "no_cosigners"))
+        await summary(conv)
+        return
+    conv.goto(NAME, "cosign")
+    conv.reply(
+        say("sources", "ask_cosigners", limit=MAX_COSIGNERS),
+        *[
+            Button(("✓ " if pid in chosen else "") + name, f"j:{pid}")
+            for pid, name in candidates.items()
+        ],
+        button("done", "s:done"),
+    )
+
+
+async def cosign(conv: Conversation) -> None:
+    inbound, chosen = conv.inbound, draft(conv).setdefault("cosigners", [])
+    payload = inbound.payload if inbound.kind == "button" else ""
+    if payload.startswith("j:"):
+        ref = payload[2:]
+        candidates = await _candidates(conv)
+        pid = int(ref) if ref.isdigit() else None
+        if pid not in candidates:  # a forged or outdated choice
+            conv.reply(say("sources", "not_a_cosigner"))
+        elif pid in chosen:
+            chosen.remove(pid)
+        elif len(chosen) >= MAX_COSIGNERS:
+            conv.reply(say("sources", "too_many_cosigners", limit=MAX_COSIGNERS))
+        else:
+            chosen.append(pid)
+        await ask_cosigners(conv)
+    else:  # 完成, or anything else: back to the summary
+        await summary(conv)
+
+
 STEPS = {
+    "resident_name": resident_name,
+    "resident_phone": resident_phone,
+    "cosign": cosign,
     "title": title,
     "description": description,
     "extras": extras,
@@ -198,42 +375,52 @@ async def _submit(conv: Conversation) -> None:
         conv.home()
         conv.reply(say("common", "choose_room_first"))
         return
+    if d.get("cosigners"):  # a joint recommendation waits for every co-signer
+        await joint.invite(conv, room, d)
+        conv.home()
+        return
     try:
-        topic, _ = await conv.lifecycle.open_topic(
+        topic = await open_draft(
             conv.session,
+            conv.lifecycle,
             room=room,
             actor=await conv.actor(),
-            source="public",
-            title=d["title"],
-            background=d["description"],
-            contact_phone=d.get("phone"),
-            location=d.get("location"),
+            draft=d,
+            uploader_id=conv.person.id,
         )
     except WorkflowError as refusal:
         conv.reply(refusal.message)
         return
-    if d["attachments"]:
-        await conv.session.exec(
-            update(Attachment)
-            .where(
-                col(Attachment.id).in_(d["attachments"]),
-                Attachment.uploaded_by_id == conv.person.id,
-            )
-            .values(topic_id=topic.id)
-        )
-    assert topic.review_due_at is not None
     conv.home()
-    due = last_day(topic.review_due_at)
-    conv.reply(
-        say(
-            "submit",
-            "receipt",
-            number=topic.number,
-            room=room.name,
-            due=f"{due.year}年{due.month}月{due.day}日",
-        ),
-        button("mine", "m:mine"),
+    conv.reply(receipt(topic, room), button("mine", "m:mine"))
+
+
+async def _candidates(conv: Conversation) -> dict[int, str]:
+    """Members of the room who may co-sign: not the person, reachable in a chat."""
+    room = await conv.room()
+    assert room is not None
+    rows = await conv.session.exec(
+        select(Person.id, Person.display_name)
+        .join(RoleGrant, col(RoleGrant.person_id) == Person.id)
+        .where(
+            RoleGrant.room_id == room.id,
+            RoleGrant.role == Role.MEMBER,
+            col(RoleGrant.revoked_at).is_(None),
+            Person.id != conv.person.id,
+            col(Person.id).in_(select(ChannelIdentity.person_id)),
+        )
+        .order_by(col(Person.id))
+        .distinct()
     )
+    return {pid: name or f"#{pid}" for pid, name in rows if pid is not None}
+
+
+def _phone(conv: Conversation) -> str | None:
+    """A mainland mobile number typed as text, normalised; None if it is not one."""
+    digits = re.sub(r"[\s-]", "", conv.inbound.text).removeprefix("+86")
+    if conv.inbound.kind != "text" or not PHONE.fullmatch(digits):
+        return None
+    return digits
 
 
 async def _attach(conv: Conversation, kind: str) -> None:
@@ -260,10 +447,10 @@ async def _back_to_summary(conv: Conversation) -> bool:
     return False
 
 
-def _text(conv: Conversation, limit: int, needs_text: str) -> str | None:
+def _text(conv: Conversation, limit: int, needs_text: str, section: str = "submit") -> str | None:
     """The message's text if it is text within ``limit``; otherwise say why and None."""
     if conv.inbound.kind != "text" or not conv.inbound.text.strip():
-        conv.reply(say("submit", needs_text))
+        conv.reply(say(section, needs_text))
         return None
     text = conv.inbound.text.strip()
     if len(text) > limit:

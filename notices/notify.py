@@ -22,6 +22,7 @@ from workflow.clock import Clock, last_day
 from workflow.engine import DomainEvent
 from workflow.lifecycle import Role
 from workflow.permissions import load_actor
+from workflow.review_links import ReviewLinks
 from workflow.texts import catalogue
 from workflow.workdays import WorkdayCalendar
 
@@ -50,8 +51,16 @@ class Recipient:
 class OutboxWriter:
     """A ``Lifecycle`` listener: renders each event for each recipient into the outbox."""
 
-    def __init__(self, clock: Clock, public_base_url: str, calendar: WorkdayCalendar) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        public_base_url: str,
+        calendar: WorkdayCalendar,
+        review_links: ReviewLinks | None = None,
+    ) -> None:
         self.clock = clock
+        # Reviewer cards also carry a signed review-page link (WeChat's template fallback).
+        self.review_links = review_links
         self.calendar = calendar
         self.public_base_url = public_base_url.rstrip("/")
         # Plain-text chat messages are sent without markup; HTML pages get escaping.
@@ -84,6 +93,10 @@ class OutboxWriter:
                     body["buttons"] = [
                         list(b) for b in await action_buttons(session, topic, actor, now)
                     ]
+                    if body["buttons"] and self.review_links is not None:
+                        body["review_url"] = await self.review_links.issue(
+                            session, recipient.person_id, topic, now
+                        )
                 await enqueue(
                     session,
                     key=f"event:{event.event_id}:{recipient.audience}:{recipient.person_id}",

@@ -93,9 +93,12 @@ class Lifecycle:
         submitter_id: int | None = None,
         contact_phone: str | None = None,
         location: dict[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> tuple[Topic, list[DomainEvent]]:
         """Raise a topic in ``room``. ``submitter_id`` defaults to the actor; a grid worker
-        names the resident they push the topic for."""
+        names the resident they push the topic for. ``fields`` are recorded with the event
+        and in the topic's facts under "submit" (e.g. the co-signers of a joint
+        recommendation); they must be JSON values."""
         try:
             source = Source(source)
         except ValueError:
@@ -116,6 +119,7 @@ class Lifecycle:
             submitter_id=submitter_id if submitter_id is not None else actor.person_id,
             contact_phone=contact_phone,
             location=location,
+            facts={SUBMIT.action: dict(fields)} if fields else {},
             state=SUBMIT.target,
             step_started_at=now,
             review_due_at=self.calendar.due_at(now, self.review_days),
@@ -124,9 +128,9 @@ class Lifecycle:
         )
         session.add(topic)
         await session.flush()
-        fields = {"source": str(source), "title": title}
+        recorded = {**(fields or {}), "source": str(source), "title": title}
         event = await self._record(
-            session, topic, SUBMIT, actor.person_id, role, None, None, fields, now
+            session, topic, SUBMIT, actor.person_id, role, None, None, recorded, now
         )
         events = [event]
         await self._notify(session, topic, events)

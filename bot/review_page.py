@@ -1,0 +1,282 @@
+"""The review page: ``GET /review/<token>?exp=…&sig=…`` shows a topic's card and one form
+per action the person may take; ``POST`` to the same address takes one of them.
+
+The signed, single-use link is the capability (workflow/review_links.py): no login, no
+CSRF token, and only POST changes anything. Every use is checked like a chat button press
+(``workflow.cards.check_ref``): signature, expiry, the reference (this person's, unused,
+this topic's current version) and the person's live roles. A refused use changes nothing
+but one audit row (``review_link.refused``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.services import Services
+from notices.notify import TEMPLATES
+from storage.db import transaction
+from storage.models import ButtonRef, Room, Topic
+from workflow.audit import record
+from workflow.cards import REVIEW_PAGE, card_text, check_ref
+from workflow.engine import available_actions
+from workflow.errors import InvalidField, WorkflowError
+from workflow.lifecycle import FIELDS, TRANSITIONS
+from workflow.permissions import load_actor
+from workflow.review_links import ReviewLinks
+from workflow.texts import label
+
+log = logging.getLogger("mashangyi.review_page")
+ROUTE = "/review/{token}"
+ROOM_CHOICES = 8
+TOKEN_MAX = 24
+#: Headers of every answer: the address is a secret (no Referer, no caching, no framing).
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
+
+
+class Refused(Exception):
+    """A use of a link that is not honoured; ``reason`` is audited, the page explains."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int = 403,
+        ref: ButtonRef | None = None,
+        message: str = "",
+        state: str = "",
+        action: str = "",
+    ) -> None:
+        super().__init__(reason)
+        self.reason, self.status, self.message = reason, status, message
+        self.state, self.action = state, action
+        self.person_id = ref.person_id if ref else None
+        self.topic_id = ref.topic_id if ref else None
+
+
+@dataclass
+class Form:
+    action: str
+    label: str
+    fields: list[dict[str, Any]] = field(default_factory=list)
+
+
+def setup(app: web.Application, services: Services) -> None:
+    page = ReviewPage(services)
+    app.router.add_get(ROUTE, page.get)
+    app.router.add_post(ROUTE, page.post)
+
+
+class ReviewPage:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @property
+    def links(self) -> ReviewLinks:
+        assert self.services.review_links is not None
+        return self.services.review_links
+
+    async def get(self, request: web.Request) -> web.Response:
+        now = self.services.clock.now()
+        try:
+            async with self.services.sessions() as session:
+                ref = await self._ref(session, request, now)
+                refusal = await check_ref(session, ref, ref.person_id, action=None)
+                if refusal is not None:
+                    raise Refused(
+                        refusal.reason, ref=ref, state=refusal.state, action=refusal.action
+                    )
+                return await self._page(session, request, ref, now)
+        except Refused as refused:
+            return await self._refused(request, refused, now)
+
+    async def post(self, request: web.Request) -> web.Response:
+        now = self.services.clock.now()
+        form = await request.post()
+        action = str(form.get("action", ""))
+        error = ""
+        try:
+            async with transaction(self.services.sessions) as session:
+                ref = await self._ref(session, request, now)
+                if action not in TRANSITIONS or str(form.get("topic", "")) != str(ref.topic_id):
+                    raise Refused("forged", ref=ref)  # a link is for its own topic only
+                refusal = await check_ref(session, ref, ref.person_id, action=action)
+                if refusal is not None:
+                    raise Refused(
+                        refusal.reason, ref=ref, state=refusal.state, action=refusal.action
+                    )
+                topic = await session.get(Topic, ref.topic_id)
+                assert topic is not None
+                fields = _fields(action, form)
+                try:
+                    await self.services.lifecycle.apply(
+                        session, topic, action, await load_actor(session, ref.person_id), **fields
+                    )
+                except InvalidField as invalid:  # a wrong answer: the form again, link kept
+                    raise Refused(
+                        invalid.code, status=400, ref=ref, message=invalid.message
+                    ) from None
+                except WorkflowError as refusal_:
+                    raise Refused(
+                        refusal_.code, status=409, ref=ref, message=refusal_.message
+                    ) from None
+                claimed = await session.exec(
+                    update(ButtonRef)
+                    .where(col(ButtonRef.id) == ref.id, col(ButtonRef.used_at).is_(None))
+                    .values(used_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount != 1:  # the same link used twice at once
+                    raise Refused("used", ref=ref)
+                result = _env.get_template("pages/review_done.html").render(
+                    action=label("actions", action),
+                    topic=topic,
+                    state=label("states", topic.state),
+                )
+            return _html(result)
+        except Refused as refused:
+            if refused.status != 400:
+                return await self._refused(request, refused, now)
+            error = refused.message
+            await self._audit(refused, now)
+        # A wrong answer in the form: the page again with the message (nothing changed).
+        try:
+            async with self.services.sessions() as session:
+                ref = await self._ref(session, request, now)
+                again = await check_ref(session, ref, ref.person_id)
+                if again is not None:
+                    raise Refused(again.reason, ref=ref, state=again.state)
+                return await self._page(session, request, ref, now, error=error, status=400)
+        except Refused as refused:
+            return await self._refused(request, refused, now)
+
+    # -- parts -------------------------------------------------------------------------------
+
+    async def _ref(self, session: AsyncSession, request: web.Request, now: datetime) -> ButtonRef:
+        """The reference of a well-signed, unexpired link (refused otherwise)."""
+        token = request.match_info["token"]
+        exp, sig = request.query.get("exp", ""), request.query.get("sig", "")
+        if len(token) > TOKEN_MAX or not self.links.verify(token, exp, sig):
+            raise Refused("bad_signature")
+        ref = (await session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
+        if ref is None or ref.action != REVIEW_PAGE:
+            raise Refused("forged", ref=ref)
+        if now.timestamp() >= int(exp):
+            raise Refused("expired", status=410, ref=ref)
+        return ref
+
+    async def _page(
+        self,
+        session: AsyncSession,
+        request: web.Request,
+        ref: ButtonRef,
+        now: datetime,
+        *,
+        error: str = "",
+        status: int = 200,
+    ) -> web.Response:
+        topic = await session.get(Topic, ref.topic_id)
+        assert topic is not None
+        actor = await load_actor(session, ref.person_id)
+        rooms = await _nearby_rooms(session, topic)
+        forms = [
+            Form(action, label("actions", action), _inputs(action, rooms))
+            for action in await available_actions(session, topic, actor)
+        ]
+        page = _env.get_template("pages/review.html").render(
+            topic=topic,
+            state=label("states", topic.state),
+            card=await card_text(session, topic, self.services.calendar, now),
+            forms=forms,
+            error=error,
+            target=str(request.rel_url),
+        )
+        return _html(page, status)
+
+    async def _refused(self, request: web.Request, refused: Refused, now: datetime) -> web.Response:
+        await self._audit(refused, now)
+        page = _env.get_template("pages/review_refused.html").render(
+            reason=refused.reason,
+            message=refused.message,
+            state=refused.state,
+            action=refused.action,
+        )
+        return _html(page, refused.status)
+
+    async def _audit(self, refused: Refused, now: datetime) -> None:
+        log.info("review link refused: %s (topic %s)", refused.reason, refused.topic_id)
+        async with transaction(self.services.sessions) as session:
+            await record(
+                session,
+                "review_link.refused",
+                at=now,
+                actor_id=refused.person_id,
+                reason=refused.reason,
+                topic_id=refused.topic_id,
+            )
+
+
+def _html(page: str, status: int = 200) -> web.Response:
+    return web.Response(text=page, status=status, content_type="text/html", headers=HEADERS)
+
+
+def _inputs(action: str, rooms: list[Room]) -> list[dict[str, Any]]:
+    transition = TRANSITIONS[action]
+    return [
+        {
+            "name": name,
+            "label": label("fields", name),
+            "kind": FIELDS[name].kind,
+            "choices": FIELDS[name].choices,
+            "max_len": FIELDS[name].max_len,
+            "required": name in transition.required,
+            "rooms": rooms,
+        }
+        for name in (*transition.required, *transition.optional)
+    ]
+
+
+def _fields(action: str, form: Any) -> dict[str, Any]:
+    """The answers for ``action``'s fields (f.<name>); a typed room code wins over the list."""
+    transition = TRANSITIONS[action]
+    fields: dict[str, Any] = {}
+    for name in (*transition.required, *transition.optional):
+        value = str(form.get(f"f.{name}", "")).strip()
+        if FIELDS[name].kind == "room":
+            value = str(form.get(f"f.{name}.code", "")).strip() or value
+        if value:
+            fields[name] = value
+    return fields
+
+
+async def _nearby_rooms(session: AsyncSession, topic: Topic) -> list[Room]:
+    """Siblings of the topic's room, then its parent (as the chat offers them)."""
+    room = await session.get(Room, topic.room_id)
+    if room is None or room.parent_id is None:
+        return []
+    siblings = (
+        await session.exec(
+            select(Room)
+            .where(Room.parent_id == room.parent_id, Room.id != room.id)
+            .order_by(Room.code)
+            .limit(ROOM_CHOICES)
+        )
+    ).all()
+    parent = await session.get(Room, room.parent_id)
+    return [*siblings, *([parent] if parent else [])][:ROOM_CHOICES]
