@@ -133,7 +133,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     sessions = make_session_factory(engine)
     dialogs = config["dialogs"]
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
-    telegram_senders, telegram_fetchers = telegram_outbound(config)
+    telegram_senders, telegram_fetchers = telegram_outbound(config, sessions, clock)
     return Services(
         config=config,
         clock=clock,

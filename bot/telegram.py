@@ -59,8 +59,9 @@ from bot.config import Config, ConfigError
 from bot.media import MediaTooLarge
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
-from storage.db import transaction
-from storage.models import OutboxMessage
+from storage.db import SessionFactory, transaction
+from storage.models import CardMessage, OutboxMessage
+from workflow.clock import Clock
 from workflow.texts import Catalogue
 
 if TYPE_CHECKING:
@@ -237,12 +238,15 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> None:
-    """Send one reply; a long text goes as several messages, the buttons under the last."""
+async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> Message | None:
+    """Send one reply; a long text goes as several messages, the buttons under the last
+    (which is returned)."""
     pieces = split_text(reply.text)
+    sent = None
     for number, piece in enumerate(pieces, 1):
         markup = keyboard(reply.buttons) if number == len(pieces) else None
-        await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
+        sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
+    return sent
 
 
 def reply_body(reply: Reply) -> dict[str, Any]:
@@ -263,16 +267,62 @@ def body_reply(body: dict[str, Any]) -> Reply:
 
 
 class TelegramSender:
-    """The outbox's sender for the "telegram" channel; ``address`` is the chat id."""
+    """The outbox's sender for the "telegram" channel; ``address`` is the chat id.
 
-    def __init__(self, client: BotClient) -> None:
-        self.client = client
+    A body with ``edit_message_id`` edits that message (a review card that has been
+    handled: the text says by whom, the keyboard goes). A review card that is sent is
+    remembered (``CardMessage``) so it can be edited that way later.
+    """
+
+    def __init__(
+        self, client: BotClient, sessions: SessionFactory | None = None, clock: Clock | None = None
+    ) -> None:
+        self.client, self.sessions, self.clock = client, sessions, clock
 
     async def send(self, message: OutboxMessage) -> None:
+        bot = self.client.get()
         try:
-            await send_reply(self.client.get(), message.address, body_reply(message.body))
+            if "edit_message_id" in message.body:
+                await self._edit(bot, message)
+                return
+            sent = await send_reply(bot, message.address, body_reply(message.body))
         except TelegramError as exc:
             raise delivery_failure(exc) from exc
+        if sent is not None and message.topic_id is not None and is_card(message.body):
+            await self._remember(message, sent)
+
+    async def _edit(self, bot: Bot, message: OutboxMessage) -> None:
+        try:
+            await bot.edit_message_text(
+                chat_id=message.address,
+                text=message.body["text"],
+                message_id=int(message.body["edit_message_id"]),
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():  # already says so: done
+                raise
+
+    async def _remember(self, message: OutboxMessage, sent: Message) -> None:
+        if self.sessions is None or self.clock is None:
+            return
+        try:
+            async with transaction(self.sessions) as session:
+                session.add(
+                    CardMessage(
+                        topic_id=message.topic_id,
+                        channel=CHANNEL,
+                        chat_id=message.address,
+                        message_id=str(sent.message_id),
+                        created_at=self.clock.now(),
+                    )
+                )
+        except Exception:  # the card went out; only its later edit is lost
+            log.warning("telegram: could not remember card %s", sent.message_id, exc_info=True)
+
+
+def is_card(body: dict[str, Any]) -> bool:
+    """A review card: its buttons are review-button references."""
+    return any(payload.startswith("b:") for _, payload in body.get("buttons") or [])
 
 
 class TelegramMediaFetcher:
@@ -304,14 +354,14 @@ def _content_type(file_path: str) -> str:
 
 
 def telegram_outbound(
-    config: Config,
+    config: Config, sessions: SessionFactory | None = None, clock: Clock | None = None
 ) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
     """The sender and the media fetcher for ``build_services``; none without a bot token."""
     if not config["telegram"]["bot_token"]:
         return {}, {}
     client = BotClient(config)
     fetcher = TelegramMediaFetcher(client, config["media"]["max_bytes"])
-    return {CHANNEL: TelegramSender(client)}, {CHANNEL: fetcher}
+    return {CHANNEL: TelegramSender(client, sessions, clock)}, {CHANNEL: fetcher}
 
 
 async def close_outbound(services: Services) -> None:

@@ -16,14 +16,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue
-from storage.models import ChannelIdentity, RoleGrant, Room, Topic
+from storage.models import CardMessage, ChannelIdentity, Person, RoleGrant, Room, Topic
 from workflow.cards import action_buttons, card_text
-from workflow.clock import Clock, last_day
+from workflow.clock import CHINA, Clock, last_day
 from workflow.engine import DomainEvent
 from workflow.lifecycle import Role
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
-from workflow.texts import catalogue
+from workflow.texts import catalogue, label, text
 from workflow.workdays import WorkdayCalendar
 
 #: Who gets told, besides the submitter, and why: the role that must act next.
@@ -75,6 +75,7 @@ class OutboxWriter:
         self, session: AsyncSession, topic: Topic, events: list[DomainEvent]
     ) -> None:
         for event in events:
+            await self._mark_cards_handled(session, topic, event)
             room = await session.get(Room, topic.room_id)
             for recipient in await self._recipients(session, topic, event):
                 identity = await _reachable_identity(session, recipient.person_id)
@@ -108,6 +109,41 @@ class OutboxWriter:
                     person_id=recipient.person_id,
                     topic_id=topic.id,
                 )
+
+    async def _mark_cards_handled(
+        self, session: AsyncSession, topic: Topic, event: DomainEvent
+    ) -> None:
+        """Every card of this topic already sent (Telegram) is edited: who did what, when;
+        its buttons go, so nobody presses a stale one."""
+        cards = (
+            await session.exec(select(CardMessage).where(CardMessage.topic_id == topic.id))
+        ).all()
+        if not cards:
+            return
+        actor = await session.get(Person, event.actor_id) if event.actor_id else None
+        when = self.clock.now().astimezone(CHINA)
+        note = text(
+            "cards",
+            "handled",
+            who=actor.display_name if actor else "",
+            role=label("roles", event.actor_role),
+            when=f"{when:%m-%d %H:%M}",
+            action=label("actions", event.action),
+            number=topic.number,
+            title=topic.title,
+            state=label("states", topic.state),
+        )
+        for card in cards:
+            await enqueue(
+                session,
+                key=f"card:{card.id}:{event.event_id}",
+                channel=card.channel,
+                address=card.chat_id,
+                kind="card.handled",
+                body={"text": note, "edit_message_id": card.message_id},
+                now=self.clock.now(),
+                topic_id=topic.id,
+            )
 
     def render(self, audience: str, event: DomainEvent, topic: Topic, room: Room | None) -> str:
         template = self.env.get_template(f"{audience}/{event.name}.txt")

@@ -178,6 +178,20 @@ class ButtonRef(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class CardMessage(SQLModel, table=True):
+    """A review card as sent on a platform that can edit messages (Telegram): when the
+    topic moves on, every card of it is edited to say who did what and when."""
+
+    __tablename__ = "card_messages"
+    __table_args__ = (UniqueConstraint("channel", "chat_id", "message_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    topic_id: int = Field(foreign_key="topics.id", index=True)
+    channel: str = Field(max_length=20)
+    chat_id: str = Field(max_length=128)
+    message_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class InboundReceipt(SQLModel, table=True):
     """One row per platform message handled: a retry of the same message finds it and
     gets the same replies back, so a message has exactly one effect."""

@@ -880,5 +880,16 @@ async def test_a_convener_reviews_a_card_with_inline_buttons(
     async with services.sessions() as session:
         topic = (await session.exec(select(Topic))).one()
     assert topic.state == "declined"
-    await services.dispatcher().run_once()  # the resident is told
+    await services.dispatcher().run_once()  # the resident is told, the card is edited
     assert "经初审不予受理" in resident.last() and "属物业维修范围" in resident.last()
+    edits = [
+        e
+        for e in fake.requests("editMessageText")
+        if str(e.get("message_id")) == str(card["message_id"])
+        and str(e.get("chat_id")) == str(convener_id)
+    ]
+    assert edits[-1]["text"] == (
+        f"【已处理】{topic.number}「小区下水道经常堵塞」\n召集人（召集人）于 03-02 10:00 不予受理，"
+        "当前状态：不予受理。"
+    )
+    assert "reply_markup" not in edits[-1] or not edits[-1]["reply_markup"]
