@@ -288,9 +288,13 @@ async def _search_rooms(conv: Conversation, name: str, query: str) -> None:
 
 
 def _due(conv: Conversation, topic: Topic) -> str:
+    """ "已等N个工作日，M月D日前" (or "已超期"), for the to-do list."""
     if topic.review_due_at is None:
         return ""
+    waited = conv.lifecycle.calendar.workdays_between(
+        topic.step_started_at.astimezone(CHINA).date(), conv.now.astimezone(CHINA).date()
+    )
     if topic.review_due_at <= conv.now:
-        return say("review", "todo_overdue")
+        return say("review", "todo_overdue", waited=waited)
     day = last_day(topic.review_due_at.astimezone(CHINA))
-    return say("review", "todo_due", month=day.month, day=day.day)
+    return say("review", "todo_due", month=day.month, day=day.day, waited=waited)

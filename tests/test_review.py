@@ -266,7 +266,10 @@ async def test_todo_list_most_urgent_first(world: World, services: Services) -> 
     convener = Reviewer(services.dialogs, "V1:convener")
     [listing] = await convener.type("待办")
     assert [b.payload for b in listing.buttons] == [f"o:{older.id}", f"o:{newer.id}"]
-    assert listing.buttons[0].label == "先提交的｜待初审｜3月9日前"
+    assert listing.buttons[0].label == "先提交的｜待初审｜已等1个工作日，3月9日前"
+    world.clock.advance(timedelta(days=8))  # Wed 03-11: both are past their five days
+    [later] = await convener.type("待办")
+    assert later.buttons[0].label == "先提交的｜待初审｜已等7个工作日，已超期"
     [card] = await convener.press(listing.buttons[0].payload)
     assert "【待初审】" in card.text and card.buttons[0].label == "受理"
     assert texts(await Reviewer(services.dialogs, "-:resident").type("待办")) == (
