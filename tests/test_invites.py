@@ -14,8 +14,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import zxingcpp
-from PIL import Image
 from sqlmodel import SQLModel, col, select, text
 from telegram import Update
 from wechatpy import parse_message
@@ -32,6 +30,7 @@ from storage.db import make_engine, make_session_factory, transaction
 from storage.models import AuditEntry, DialogState, Invite, RoleGrant, Room, Topic
 from storage.models import Person as PersonRow
 from tests.fakes.wechat_api import QRCODE_CREATE, FakeWeChatAPI
+from tests.qr_decode import decode
 from tests.world import ROOMS
 from workflow.clock import FixedClock
 from workflow.errors import NotPermitted
@@ -170,10 +169,6 @@ async def new_invite(
             created_by_id=created_by_id,
         )
     return invite_payload(secret)
-
-
-def decode(path: Path) -> set[str]:
-    return {r.text for r in zxingcpp.read_barcodes(Image.open(path).convert("L"))}
 
 
 GRANTED = "身份确认成功！您已成为一村议事室的召集人。"

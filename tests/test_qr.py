@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import zxingcpp
 from PIL import Image, PdfParser
 from sqlmodel import select
 
@@ -21,6 +20,7 @@ from bot.qr import select_rooms
 from storage.db import SessionFactory, transaction
 from storage.models import Room
 from tests.fakes.wechat_api import QRCODE_CREATE, FakeWeChatAPI
+from tests.qr_decode import decode
 from workflow.rooms import import_rooms, parse_rooms_csv
 
 BOT = "mashangyi_test_bot"
@@ -38,12 +38,6 @@ QJP-S,区直属社区协商议事室,community,QJP
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 #: Everything under the street QJP-CX, the street first, depth first by code.
 UNDER_CX = ["QJP-CX", "QJP-CX-A", "QJP-CX-B", "QJP-CX-B-1"]
-
-
-def decode(image: Image.Image | Path) -> set[str]:
-    if isinstance(image, Path):
-        image = Image.open(image)
-    return {r.text for r in zxingcpp.read_barcodes(image.convert("L"))}
 
 
 def wechat_url(code: str) -> str:
