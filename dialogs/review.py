@@ -28,8 +28,8 @@ from workflow.rooms import get_room
 from workflow.texts import label
 
 NAME = "review"
-TODO_WORDS = {"待办", "/todo"}
-TODO_SIZE = 10
+PENDING_WORDS = {"待办", "/todo"}
+PENDING_SIZE = 10
 ROOM_CHOICES = 8
 SKIP = "k:skip"
 
@@ -42,7 +42,7 @@ async def on_message(conv: Conversation) -> bool:
         await press(conv, payload.removeprefix(BUTTON_PREFIX))
     elif payload.startswith("o:") and payload[2:].isdigit():
         await show_card(conv, int(payload[2:]))
-    elif payload == "m:todo" or (inbound.kind == "text" and inbound.text.strip() in TODO_WORDS):
+    elif payload == "m:todo" or (inbound.kind == "text" and inbound.text.strip() in PENDING_WORDS):
         await todo(conv)
     elif conv.state.flow == NAME:
         await answer(conv)
@@ -78,7 +78,7 @@ async def todo(conv: Conversation) -> None:
             .order_by(col(Topic.review_due_at).is_(None), col(Topic.review_due_at), col(Topic.id))
         )
     ).all()
-    mine = [t for t in topics if await available_actions(conv.session, t, actor)][:TODO_SIZE]
+    mine = [t for t in topics if await available_actions(conv.session, t, actor)][:PENDING_SIZE]
     if not mine:
         conv.reply(say("review", "todo_none"))
         return
