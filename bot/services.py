@@ -106,14 +106,12 @@ def build_calendar(config: Config) -> WorkdayCalendar:
 def build_review_links(config: Config) -> ReviewLinks:
     """Review links signed with ``server.secret_key`` (a random key when it is empty)."""
     secret = config["server"]["secret_key"]
-    if not secret:
+    if not secret and config["wechat"]["app_id"]:  # only WeChat's fallback uses the links
         log.warning(
             "server.secret_key is not set: review links are signed with a random key "
             "and stop working when the service restarts"
         )
-        key = secrets.token_bytes(32)
-    else:
-        key = secret.encode()
+    key = secret.encode() if secret else secrets.token_bytes(32)
     return ReviewLinks(
         key,
         config["server"]["public_base_url"],

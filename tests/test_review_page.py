@@ -357,4 +357,7 @@ def test_the_secret_key_is_configurable_and_otherwise_random(
         )
     assert one.secret != two.secret and len(one.secret) == 32
     assert two.lifetime == timedelta(hours=24)
+    assert caplog.text == ""  # no WeChat account: nobody is sent a review link
+    with caplog.at_level("WARNING"):
+        build_review_links(load_config(None, env={"MASHANGYI_WECHAT_APP_ID": "wx1"}))
     assert "review links" in caplog.text and "restart" in caplog.text
