@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs.types import Button, Inbound, Reply
 from storage.models import DialogState, Person, Room
+from workflow.audit import record
 from workflow.engine import Lifecycle
 from workflow.permissions import Actor, load_actor
 from workflow.rooms import get_room
@@ -43,6 +44,11 @@ class Conversation:
 
     def reply(self, text: str, *buttons: Button) -> None:
         self.replies.append(Reply(text, tuple(buttons)))
+
+    async def refuse(self, audit_action: str, text: str, *buttons: Button, **subject: Any) -> None:
+        """Say no, change nothing, and leave an audit row saying what was refused."""
+        await record(self.session, audit_action, at=self.now, actor_id=self.person.id, **subject)
+        self.reply(text, *buttons)
 
     def goto(self, flow: str, step: str) -> None:
         self.state.flow, self.state.step = flow, step

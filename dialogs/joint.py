@@ -25,7 +25,6 @@ from dialogs.drafts import names_of, open_draft, receipt
 from notices.notify import _reachable_identity
 from notices.outbox import enqueue
 from storage.models import DialogState, Room
-from workflow.audit import record
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role
 from workflow.permissions import load_actor
@@ -98,14 +97,7 @@ async def on_message(conv: Conversation) -> bool:
     row = pending.first() if pending is not None else None
     refusal = await _refusal(conv, row)
     if refusal is not None:
-        await record(
-            conv.session,
-            "joint.refused",
-            at=conv.now,
-            actor_id=conv.person.id,
-            reason=refusal[0],
-        )
-        conv.reply(refusal[1])
+        await conv.refuse("joint.refused", refusal[1], reason=refusal[0])
         return True
     assert row is not None
     data = dict(row.data)

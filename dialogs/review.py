@@ -17,7 +17,6 @@ from dialogs.conversation import SAY, Conversation, say
 from dialogs.home import find_rooms
 from dialogs.types import Button
 from storage.models import ButtonRef, Room, Topic
-from workflow.audit import record
 from workflow.cards import BUTTON_PREFIX, action_buttons, card_text, check_ref
 from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
@@ -104,16 +103,13 @@ async def press(conv: Conversation, token: str) -> None:
     ref = (await conv.session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
     refusal = await _refusal(conv, ref)
     if refusal is not None:
-        await record(
-            conv.session,
+        await conv.refuse(
             "button.refused",
-            at=conv.now,
-            actor_id=conv.person.id,
+            refusal[1],
             reason=refusal[0],
             topic_id=ref.topic_id if ref else None,
             button_action=ref.action if ref else None,
         )
-        conv.reply(refusal[1])
         return
     assert ref is not None
     conv.state.data = {

@@ -19,7 +19,6 @@ from dialogs.conversation import Conversation, button, say
 from dialogs.drafts import names_of, open_draft, receipt
 from dialogs.types import Button, Inbound
 from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
-from workflow.audit import record
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
 from workflow.permissions import Actor
@@ -77,15 +76,8 @@ async def begin(conv: Conversation, source: Source = Source.PUBLIC) -> None:
     assert room is not None
     if not offered(await conv.actor(), room, source):
         allowed = SOURCE_ROLES[source] or frozenset()
-        await record(
-            conv.session,
+        await conv.refuse(
             "source.refused",
-            at=conv.now,
-            actor_id=conv.person.id,
-            source=str(source),
-            room=room.code,
-        )
-        conv.reply(
             say(
                 "sources",
                 "not_permitted",
@@ -94,6 +86,8 @@ async def begin(conv: Conversation, source: Source = Source.PUBLIC) -> None:
                 roles="、".join(label("roles", r) for r in sorted(allowed)),
             ),
             button("submit", "m:submit"),
+            source=str(source),
+            room=room.code,
         )
         return
     conv.state.data = {
