@@ -24,13 +24,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.services import Services
 from notices.notify import TEMPLATES
 from storage.db import transaction
-from storage.models import ButtonRef, Room, Topic
+from storage.models import Attachment, ButtonRef, Room, Topic
 from workflow.audit import record
 from workflow.cards import REVIEW_PAGE, card_text, check_ref
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import FIELDS, TRANSITIONS
-from workflow.permissions import load_actor
+from workflow.permissions import load_actor, visible_topic
 from workflow.review_links import ReviewLinks
 from workflow.texts import label
 
@@ -44,7 +44,10 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src 'self'; "
+        "form-action 'self'"
+    ),
 }
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
@@ -81,6 +84,7 @@ def setup(app: web.Application, services: Services) -> None:
     page = ReviewPage(services)
     app.router.add_get(ROUTE, page.get)
     app.router.add_post(ROUTE, page.post)
+    app.router.add_get(ROUTE + "/media/{attachment}", page.media)
 
 
 class ReviewPage:
@@ -105,6 +109,31 @@ class ReviewPage:
                 return await self._page(session, request, ref, now)
         except Refused as refused:
             return await self._refused(request, refused, now)
+
+    async def media(self, request: web.Request) -> web.Response:
+        """A photo or recording of the link's topic, for the person the link is for, while
+        the link is valid (also after it was used: looking changes nothing)."""
+        now = self.services.clock.now()
+        try:
+            async with self.services.sessions() as session:
+                ref = await self._ref(session, request, now)
+                actor = await load_actor(session, ref.person_id)
+                if await visible_topic(session, actor, ref.topic_id) is None:
+                    raise Refused("not_permitted", ref=ref)
+                number = request.match_info["attachment"]
+                attachment = (
+                    await session.get(Attachment, int(number)) if number.isdigit() else None
+                )
+                if (
+                    attachment is None
+                    or attachment.topic_id != ref.topic_id
+                    or attachment.status != "stored"
+                ):
+                    raise web.HTTPNotFound()
+            data = await self.services.media_store.get(attachment.storage_key)
+        except Refused as refused:
+            return await self._refused(request, refused, now)
+        return web.Response(body=data, content_type=attachment.content_type, headers=HEADERS)
 
     async def post(self, request: web.Request) -> web.Response:
         now = self.services.clock.now()
@@ -199,8 +228,25 @@ class ReviewPage:
             Form(action, label("actions", action), _inputs(action, rooms))
             for action in await available_actions(session, topic, actor)
         ]
+        stored = (
+            await session.exec(
+                select(Attachment)
+                .where(Attachment.topic_id == topic.id, Attachment.status == "stored")
+                .order_by(col(Attachment.id))
+            )
+        ).all()
+        query = request.rel_url.query_string
+        media = [
+            {
+                "kind": a.kind,
+                "text": a.text or "",
+                "url": f"{request.rel_url.path}/media/{a.id}?{query}",
+            }
+            for a in stored
+        ]
         page = _env.get_template("pages/review.html").render(
             topic=topic,
+            media=media,
             state=label("states", topic.state),
             card=await card_text(session, topic, self.services.calendar, now),
             forms=forms,

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlmodel import col, select, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs.conversation import say
-from storage.models import Attachment, Person, Room, Topic
+from storage.models import Person, Room, Topic
 from workflow.clock import last_day
 from workflow.engine import Lifecycle
 from workflow.lifecycle import Source
@@ -51,16 +51,9 @@ async def open_draft(
         contact_phone=phone,
         location=draft.get("location"),
         fields=fields,
+        attachment_ids=draft.get("attachments") or (),
+        uploader_id=uploader_id,
     )
-    if draft.get("attachments"):
-        await session.exec(
-            update(Attachment)
-            .where(
-                col(Attachment.id).in_(draft["attachments"]),
-                Attachment.uploaded_by_id == uploader_id,
-            )
-            .values(topic_id=topic.id)
-        )
     return topic
 
 

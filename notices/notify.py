@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue
-from storage.models import CardMessage, ChannelIdentity, Person, RoleGrant, Room, Topic
+from storage.models import Attachment, CardMessage, ChannelIdentity, Person, RoleGrant, Room, Topic
 from workflow.cards import action_buttons, card_text
 from workflow.clock import CHINA, Clock, last_day
 from workflow.engine import DomainEvent
@@ -98,6 +98,10 @@ class OutboxWriter:
                         body["review_url"] = await self.review_links.issue(
                             session, recipient.person_id, topic, now
                         )
+                        if await _has_media(session, topic):  # shown on the review page
+                            body["text"] += "\n" + text(
+                                "cards", "media_link", url=body["review_url"]
+                            )
                 await enqueue(
                     session,
                     key=f"event:{event.event_id}:{recipient.audience}:{recipient.person_id}",
@@ -197,6 +201,13 @@ async def _reachable_identity(session: AsyncSession, person_id: int) -> ChannelI
         .limit(1)
     )
     return rows.first()
+
+
+async def _has_media(session: AsyncSession, topic: Topic) -> bool:
+    found = await session.exec(
+        select(Attachment.id).where(Attachment.topic_id == topic.id).limit(1)
+    )
+    return found.first() is not None
 
 
 def _unique(recipients: list[Recipient]) -> list[Recipient]:

@@ -19,7 +19,15 @@ from bot.config import load_config
 from bot.services import Services, build_services
 from bot.web import create_app
 from storage.db import make_session_factory, transaction
-from storage.models import AuditEntry, ButtonRef, ChannelIdentity, OutboxMessage, RoleGrant, Topic
+from storage.models import (
+    Attachment,
+    AuditEntry,
+    ButtonRef,
+    ChannelIdentity,
+    OutboxMessage,
+    RoleGrant,
+    Topic,
+)
 from tests.fakes.wechat_api import CUSTOM_SEND, TEMPLATE_SEND, FakeWeChatAPI
 from tests.world import World, build_world
 from workflow.cards import BUTTON_PREFIX
@@ -361,3 +369,55 @@ def test_the_secret_key_is_configurable_and_otherwise_random(
     with caplog.at_level("WARNING"):
         build_review_links(load_config(None, env={"MASHANGYI_WECHAT_APP_ID": "wx1"}))
     assert "review links" in caplog.text and "restart" in caplog.text
+
+
+async def test_photos_and_recordings_are_shown_on_the_review_page(
+    site: Site, clock: FixedClock
+) -> None:
+    world = site.world
+    resident = world.person("-", "resident")
+    async with transaction(world.sessions) as session:
+        photo = Attachment(
+            kind="image",
+            channel="console",
+            source_ref="p1",
+            status="stored",
+            storage_key="t/p1.jpg",
+            content_type="image/jpeg",
+            uploaded_by_id=resident,
+            created_at=clock.now(),
+        )
+        session.add(photo)
+        await session.flush()
+        photo_id = photo.id
+    await site.services.media_store.put("t/p1.jpg", b"\xff\xd8 photo")
+    topic = await world.open("V1", attachment_ids=[photo_id], uploader_id=resident)
+    message = await card(world, "V1:convener")
+    url = message.body["review_url"]
+    assert f"查看照片和语音：{url}" in message.body["text"]  # the chat card points there
+    page = await (await site.get(url)).text()
+    media_path = f"/review/{url.split('/review/')[1].split('?')[0]}/media/{photo_id}"
+    assert f'<img src="{media_path}?' in page
+    shown = await site.get(_with(url.replace("?", f"/media/{photo_id}?")))
+    assert (shown.status, await shown.read()) == (200, b"\xff\xd8 photo")
+    assert shown.headers["Content-Type"] == "image/jpeg"
+    # Another topic's attachment, or a tampered link, shows nothing.
+    other = await world.open("V1", title="别的议题")
+    async with transaction(world.sessions) as session:
+        stray = Attachment(
+            kind="image",
+            channel="console",
+            source_ref="p2",
+            status="stored",
+            storage_key="t/p1.jpg",
+            topic_id=other.id,
+            created_at=clock.now(),
+        )
+        session.add(stray)
+        await session.flush()
+        stray_id = stray.id
+    assert (await site.get(url.replace("?", f"/media/{stray_id}?"))).status == 404
+    assert (
+        await site.get(_with(url.replace("?", f"/media/{photo_id}?"), sig="0" * 64))
+    ).status == 403
+    assert (await world.reload(topic)).state == "submitted"  # looking changed nothing

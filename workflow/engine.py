@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Room, Topic, TopicCounter, TopicEvent
+from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
 from workflow.clock import CHINA, Clock
 from workflow.errors import (
     Conflict,
@@ -94,6 +94,8 @@ class Lifecycle:
         contact_phone: str | None = None,
         location: dict[str, Any] | None = None,
         fields: Mapping[str, Any] | None = None,
+        attachment_ids: Sequence[int] = (),
+        uploader_id: int | None = None,
     ) -> tuple[Topic, list[DomainEvent]]:
         """Raise a topic in ``room``. ``submitter_id`` defaults to the actor; a grid worker
         names the resident they push the topic for. ``fields`` are recorded with the event
@@ -128,6 +130,17 @@ class Lifecycle:
         )
         session.add(topic)
         await session.flush()
+        if attachment_ids:  # linked before anyone is told, so the card can show them
+            await session.exec(
+                update(Attachment)
+                .where(
+                    col(Attachment.id).in_(list(attachment_ids)),
+                    Attachment.uploaded_by_id == uploader_id,
+                    col(Attachment.topic_id).is_(None),
+                )
+                .values(topic_id=topic.id)
+                .execution_options(synchronize_session=False)
+            )
         recorded = {**(fields or {}), "source": str(source), "title": title}
         event = await self._record(
             session, topic, SUBMIT, actor.person_id, role, None, None, recorded, now
