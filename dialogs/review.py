@@ -21,7 +21,7 @@ from workflow.cards import BUTTON_PREFIX, action_buttons, card_text, check_ref
 from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
-from workflow.lifecycle import FIELDS, FINAL_STATES, TRANSITIONS
+from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, FINAL_STATES, TRANSITIONS
 from workflow.permissions import visible_topic
 from workflow.rooms import get_room
 from workflow.texts import label
@@ -156,7 +156,7 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
     if spec.kind == "choice":
         conv.reply(
             say("review", "ask_choice", field=field),
-            *[Button(c, f"v:{i}") for i, c in enumerate(spec.choices)],
+            *[Button(c, f"v:{i}") for i, c in enumerate(_choices(conv, name))],
             *skip,
         )
     elif spec.kind == "room":
@@ -189,9 +189,9 @@ async def answer(conv: Conversation) -> None:
         spec.kind == "choice"
         and payload.startswith("v:")
         and payload[2:].isdigit()
-        and int(payload[2:]) < len(spec.choices)
+        and int(payload[2:]) < len(_choices(conv, name))
     ):
-        value = spec.choices[int(payload[2:])]
+        value = _choices(conv, name)[int(payload[2:])]
     elif spec.kind == "room" and payload.startswith("r:"):
         value = payload[2:]
     elif spec.kind == "room" and text:
@@ -199,12 +199,30 @@ async def answer(conv: Conversation) -> None:
         return
     elif spec.kind not in ("choice", "room") and text:
         value = text
-    if value is not None:
+    if (
+        value is not None
+        and review["action"] == "screen_accept"
+        and name == "category"
+        and value != CONSULTATION
+    ):
+        # Classified as one of the other four: not for consultation, so it is handled
+        # outside it (非议事范围) — ask how it was handled and what the submitter was told.
+        review["action"], review["fields"] = "redirect", {"kind": value}
+        conv.reply(say("review", "not_consultation", category=value))
+    elif value is not None:
         review["fields"][name] = value
     elif name not in review["fields"]:
         await _ask(conv, name, optional=name not in TRANSITIONS[review["action"]].required)
         return
     await _next(conv)
+
+
+def _choices(conv: Conversation, name: str) -> tuple[str, ...]:
+    """Accepting offers all five categories (the convener classifies every topic); only
+    协商议事 goes on to the Party secretary, the others turn the step into a redirect."""
+    if _review(conv)["action"] == "screen_accept" and name == "category":
+        return CATEGORIES
+    return FIELDS[name].choices
 
 
 async def _apply(conv: Conversation) -> None:

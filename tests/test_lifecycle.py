@@ -289,7 +289,10 @@ async def test_every_required_field_is_required(world: World, action: str, name:
 async def test_field_values_are_checked(world: World) -> None:
     topic = await world.open("V1")
     convener = world.person("V1", Role.CONVENER)
-    with pytest.raises(InvalidField, match="「议题类别」只能是：信访求决、涉法涉诉"):
+    # Accepting classifies a topic for consultation; the other four are redirects.
+    with pytest.raises(InvalidField, match="「议题类别」只能是：协商议事。"):
+        await world.apply(topic, "screen_accept", convener, category="意见建议", reason="r")
+    with pytest.raises(InvalidField, match="「议题类别」只能是：协商议事。"):
         await world.apply(topic, "screen_accept", convener, category="别的", reason="r")
     with pytest.raises(InvalidField, match="「理由」最多 500 个字，您输入了 501 个字"):
         await world.apply(topic, "screen_accept", convener, category="协商议事", reason="长" * 501)

@@ -110,7 +110,7 @@ async def test_accept_then_approve_through_buttons_and_answers(
     assert [b.label for b in asked[0].buttons][-1] == "协商议事"
     assert texts(await convener.press(asked[0].buttons[-1].payload)) == "请输入「理由」："
     done = texts(await convener.type("涉及沿线居民共同利益"))
-    assert done == f"已受理：{topic.number}「运河步道增设公厕」，当前状态：待党组织审定。"
+    assert done == f"已办理「受理」：{topic.number}「运河步道增设公厕」，当前状态：待党组织审定。"
     topic = await world.reload(topic)
     assert (topic.state, topic.category) == (State.AWAITING_APPROVAL, "协商议事")
     assert topic.facts["screen_accept"]["reason"] == "涉及沿线居民共同利益"
@@ -124,6 +124,38 @@ async def test_accept_then_approve_through_buttons_and_answers(
     await party.press("k:skip")  # background unchanged
     topic = await world.reload(topic)
     assert (topic.state, topic.title) == (State.APPROVED, "运河步道沿线公厕建设")
+
+
+async def test_accepting_as_another_category_is_handled_outside_consultation(
+    world: World, services: Services
+) -> None:
+    topic = await world.open("V1")
+    convener = Reviewer(services.dialogs, "V1:convener")
+    [asked] = await convener.press(button((await cards(world, "V1:convener"))[-1], "受理"))
+    assert [b.label for b in asked.buttons] == [
+        "信访求决",
+        "涉法涉诉",
+        "意见建议",
+        "提案或社情民意线索",
+        "协商议事",
+    ]
+    switched = await convener.press(asked.buttons[2].payload)  # 意见建议
+    assert texts(switched) == (
+        "「意见建议」类议题不进入协商议事程序，按非议事范围办理。\n请输入「办理方式」："
+    )
+    await convener.type("转城管部门办理")
+    done = texts(await convener.type("已答复提议人"))
+    assert done.startswith("已办理「非议事范围」：") and done.endswith(
+        "当前状态：已转其他渠道办理。"
+    )
+    topic = await world.reload(topic)
+    assert (topic.state, topic.category) == (State.REDIRECTED, "意见建议")
+    assert topic.facts["redirect"] == {
+        "kind": "意见建议",
+        "handling": "转城管部门办理",
+        "feedback": "已答复提议人",
+    }
+    assert not [m for m in await cards(world, "V1:party") if m.topic_id == topic.id]
 
 
 async def test_decline_redirect_and_send_back(world: World, services: Services) -> None:

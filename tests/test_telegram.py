@@ -876,7 +876,7 @@ async def test_a_convener_reviews_a_card_with_inline_buttons(
     assert convener.last() == "请输入「理由」："
     await convener.say("属物业维修范围，已转物业公司")
     await convener.say("电话沟通")
-    assert convener.last().startswith("已不予受理：")
+    assert convener.last().startswith("已办理「不予受理」：")
     async with services.sessions() as session:
         topic = (await session.exec(select(Topic))).one()
     assert topic.state == "declined"

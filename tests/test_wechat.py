@@ -953,6 +953,6 @@ async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
     assert await tap_or_type("不予受理", "9001", menu["不予受理"]) == "请输入「理由」："
     await tap_or_type("属物业维修范围", "9002")
     done = await tap_or_type("电话沟通", "9003")
-    assert done.startswith("已不予受理：")
+    assert done.startswith("已办理「不予受理」：")
     async with h.services.sessions() as session:
         assert (await session.exec(select(Topic))).one().state == "declined"

@@ -82,7 +82,9 @@ class FieldSpec:
 
 #: Every field an action can take, declared once; labels are in zh_CN.toml [fields].
 FIELDS: dict[str, FieldSpec] = {
-    "category": FieldSpec("choice", choices=CATEGORIES),
+    # Accepting a topic (受理) classifies it as a matter for consultation; the other four
+    # categories are handled outside consultation (redirect's ``kind``), 000 §10.
+    "category": FieldSpec("choice", choices=(CONSULTATION,)),
     "kind": FieldSpec("choice", choices=REDIRECT_KINDS),
     "reason": FieldSpec("text", 500),
     "contact_record": FieldSpec("text", 200),
