@@ -8,8 +8,7 @@ and the recommendation must still wait. The last 确认联名 opens the topic (a
 who recommended it, with the co-signers recorded in the event's fields and the topic's
 facts); one 不联名 ends it without a topic. Refusals change nothing but an audit row.
 
-Pending recommendations are kept as ``DialogState`` rows of the pseudo-channel
-``joint`` (keyed by the token), so no table of their own is needed.
+Pending recommendations are ``JointRecommendation`` rows, found by their token.
 """
 
 from __future__ import annotations
@@ -22,16 +21,14 @@ from sqlmodel import select
 
 from dialogs.conversation import Conversation, say
 from dialogs.drafts import names_of, open_draft, receipt
-from notices.notify import _reachable_identity
+from notices.notify import reachable_identity
 from notices.outbox import enqueue
-from storage.models import DialogState, Room
+from storage.models import JointRecommendation, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role
 from workflow.permissions import load_actor
 from workflow.rooms import get_room
 
-CHANNEL = "joint"
-FLOW = "joint"
 PREFIX = "cs:"
 #: How long co-signers have to answer.
 ANSWER_DAYS = 7
@@ -44,17 +41,16 @@ async def invite(conv: Conversation, room: Room, draft: dict[str, Any]) -> None:
     token = secrets.token_urlsafe(12)
     cosigners = [int(pid) for pid in draft["cosigners"]]
     conv.session.add(
-        DialogState(
-            channel=CHANNEL,
-            external_id=token,
-            flow=FLOW,
-            step=WAITING,
+        JointRecommendation(
+            token=token,
+            status=WAITING,
             data={
                 "room": room.code,
                 "initiator": conv.person.id,
                 "draft": draft,
                 "answers": {str(pid): None for pid in cosigners},
             },
+            created_at=conv.now,
             updated_at=conv.now,
             expires_at=conv.now + timedelta(days=ANSWER_DAYS),
         )
@@ -87,9 +83,7 @@ async def on_message(conv: Conversation) -> bool:
     token, _, answer = payload.removeprefix(PREFIX).rpartition(":")
     pending = (
         await conv.session.exec(
-            select(DialogState)
-            .where(DialogState.channel == CHANNEL, DialogState.external_id == token)
-            .with_for_update()
+            select(JointRecommendation).where(JointRecommendation.token == token).with_for_update()
         )
         if token and answer in ("y", "n")
         else None
@@ -113,7 +107,7 @@ async def on_message(conv: Conversation) -> bool:
     return True
 
 
-async def _refusal(conv: Conversation, row: DialogState | None) -> tuple[str, str] | None:
+async def _refusal(conv: Conversation, row: JointRecommendation | None) -> tuple[str, str] | None:
     if row is None:
         return "forged", say("joint", "forged")
     answers = row.data["answers"]
@@ -121,7 +115,7 @@ async def _refusal(conv: Conversation, row: DialogState | None) -> tuple[str, st
         return "not_addressed", say("joint", "not_addressed")
     if answers[str(conv.person.id)] is not None:
         return "used", say("joint", "answered")
-    if row.step != WAITING:
+    if row.status != WAITING:
         return "ended", say("joint", "ended")
     if row.expires_at <= conv.now:
         return "expired", say("joint", "expired")
@@ -132,18 +126,18 @@ async def _refusal(conv: Conversation, row: DialogState | None) -> tuple[str, st
     return None
 
 
-async def _declined(conv: Conversation, row: DialogState) -> None:
-    row.step = DECLINED
+async def _declined(conv: Conversation, row: JointRecommendation) -> None:
+    row.status = DECLINED
     title = row.data["draft"]["title"]
     conv.reply(say("joint", "declined_you", title=title))
     text = say(
         "joint", "declined", name=conv.person.display_name or say("joint", "someone"), title=title
     )
     for pid in _others(conv, row):
-        await _tell(conv, pid, f"joint:{row.external_id}:declined:{pid}", text)
+        await _tell(conv, pid, f"joint:{row.token}:declined:{pid}", text)
 
 
-async def _open(conv: Conversation, row: DialogState) -> None:
+async def _open(conv: Conversation, row: JointRecommendation) -> None:
     data = row.data
     room = await get_room(conv.session, data["room"])
     initiator = int(data["initiator"])
@@ -161,18 +155,18 @@ async def _open(conv: Conversation, row: DialogState) -> None:
             fields={"cosigners": cosigners},
         )
     except (WorkflowError, _Failed) as refusal:  # e.g. the recommending member lost the role
-        row.step = FAILED
+        row.status = FAILED
         why = say("joint", "failed", reason=str(refusal))
         conv.reply(why)
-        await _tell(conv, initiator, f"joint:{row.external_id}:failed", why)
+        await _tell(conv, initiator, f"joint:{row.token}:failed", why)
         return
-    row.step = OPENED
+    row.status = OPENED
     row.data = {**data, "topic": topic.id}
     conv.reply(say("joint", "opened_you", number=topic.number, title=topic.title))
     await _tell(
         conv,
         initiator,
-        f"joint:{row.external_id}:opened",
+        f"joint:{row.token}:opened",
         say("joint", "opened") + "\n" + receipt(topic, room),
         topic_id=topic.id,
     )
@@ -182,7 +176,7 @@ class _Failed(Exception):
     """The recommendation cannot be opened, for a reason the message says."""
 
 
-def _others(conv: Conversation, row: DialogState) -> list[int]:
+def _others(conv: Conversation, row: JointRecommendation) -> list[int]:
     """Everyone in the recommendation but the person answering now."""
     everyone = [int(row.data["initiator"]), *(int(pid) for pid in row.data["answers"])]
     return [pid for pid in dict.fromkeys(everyone) if pid != conv.person.id]
@@ -197,7 +191,7 @@ async def _tell(
     topic_id: int | None = None,
 ) -> None:
     """A message through the outbox, on the chat the person used last (if any)."""
-    identity = await _reachable_identity(conv.session, person_id)
+    identity = await reachable_identity(conv.session, person_id)
     if identity is None:
         return
     await enqueue(

@@ -78,7 +78,7 @@ class OutboxWriter:
             await self._mark_cards_handled(session, topic, event)
             room = await session.get(Room, topic.room_id)
             for recipient in await self._recipients(session, topic, event):
-                identity = await _reachable_identity(session, recipient.person_id)
+                identity = await reachable_identity(session, recipient.person_id)
                 if identity is None:
                     continue
                 body: dict[str, Any] = {
@@ -190,7 +190,7 @@ async def _holders(session: AsyncSession, room_id: int, roles: Iterable[Role]) -
     return list(dict.fromkeys(rows))
 
 
-async def _reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:
+async def reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:
     """The chat identity the person used last (people answer where they last wrote)."""
     rows = await session.exec(
         select(ChannelIdentity)

@@ -192,6 +192,21 @@ class CardMessage(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class JointRecommendation(SQLModel, table=True):
+    """A member's recommendation waiting for its co-signers (联名荐题); the topic opens
+    when all agree. ``data`` holds the draft, the room, the initiator and the answers."""
+
+    __tablename__ = "joint_recommendations"
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=24, unique=True)
+    #: waiting → opened | declined | failed
+    status: str = Field(max_length=12)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class InboundReceipt(SQLModel, table=True):
     """One row per platform message handled: a retry of the same message finds it and
     gets the same replies back, so a message has exactly one effect."""
