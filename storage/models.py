@@ -37,7 +37,7 @@ class Person(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     display_name: str = Field(default="", max_length=100)
     #: Private: for call-backs only, never shown publicly.
-    phone: str | None = Field(default=None, max_length=32)
+    phone: str | None = Field(default=None, max_length=32, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

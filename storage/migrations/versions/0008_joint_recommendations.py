@@ -1,4 +1,4 @@
-"""joint recommendations
+"""joint recommendations, and an index on people.phone (grid workers find residents by it)
 
 Revision ID: 0008
 Revises: 0007
@@ -38,6 +38,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("token"),
     )
 
+    with op.batch_alter_table("people", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_people_phone"), ["phone"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("people", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_people_phone"))
     op.drop_table("joint_recommendations")
