@@ -56,7 +56,7 @@ from sqlmodel.sql.expression import Select
 from notices.outbox import enqueue_many
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
-from storage.models import ChannelIdentity, ReminderSent, TopicEvent
+from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
 from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
@@ -301,6 +301,38 @@ def open_card(due: Due) -> list[tuple[str, str]]:
     return [(TEXTS.label("buttons", "open_card"), f"o:{due.topic_id}")]
 
 
+async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """Joint recommendations (联名荐题) whose co-signers did not all answer in time."""
+    lapsed = (
+        await session.exec(
+            select(JointRecommendation).where(
+                JointRecommendation.status == "waiting",
+                col(JointRecommendation.expires_at) <= sweep.now,
+            )
+        )
+    ).all()
+    codes = {row.data["room"] for row in lapsed}
+    rooms = (
+        {
+            r.code: r.id
+            for r in (await session.exec(select(Room).where(col(Room.code).in_(codes)))).all()
+        }
+        if codes
+        else {}
+    )
+    return [
+        Due(
+            subject=f"joint:{row.id}",
+            occurrence="lapsed",
+            room_id=rooms[row.data["room"]],
+            submitter_id=int(row.data["initiator"]),
+            context={"title": row.data["draft"]["title"]},
+        )
+        for row in lapsed
+        if rooms.get(row.data["room"]) is not None
+    ]
+
+
 # -- the registry -------------------------------------------------------------------------
 
 REMINDERS: tuple[Reminder, ...] = (
@@ -313,6 +345,8 @@ REMINDERS: tuple[Reminder, ...] = (
     # Fourth quarter: rooms short of two meetings this year, and the list for supervisors.
     Reminder("activity.low", quiet_rooms, RoomRole(Role.CONVENER)),
     Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
+    # A joint recommendation nobody finished answering: its member hears that it lapsed.
+    Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from sqlmodel import col, select
 
@@ -355,3 +356,20 @@ async def test_two_cosigners_confirming_at_once_open_the_topic_once(
     assert sorted(a[:6] for a in answers) == ["您已确认联名", "您已确认联名"]
     assert sum("议题已提交" in a for a in answers) == 1, answers
     assert len(await topics(world)) == 1
+
+
+async def test_a_joint_recommendation_nobody_finished_lapses_with_one_message(
+    world: World, services: Services
+) -> None:
+    """Expiry is one declarative Reminder (notices/reminders.py), swept like the others."""
+    await _joint(world, services)
+    world.clock.set(world.clock.now() + timedelta(days=8))  # Tue 03-10 10:00, office hours
+    sweeper = services.sweeper()
+    await sweeper.run_once()
+    await sweeper.run_once()  # a second sweep gives nothing again
+    lapsed = [m for m in await outbox(world, "V1:member") if m.kind == "reminder.joint.lapsed"]
+    assert [m.body["text"] for m in lapsed] == [
+        "您发起的联名推荐议题「河道清淤」在 7 天内没有得到全部委员的确认，已自动结束，"
+        "议题没有提交。如仍需推荐，可以重新发起。"
+    ]
+    assert await topics(world) == []
