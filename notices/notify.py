@@ -77,6 +77,9 @@ class OutboxWriter:
         for event in events:
             await self._mark_cards_handled(session, topic, event)
             room = await session.get(Room, topic.room_id)
+            now = self.clock.now()
+            card: str | None = None  # the same for every reviewer: made once, when needed
+            media = False
             for recipient in await self._recipients(session, topic, event):
                 identity = await reachable_identity(session, recipient.person_id)
                 if identity is None:
@@ -87,9 +90,10 @@ class OutboxWriter:
                     "url": f"{self.public_base_url}/t/{topic.number}",
                 }
                 if recipient.audience == "reviewer":  # the card, with the buttons to act
-                    now = self.clock.now()
+                    if card is None:
+                        card = await card_text(session, topic, self.calendar, now)
+                        media = await _has_media(session, topic)
                     actor = await load_actor(session, recipient.person_id)
-                    card = await card_text(session, topic, self.calendar, now)
                     body["text"] += "\n\n" + card
                     body["buttons"] = [
                         list(b) for b in await action_buttons(session, topic, actor, now)
@@ -98,7 +102,7 @@ class OutboxWriter:
                         body["review_url"] = await self.review_links.issue(
                             session, recipient.person_id, topic, now
                         )
-                        if await _has_media(session, topic):  # shown on the review page
+                        if media:  # shown on the review page
                             body["text"] += "\n" + text(
                                 "cards", "media_link", url=body["review_url"]
                             )
@@ -109,7 +113,7 @@ class OutboxWriter:
                     address=identity.external_id,
                     kind=event.name,
                     body=body,
-                    now=self.clock.now(),
+                    now=now,
                     person_id=recipient.person_id,
                     topic_id=topic.id,
                 )
