@@ -32,6 +32,7 @@ from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import FIELDS, TRANSITIONS
 from workflow.permissions import load_actor, visible_topic
 from workflow.review_links import ReviewLinks
+from workflow.rooms import nearby_rooms
 from workflow.texts import label
 
 log = logging.getLogger("mashangyi.review_page")
@@ -223,7 +224,7 @@ class ReviewPage:
         topic = await session.get(Topic, ref.topic_id)
         assert topic is not None
         actor = await load_actor(session, ref.person_id)
-        rooms = await _nearby_rooms(session, topic)
+        rooms = await nearby_rooms(session, topic.room_id, ROOM_CHOICES)
         forms = [
             Form(action, label("actions", action), _inputs(action, rooms))
             for action in await available_actions(session, topic, actor)
@@ -309,20 +310,3 @@ def _fields(action: str, form: Any) -> dict[str, Any]:
         if value:
             fields[name] = value
     return fields
-
-
-async def _nearby_rooms(session: AsyncSession, topic: Topic) -> list[Room]:
-    """Siblings of the topic's room, then its parent (as the chat offers them)."""
-    room = await session.get(Room, topic.room_id)
-    if room is None or room.parent_id is None:
-        return []
-    siblings = (
-        await session.exec(
-            select(Room)
-            .where(Room.parent_id == room.parent_id, Room.id != room.id)
-            .order_by(Room.code)
-            .limit(ROOM_CHOICES)
-        )
-    ).all()
-    parent = await session.get(Room, room.parent_id)
-    return [*siblings, *([parent] if parent else [])][:ROOM_CHOICES]

@@ -23,7 +23,7 @@ from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, FINAL_STATES, TRANSITIONS
 from workflow.permissions import visible_topic
-from workflow.rooms import get_room
+from workflow.rooms import get_room, nearby_rooms
 from workflow.texts import label
 
 NAME = "review"
@@ -162,7 +162,7 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
     elif spec.kind == "room":
         conv.reply(
             say("review", "ask_room", field=field),
-            *[Button(r.name, f"r:{r.code}") for r in await _nearby_rooms(conv)],
+            *[Button(r.name, f"r:{r.code}") for r in await _nearby(conv)],
             *skip,
         )
     else:
@@ -217,6 +217,12 @@ async def answer(conv: Conversation) -> None:
     await _next(conv)
 
 
+async def _nearby(conv: Conversation) -> list[Room]:
+    topic = await conv.session.get(Topic, _review(conv)["topic"])
+    assert topic is not None
+    return await nearby_rooms(conv.session, topic.room_id, ROOM_CHOICES)
+
+
 def _choices(conv: Conversation, name: str) -> tuple[str, ...]:
     """Accepting offers all five categories (the convener classifies every topic); only
     协商议事 goes on to the Party secretary, the others turn the step into a redirect."""
@@ -268,25 +274,6 @@ async def _apply(conv: Conversation) -> None:
             state=label("states", topic.state),
         )
     )
-
-
-async def _nearby_rooms(conv: Conversation) -> list[Room]:
-    """Siblings of the topic's room first, then its parent's other children's rooms."""
-    topic = await conv.session.get(Topic, _review(conv)["topic"])
-    assert topic is not None
-    room = await conv.session.get(Room, topic.room_id)
-    if room is None or room.parent_id is None:
-        return []
-    siblings = (
-        await conv.session.exec(
-            select(Room)
-            .where(Room.parent_id == room.parent_id, Room.id != room.id)
-            .order_by(Room.code)
-            .limit(ROOM_CHOICES)
-        )
-    ).all()
-    parent = await conv.session.get(Room, room.parent_id)
-    return [*siblings, *([parent] if parent else [])][:ROOM_CHOICES]
 
 
 async def _search_rooms(conv: Conversation, name: str, query: str) -> None:

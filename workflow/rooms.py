@@ -50,6 +50,21 @@ async def get_room(session: AsyncSession, code: str) -> Room | None:
     return (await session.exec(select(Room).where(Room.code == code))).first()
 
 
+async def nearby_rooms(session: AsyncSession, room_id: int, limit: int = 8) -> list[Room]:
+    """Where a topic is most likely transferred: the room's siblings, then its parent."""
+    room = await session.get(Room, room_id)
+    if room is None or room.parent_id is None:
+        return []
+    siblings = await session.exec(
+        select(Room)
+        .where(Room.parent_id == room.parent_id, Room.id != room.id)
+        .order_by(Room.code)
+        .limit(limit)
+    )
+    parent = await session.get(Room, room.parent_id)
+    return [*siblings, *([parent] if parent else [])][:limit]
+
+
 def number_prefix(chain: Sequence[Room]) -> str:
     """Topic numbers carry the district's code (QJP-2026-000123); else the top room's."""
     district = next((room for room in chain if room.level == "district"), None)
