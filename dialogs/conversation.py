@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from dialogs.state import Speaker, State
 from dialogs.types import Button, Inbound, Reply
-from storage.models import DialogState, Person, Room
+from storage.models import Room
 from workflow.audit import record
 from workflow.engine import Lifecycle
 from workflow.permissions import Actor, load_actor
@@ -32,11 +33,13 @@ def button(key: str, payload: str) -> Button:
 class Conversation:
     session: AsyncSession
     inbound: Inbound
-    person: Person
-    state: DialogState
+    person: Speaker
+    state: State
     lifecycle: Lifecycle
     now: datetime
     replies: list[Reply] = field(default_factory=list)
+    #: Rooms looked up by code during this message (a step asks for its room several times).
+    _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -60,7 +63,11 @@ class Conversation:
 
     async def room(self) -> Room | None:
         code = self.data.get("room")
-        return await get_room(self.session, code) if code else None
+        if not code:
+            return None
+        if code not in self._rooms:
+            self._rooms[code] = await get_room(self.session, code)
+        return self._rooms[code]
 
     async def actor(self) -> Actor:
         assert self.person.id is not None

@@ -1,9 +1,10 @@
 """``Dialogs.handle``: one inbound message → the replies, exactly once.
 
-Per message: throttle → (one transaction) receipt check → identity → dialog state (locked)
-→ expiry → the flow's step → state and receipt saved. A retried message finds its receipt
-and gets the same replies without a second effect. One person's messages are processed one
-at a time (an in-process lock, plus a row lock on the dialog state on PostgreSQL).
+Per message: throttle → (one transaction) sender and dialog state (locked; dialogs/state.py)
+→ expiry → the flow's step → state and receipt saved. A retried message fails on its
+receipt's unique key and gets the replies stored the first time, without a second effect.
+One person's messages are processed one at a time (an in-process lock, plus a row lock on
+the dialog state on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import flag_modified
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import select
 
-from dialogs import home, invites, joint, my_topics, review, submit_topic
+from dialogs import home, invites, joint, my_topics, review, state, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, say
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
-from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
+from storage.models import InboundReceipt
 from workflow.clock import Clock
 from workflow.engine import Lifecycle
 
@@ -108,19 +107,23 @@ class Dialogs:
         # did is rolled back, and it gets the replies stored the first time.
         try:
             async with transaction(self.sessions) as session:
-                conv = await self._conversation(session, inbound)
+                conn = await session.connection()
+                now = self.clock.now()
+                person, chat = await state.load(conn, inbound, HOME, now)
+                conv = Conversation(session, inbound, person, chat, self.lifecycle, now)
+                if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:
+                    conv.home()
+                    conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
                 await self._step(conv)
-                self._save(conv)
-                if inbound.message_id:
-                    session.add(
-                        InboundReceipt(
-                            channel=inbound.channel,
-                            key=inbound.message_id,
-                            replies=_jsonable(conv.replies),
-                            at=conv.now,
-                        )
-                    )
-                    await session.flush()
+                _remember_buttons(conv)
+                await state.save(
+                    conn,
+                    inbound,
+                    chat,
+                    now,
+                    now + timedelta(minutes=self.settings.idle_minutes),
+                    _jsonable(conv.replies) if inbound.message_id else None,
+                )
                 return conv.replies
         except IntegrityError:
             async with self.sessions() as session:
@@ -134,63 +137,6 @@ class Dialogs:
             if receipt is None:
                 raise
             return _replies(receipt.replies)
-
-    async def _conversation(self, session: AsyncSession, inbound: Inbound) -> Conversation:
-        now = self.clock.now()
-        found = (
-            await session.exec(
-                select(ChannelIdentity, Person)
-                .join(Person, col(Person.id) == ChannelIdentity.person_id)
-                .where(
-                    ChannelIdentity.channel == inbound.channel,
-                    ChannelIdentity.external_id == inbound.user_ref,
-                )
-            )
-        ).first()
-        if found is None:
-            person = Person(display_name=inbound.display_name[:100])
-            session.add(person)
-            await session.flush()
-            assert person.id is not None
-            identity = ChannelIdentity(
-                person_id=person.id,
-                channel=inbound.channel,
-                external_id=inbound.user_ref,
-                created_at=now,
-            )
-            session.add(identity)
-        else:
-            identity, person = found
-        # Opens WeChat's customer-service window; to the minute is plenty for a 48 h window.
-        last = identity.last_inbound_at
-        if last is None or now - last >= timedelta(minutes=1):
-            identity.last_inbound_at = now
-        state = (
-            await session.exec(
-                select(DialogState)
-                .where(
-                    DialogState.channel == inbound.channel,
-                    DialogState.external_id == inbound.user_ref,
-                )
-                .with_for_update()
-            )
-        ).first()
-        if state is None:
-            state = DialogState(
-                channel=inbound.channel,
-                external_id=inbound.user_ref,
-                flow=HOME,
-                step="idle",
-                data={},
-                updated_at=now,
-                expires_at=now,
-            )
-            session.add(state)
-        conv = Conversation(session, inbound, person, state, self.lifecycle, now)
-        if state.flow != HOME and state.expires_at <= now:
-            conv.home()
-            conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
-        return conv
 
     async def _step(self, conv: Conversation) -> None:
         inbound = _numbered_choice(conv)
@@ -234,16 +180,14 @@ class Dialogs:
         else:
             conv.reply(say("common", "not_understood"))
 
-    def _save(self, conv: Conversation) -> None:
-        state = conv.state
-        offered = next((r.buttons for r in reversed(conv.replies) if r.buttons), None)
-        if offered is not None:
-            state.data["_buttons"] = [[b.label, b.payload] for b in offered]
-        elif conv.replies:
-            state.data.pop("_buttons", None)
-        flag_modified(state, "data")  # JSON is changed in place; tell SQLAlchemy
-        state.updated_at = conv.now
-        state.expires_at = conv.now + timedelta(minutes=self.settings.idle_minutes)
+
+def _remember_buttons(conv: Conversation) -> None:
+    """Keep the last buttons offered, so a typed “2” can press button 2 next time."""
+    offered = next((r.buttons for r in reversed(conv.replies) if r.buttons), None)
+    if offered is not None:
+        conv.data["_buttons"] = [[b.label, b.payload] for b in offered]
+    elif conv.replies:
+        conv.data.pop("_buttons", None)
 
 
 def _numbered_choice(conv: Conversation) -> Inbound:

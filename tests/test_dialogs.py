@@ -16,7 +16,8 @@ from bot.services import Services, build_services
 from dialogs.router import Throttle
 from dialogs.types import Inbound, Location, Media, Reply, room_payload
 from storage.db import transaction
-from storage.models import Attachment, DialogState, Topic
+from storage.models import Attachment, ChannelIdentity, DialogState, Topic
+from storage.models import Person as PersonRow
 from tests.world import ROOMS
 from workflow.clock import FixedClock
 from workflow.lifecycle import Role
@@ -333,3 +334,34 @@ async def test_dialog_state_lives_in_the_database(services: Services) -> None:
         state = (await session.exec(select(DialogState))).one()
     assert count == 1
     assert (state.flow, state.step, state.data["room"]) == ("submit_topic", "title", "V1")
+
+
+async def test_an_identity_made_elsewhere_starts_its_first_dialog(
+    services: Services, clock: FixedClock
+) -> None:
+    """An identity bound outside the chat (e.g. by an import) has no dialog state yet: its
+    first message creates one for the same person and opens the WeChat-style window."""
+    async with transaction(services.sessions) as session:
+        known = PersonRow(display_name="王主任")
+        session.add(known)
+        await session.flush()
+        session.add(
+            ChannelIdentity(
+                person_id=known.id, channel="console", external_id="wang", created_at=clock.now()
+            )
+        )
+    person = Person(services, ref="wang")
+    [welcome] = await person.scan("V1")
+    assert welcome.text.startswith("欢迎来到一村议事室")
+    await person.say("提议题")
+    clock.advance(timedelta(seconds=30))
+    await person.say("灯不亮")
+    async with services.sessions() as session:
+        [identity] = await session.exec(select(ChannelIdentity))
+        [state] = await session.exec(select(DialogState))
+        people = (await session.exec(select(func.count()).select_from(PersonRow))).one()
+    assert (identity.person_id, people) == (known.id, 1)
+    # The window's start is kept to the minute: the message 30 s later did not move it.
+    assert identity.last_inbound_at == clock.now() - timedelta(seconds=30)
+    assert (state.flow, state.step) == ("submit_topic", "description")
+    assert state.data["draft"]["title"] == "灯不亮"

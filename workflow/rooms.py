@@ -9,7 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import select
+from sqlalchemy import literal
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Room
@@ -23,21 +24,27 @@ LEVELS = (
 CSV_HEADER = ("code", "name", "level", "parent_code")
 #: Codes travel in QR scene strings and Telegram deep links ("r_<code>", ≤ 64 characters).
 ROOM_CODE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+#: More levels than any real hierarchy (city → district → town → village → sector).
+MAX_DEPTH = 32
 
 
 async def room_chain(session: AsyncSession, room_id: int) -> list[Room]:
-    """The room followed by its ancestors, nearest first."""
-    chain: list[Room] = []
-    seen: set[int] = set()
-    next_id: int | None = room_id
-    while next_id is not None and next_id not in seen:
-        room = await session.get(Room, next_id)
-        if room is None:
-            break
-        seen.add(next_id)
-        chain.append(room)
-        next_id = room.parent_id
-    return chain
+    """The room followed by its ancestors, nearest first (one recursive query)."""
+    rooms = Room.__table__
+    chain = (
+        select(rooms.c.id, rooms.c.parent_id, literal(0).label("depth"))
+        .where(rooms.c.id == room_id)
+        .cte("chain", recursive=True)
+    )
+    chain = chain.union_all(
+        select(rooms.c.id, rooms.c.parent_id, chain.c.depth + 1)
+        .join(chain, rooms.c.id == chain.c.parent_id)
+        .where(chain.c.depth < MAX_DEPTH)  # imports refuse cycles; this bounds a broken table
+    )
+    found = await session.exec(
+        select(Room).join(chain, col(Room.id) == chain.c.id).order_by(chain.c.depth)
+    )
+    return list(found)
 
 
 def nearest_common_ancestor(a: Sequence[Room], b: Sequence[Room]) -> Room | None:

@@ -1,0 +1,163 @@
+"""Who wrote and where they are in a dialog: the statements every inbound message runs.
+
+Every message reads its sender and dialog state and writes the new state and a receipt.
+These few statements are SQLAlchemy Core, built once at import: on the WeChat benchmark the
+ORM's per-object bookkeeping (statement coercion, identity map, unit-of-work flush) was most
+of a dialog step's CPU time. Everything else a step does stays ORM.
+
+Known sender (the usual case): one query, the dialog-state row locked (``FOR UPDATE``; on
+PostgreSQL this serializes one person's messages across processes). First contact: the
+person, their chat identity and the state are created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dialogs.types import Inbound
+from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
+
+_state = DialogState.__table__
+_identity = ChannelIdentity.__table__
+_person = Person.__table__
+
+#: A WeChat customer-service window is 48 h; its start to the minute is plenty.
+INBOUND_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass
+class Speaker:
+    """The person a message is from."""
+
+    id: int
+    display_name: str
+
+
+@dataclass
+class State:
+    """A chat identity's place in a dialog (a row of ``dialog_states``, or a new one)."""
+
+    flow: str
+    step: str
+    data: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    id: int | None = None  # None until first saved
+
+
+_KNOWN = (
+    select(
+        _identity.c.id,
+        _identity.c.last_inbound_at,
+        _person.c.id.label("person_id"),
+        _person.c.display_name,
+        _state.c.id.label("state_id"),
+        _state.c.flow,
+        _state.c.step,
+        _state.c.data,
+        _state.c.expires_at,
+    )
+    .select_from(
+        _identity.join(_person, _person.c.id == _identity.c.person_id).join(
+            _state,
+            and_(
+                _state.c.channel == _identity.c.channel,
+                _state.c.external_id == _identity.c.external_id,
+            ),
+        )
+    )
+    .where(
+        _identity.c.channel == bindparam("channel"),
+        _identity.c.external_id == bindparam("external_id"),
+    )
+    .with_for_update(of=_state)
+)
+_IDENTITY = (
+    select(_identity.c.id, _identity.c.last_inbound_at, _person.c.id, _person.c.display_name)
+    .join(_person, _person.c.id == _identity.c.person_id)
+    .where(
+        _identity.c.channel == bindparam("channel"),
+        _identity.c.external_id == bindparam("external_id"),
+    )
+)
+_STATE = (
+    select(_state.c.id, _state.c.flow, _state.c.step, _state.c.data, _state.c.expires_at)
+    .where(
+        _state.c.channel == bindparam("channel"),
+        _state.c.external_id == bindparam("external_id"),
+    )
+    .with_for_update()
+)
+_NEW_PERSON = insert(_person).returning(_person.c.id)
+_NEW_IDENTITY = insert(_identity)
+_SEEN = update(_identity).where(_identity.c.id == bindparam("identity_id"))
+_NEW_STATE = insert(_state)
+_SAVE_STATE = update(_state).where(_state.c.id == bindparam("state_id"))
+_RECEIPT = insert(InboundReceipt.__table__)
+
+
+async def load(
+    conn: AsyncConnection, inbound: Inbound, home: str, now: datetime
+) -> tuple[Speaker, State]:
+    """The sender (created on first contact) and their dialog state, locked."""
+    where = {"channel": inbound.channel, "external_id": inbound.user_ref}
+    row = (await conn.execute(_KNOWN, where)).first()
+    if row is not None:
+        identity_id, last_inbound_at = row.id, row.last_inbound_at
+        speaker = Speaker(row.person_id, row.display_name)
+        state = State(row.flow, row.step, row.data, row.expires_at, row.state_id)
+    else:  # first contact, or an identity made elsewhere (an invite, a test) without a state
+        found = (await conn.execute(_IDENTITY, where)).first()
+        if found is None:
+            name = inbound.display_name[:100]
+            person_id = (
+                await conn.execute(_NEW_PERSON, {"display_name": name, "created_at": now})
+            ).scalar_one()
+            await conn.execute(
+                _NEW_IDENTITY,
+                {"person_id": person_id, **where, "created_at": now, "last_inbound_at": now},
+            )
+            identity_id, last_inbound_at, speaker = None, now, Speaker(person_id, name)
+        else:
+            identity_id, last_inbound_at = found[0], found[1]
+            speaker = Speaker(found[2], found[3])
+        stored = (await conn.execute(_STATE, where)).first()
+        state = State(home, "idle") if stored is None else State(*stored[1:], id=stored[0])
+    if identity_id is not None and (
+        last_inbound_at is None or now - last_inbound_at >= INBOUND_RESOLUTION
+    ):
+        await conn.execute(_SEEN, {"identity_id": identity_id, "last_inbound_at": now})
+    return speaker, state
+
+
+async def save(
+    conn: AsyncConnection,
+    inbound: Inbound,
+    state: State,
+    now: datetime,
+    expires_at: datetime,
+    receipt: list[dict[str, Any]] | None,
+) -> None:
+    """Write the state and, for a message with an id, its receipt (a retry conflicts here)."""
+    values = {
+        "flow": state.flow,
+        "step": state.step,
+        "data": state.data,
+        "updated_at": now,
+        "expires_at": expires_at,
+    }
+    if state.id is None:
+        await conn.execute(
+            _NEW_STATE, {"channel": inbound.channel, "external_id": inbound.user_ref, **values}
+        )
+    else:
+        await conn.execute(_SAVE_STATE, {"state_id": state.id, **values})
+    if receipt is not None:
+        await conn.execute(
+            _RECEIPT,
+            {"channel": inbound.channel, "key": inbound.message_id, "replies": receipt, "at": now},
+        )
