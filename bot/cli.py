@@ -425,7 +425,10 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     if warning:
         log.warning("%s", warning)
     server = config["server"]
-    runner = web.AppRunner(create_app(services))
+    # Off by default: safe-mode WeChat callbacks carry the sender's openid in the query
+    # string, and the proxy in front usually logs requests already.
+    access_log = logging.getLogger("aiohttp.access") if server["access_log"] else None
+    runner = web.AppRunner(create_app(services), access_log=access_log)
     await runner.setup()
     site = web.TCPSite(runner, args.host or server["host"], args.port or server["port"])
     await site.start()

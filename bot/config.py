@@ -76,6 +76,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "port": Key(int, 8080, _port),
         "public_base_url": Key(str, "http://127.0.0.1:8080", _url_scheme("http://", "https://")),
         "secret_key": Key(str, ""),
+        "access_log": Key(bool, False),
     },
     "database": {
         "url": Key(
@@ -176,6 +177,10 @@ def _coerce(kind: type, raw: Any, name: str) -> Any:
         return [
             date.fromisoformat(s) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s) else s for s in items
         ]
+    if kind is bool and isinstance(raw, str):  # environment: true/false
+        if raw.lower() not in ("true", "false"):
+            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+        return raw.lower() == "true"
     if isinstance(raw, str) and kind in (int, float):
         try:
             return kind(raw)

@@ -38,6 +38,14 @@ def test_bad_environment_value_names_the_key() -> None:
         load_config(None, env={"MASHANGYI_SERVER_PORT": "eighty"})
 
 
+def test_switches_from_the_environment_are_true_or_false() -> None:
+    assert load_config(None, env={})["server"]["access_log"] is False
+    on = load_config(None, env={"MASHANGYI_SERVER_ACCESS_LOG": "True"})
+    assert on["server"]["access_log"] is True
+    with pytest.raises(ConfigError, match=r"server\.access_log: expected true or false"):
+        load_config(None, env={"MASHANGYI_SERVER_ACCESS_LOG": "yes please"})
+
+
 def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "etc" / "c.toml"
     path.parent.mkdir()
