@@ -7,8 +7,10 @@ For each database: a fresh database with the demo rooms, ``mashangyi serve`` in 
 process (WeChat plaintext mode), and a load generator in this process: each connection is
 one resident who scans a room's code and then walks through 提议题 (title, description,
 next, skip, confirm), over and over — every request is verify → parse → dedupe → dialog
-step → commit → passive reply, and every seventh one creates a topic. The bare handler
-(bench/bare.py) is measured in the same run with the same client. Prints one table.
+step → commit → passive reply, and every seventh one creates a topic. Measured in the same
+run with the same client: the bare handler (bench/bare.py, answers ``success``) and the
+floor (bench/floor.py: signature, parse, one read and one committed write per message in raw
+SQL, the least a handler that loses nothing costs). Prints one table.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ async def load(port: int, conns: int, seconds: float, warmup: float) -> dict[str
 
 
 def wait_ready(port: int, path: str, proc: subprocess.Popen) -> None:
+    import urllib.error
     import urllib.request
 
     for _ in range(200):
@@ -117,6 +120,8 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen) -> None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1)
+            return
+        except urllib.error.HTTPError:  # it answered (e.g. 405 for a GET): it is up
             return
         except Exception:
             time.sleep(0.1)
@@ -180,24 +185,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        bare = subprocess.Popen([BIN / "python", ROOT / "bench/bare.py", "18090"])
-        try:
-            import urllib.request
-
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(
-                        urllib.request.Request("http://127.0.0.1:18090/wechat", data=b"x"),
-                        timeout=1,
-                    )
-                    break
-                except Exception:
-                    time.sleep(0.1)
-            baseline = {c: asyncio.run(load(18090, c, args.seconds, args.warmup)) for c in conns}
-        finally:
-            stop(bare)
+        baseline = {c: measure([ROOT / "bench/bare.py", "18090"], 18090, c, args) for c in conns}
         for db in args.db.split(","):
             config = prepare(db, workdir)
+            floor_url = (
+                PG_URL.replace("+asyncpg", "")
+                if db == "postgres"
+                else f"sqlite:///{workdir}/floor.db"
+            )
             for c in conns:
                 profile = workdir / f"{db}-{c}.prof" if args.profile and c == max(conns) else None
                 server = serve(config, 18091, profile)
@@ -205,20 +200,32 @@ def main() -> None:
                     result = asyncio.run(load(18091, c, args.seconds, args.warmup))
                 finally:
                     stop(server)
-                rows.append((db, c, result, baseline[c]))
+                floor = measure([ROOT / "bench/floor.py", "18092", floor_url], 18092, c, args)
+                rows.append((db, c, result, floor, baseline[c]))
                 if profile:
                     print_profile(profile, db)
     print()
     print(
-        "| database | conns | full path req/s | p50 ms | p99 ms | bare req/s | bare p99 ms "
-        "| ratio | errors |"
+        "| database | conns | full path req/s | p50 ms | p99 ms | floor req/s | floor p99 ms "
+        "| bare req/s | bare p99 ms | full / bare | floor / bare | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for db, c, r, b in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for db, c, r, f, b in rows:
         print(
             f"| {db} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-            f"{b['rps']:.0f} | {b['p99']:.1f} | {r['rps'] / b['rps']:.0%} | {r['errors']} |"
+            f"{f['rps']:.0f} | {f['p99']:.1f} | {b['rps']:.0f} | {b['p99']:.1f} | "
+            f"{r['rps'] / b['rps']:.0%} | {f['rps'] / b['rps']:.0%} | {r['errors']} |"
         )
+
+
+def measure(script: list[str | Path], port: int, conns: int, args: argparse.Namespace) -> dict:
+    """Start a stand-alone comparison server (bare, floor), load it, stop it."""
+    proc = subprocess.Popen([BIN / "python", *script])
+    try:
+        wait_ready(port, "/wechat", proc)
+        return asyncio.run(load(port, conns, args.seconds, args.warmup))
+    finally:
+        stop(proc)
 
 
 def print_profile(path: Path, db: str) -> None:
