@@ -150,11 +150,12 @@ def prepare(db: str, workdir: Path) -> Path:
     return config
 
 
-def serve(config: Path, port: int, profile: Path | None) -> subprocess.Popen:
+def serve(config: Path, port: int, profile: Path | None, workers: int = 1) -> subprocess.Popen:
     command = [str(BIN / "python")]
     if profile:
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["-m", "bot.cli", "--config", str(config), "serve", "--port", str(port)]
+    command += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument(
+        "--workers", type=int, default=1, help="serving processes on PostgreSQL (serve --workers)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="profile the server at the highest connection count"
     )
     args = parser.parse_args()
@@ -195,13 +199,15 @@ def main() -> None:
             )
             for c in conns:
                 profile = workdir / f"{db}-{c}.prof" if args.profile and c == max(conns) else None
-                server = serve(config, 18091, profile)
+                workers = args.workers if db == "postgres" else 1
+                server = serve(config, 18091, profile, workers)
                 try:
                     result = asyncio.run(load(18091, c, args.seconds, args.warmup))
                 finally:
                     stop(server)
                 floor = measure([ROOT / "bench/floor.py", "18092", floor_url], 18092, c, args)
-                rows.append((db, c, result, floor, baseline[c]))
+                label = db if workers == 1 else f"{db}, {workers} processes"
+                rows.append((label, c, result, floor, baseline[c]))
                 if profile:
                     print_profile(profile, db)
     print()

@@ -416,32 +416,15 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from bot.serve import serve, serve_many
 
-    from bot.web import create_app
-
-    services = build_services(config)
-    warning = services.calendar_warning()
-    if warning:
-        log.warning("%s", warning)
     server = config["server"]
-    # Off by default: safe-mode WeChat callbacks carry the sender's openid in the query
-    # string, and the proxy in front usually logs requests already.
-    access_log = logging.getLogger("aiohttp.access") if server["access_log"] else None
-    runner = web.AppRunner(create_app(services), access_log=access_log)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host or server["host"], args.port or server["port"])
-    await site.start()
-    print(
-        f"mashangyi is serving on http://{args.host or server['host']}:"
-        f"{args.port or server['port']} (Ctrl+C stops)",
-        flush=True,
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-        await services.close()
+    host, port = args.host or server["host"], args.port or server["port"]
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.workers > 1:
+        return await serve_many(config, host, port, args.workers)
+    await serve(config, host, port)
     return 0
 
 
@@ -551,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add(sub, "serve", cmd_serve, "run the web service, the outbox and the reminder sweeps")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (PostgreSQL only)"
+    )
     add(sub, "worker", cmd_worker, "run the reminder sweeps, the outbox and media downloads")
     overdue = add(sub, "overdue", cmd_overdue, "review steps past their five working days")
     overdue.add_argument("--under", help="only rooms under this one (e.g. a district's code)")

@@ -62,9 +62,11 @@ class Conversation:
         self.goto(HOME, "idle")
 
     async def room(self) -> Room | None:
+        """The room this person is in (chosen by scan or search), if any."""
         code = self.data.get("room")
-        if not code:
-            return None
+        return await self.find_room(code) if code else None
+
+    async def find_room(self, code: str) -> Room | None:
         if code not in self._rooms:
             self._rooms[code] = await get_room(self.session, code)
         return self._rooms[code]

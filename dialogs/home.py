@@ -9,7 +9,6 @@ from dialogs import submit_topic
 from dialogs.conversation import HOME, Conversation, button, say
 from dialogs.types import Button, room_from_payload
 from storage.models import Room
-from workflow.rooms import get_room
 
 SEARCH_RESULTS = 5
 #: Room names are short; a longer text is not a search (and would strain LIKE).
@@ -40,7 +39,7 @@ async def menu_buttons(conv: Conversation) -> list[Button]:
 async def start(conv: Conversation) -> None:
     """A scan of a room's code, a /start link, or a plain follow."""
     code = room_from_payload(conv.inbound.payload)
-    room = await get_room(conv.session, code) if code else None
+    room = await conv.find_room(code) if code else None
     if room is not None:
         await welcome(conv, room)
     elif code:
@@ -69,7 +68,7 @@ async def on_message(conv: Conversation) -> bool:
     """Searching for a room and picking one; False if the message is not for this flow."""
     inbound = conv.inbound
     if inbound.kind == "button" and inbound.payload.startswith("room:"):
-        room = await get_room(conv.session, inbound.payload.removeprefix("room:"))
+        room = await conv.find_room(inbound.payload.removeprefix("room:"))
         if room is None:
             conv.reply(say("home", "room_unknown"))
         else:

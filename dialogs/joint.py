@@ -27,7 +27,6 @@ from storage.models import JointRecommendation, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role
 from workflow.permissions import load_actor
-from workflow.rooms import get_room
 
 PREFIX = "cs:"
 #: How long co-signers have to answer.
@@ -119,7 +118,7 @@ async def _refusal(conv: Conversation, row: JointRecommendation | None) -> tuple
         return "ended", say("joint", "ended")
     if row.expires_at <= conv.now:
         return "expired", say("joint", "expired")
-    room = await get_room(conv.session, row.data["room"])
+    room = await conv.find_room(row.data["room"])
     actor = await conv.actor()
     if room is None or room.id is None or Role.MEMBER not in actor.roles_in(room.id):
         return "not_permitted", say("joint", "not_member")
@@ -139,7 +138,7 @@ async def _declined(conv: Conversation, row: JointRecommendation) -> None:
 
 async def _open(conv: Conversation, row: JointRecommendation) -> None:
     data = row.data
-    room = await get_room(conv.session, data["room"])
+    room = await conv.find_room(data["room"])
     initiator = int(data["initiator"])
     cosigners = [int(pid) for pid in data["answers"]]
     try:

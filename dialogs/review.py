@@ -23,7 +23,7 @@ from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, FINAL_STATES, TRANSITIONS
 from workflow.permissions import visible_topic
-from workflow.rooms import get_room, nearby_rooms
+from workflow.rooms import nearby_rooms
 from workflow.texts import label
 
 NAME = "review"
@@ -277,7 +277,7 @@ async def _apply(conv: Conversation) -> None:
 
 
 async def _search_rooms(conv: Conversation, name: str, query: str) -> None:
-    found = await get_room(conv.session, query)
+    found = await conv.find_room(query)
     rooms = [found] if found else await find_rooms(conv.session, query, ROOM_CHOICES)
     if not rooms:
         conv.reply(say("home", "room_not_found", query=query[:30]))

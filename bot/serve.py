@@ -1,0 +1,109 @@
+"""``mashangyi serve``: the web service in one process, or in several sharing one port.
+
+One Python process uses one CPU core; a machine with several serves more messages with one
+process per core. ``--workers N`` starts N processes that each bind the port with
+``SO_REUSEPORT`` (the kernel spreads connections over them). Only the first runs the
+background loops (outbox, media downloads, reminder sweeps); the others only answer
+requests. Several processes need PostgreSQL: one person's messages are serialized by a row
+lock there, and SQLite takes one writer at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.config import Config, ConfigError, load_config
+from bot.services import build_services
+from bot.web import create_app
+from storage.db import is_sqlite
+
+log = logging.getLogger("mashangyi")
+
+#: A worker that does not stop this long after being asked is killed.
+STOP_SECONDS = 15.0
+
+
+async def serve(
+    config: Config, host: str, port: int, *, background: bool = True, reuse_port: bool = False
+) -> None:
+    """Serve until SIGTERM or Ctrl+C; ``background``: also run the outbox, media and sweeps."""
+    services = build_services(config)
+    if background and (warning := services.calendar_warning()):
+        log.warning("%s", warning)
+    # Off by default: safe-mode WeChat callbacks carry the sender's openid in the query
+    # string, and the proxy in front usually logs requests already.
+    access_log = logging.getLogger("aiohttp.access") if config["server"]["access_log"] else None
+    runner = web.AppRunner(create_app(services, run_outbox=background), access_log=access_log)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        if background:  # once, also with several workers
+            print(f"mashangyi is serving on http://{host}:{port} (Ctrl+C stops)", flush=True)
+        await _until_stopped(signal.SIGTERM)
+    finally:
+        await runner.cleanup()
+        await services.close()
+
+
+async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
+    """Run ``workers`` serving processes until a signal (0) or until one of them dies (1)."""
+    if is_sqlite(config.database_url):
+        raise ConfigError(
+            "serve --workers: several processes need PostgreSQL "
+            "(SQLite takes one writer at a time); use one process or database.url = postgresql…"
+        )
+    if not config["server"]["secret_key"]:
+        # Every worker must sign and check review links with the same key.
+        os.environ["MASHANGYI_SERVER_SECRET_KEY"] = secrets.token_hex(32)
+        log.warning(
+            "server.secret_key is not set: the workers share a random key, and every "
+            "review link dies when the service restarts"
+        )
+    spawn = multiprocessing.get_context("spawn")
+    processes = [
+        spawn.Process(target=_worker, args=(config.source, host, port, index == 0), daemon=False)
+        for index in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    stopped = asyncio.create_task(_until_stopped(signal.SIGTERM, signal.SIGINT))
+    while not stopped.done() and all(p.is_alive() for p in processes):
+        await asyncio.wait({stopped}, timeout=0.5)
+    died = not stopped.done()
+    if died:
+        stopped.cancel()
+        log.error("a serving process exited; stopping the others")
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: each finishes its requests and closes cleanly
+    for process in processes:
+        process.join(STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+    return 1 if died else 0
+
+
+def _worker(source: Path | None, host: str, port: int, background: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C reaches the whole process group
+        asyncio.run(serve(load_config(source), host, port, background=background, reuse_port=True))
+
+
+async def _until_stopped(*signals: signal.Signals) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
