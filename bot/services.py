@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
@@ -14,6 +15,7 @@ from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
 from bot.wechat_api import wechat_outbound
 from dialogs.router import Dialogs, DialogSettings
+from dialogs.throttle import LocalThrottle, RedisThrottle
 from notices.notify import OutboxWriter
 from notices.outbox import OutboxDispatcher, Sender
 from notices.reminders import ReminderSettings, Sweeper
@@ -49,6 +51,8 @@ class Services:
     fetchers: dict[str, MediaFetcher] = field(default_factory=dict)
     #: Signs and issues review-page links (``/review/…``).
     review_links: ReviewLinks | None = None
+    #: Shared state of several serving processes (the flood limit), when configured.
+    redis: Redis | None = None
 
     def dispatcher(self) -> OutboxDispatcher:
         outbox = self.config["outbox"]
@@ -92,6 +96,8 @@ class Services:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 def build_calendar(config: Config) -> WorkdayCalendar:
@@ -132,6 +138,8 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     dialogs = config["dialogs"]
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
     telegram_senders, telegram_fetchers = telegram_outbound(config, sessions, clock)
+    redis = Redis.from_url(config["redis"]["url"]) if config["redis"]["url"] else None
+    flood = (dialogs["flood_messages"], dialogs["flood_seconds"])
     return Services(
         config=config,
         clock=clock,
@@ -148,9 +156,11 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_messages=dialogs["flood_messages"],
                 flood_seconds=dialogs["flood_seconds"],
             ),
+            RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
         ),
         media_store=LocalMediaStore(config.media_dir()),
         senders={"console": ConsoleSender(), **wechat_senders, **telegram_senders},
         fetchers={**wechat_fetchers, **telegram_fetchers},
         review_links=review_links,
+        redis=redis,
     )

@@ -10,9 +10,6 @@ the dialog state on PostgreSQL).
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -21,6 +18,7 @@ from sqlmodel import select
 
 from dialogs import home, invites, joint, my_topics, review, state, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, say
+from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
 from storage.models import InboundReceipt
@@ -40,40 +38,6 @@ class DialogSettings:
     flood_seconds: float = 10.0
 
 
-class Throttle:
-    """At most ``limit`` messages per ``window`` seconds per person, in this process.
-
-    Counting happens before any database work, so a flood costs others nothing. Time is
-    monotonic (not the injected clock): this guards the process, not a business rule.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        now: Callable[[], float] = time.monotonic,
-        max_people: int = 100_000,
-    ) -> None:
-        self.limit, self.window, self.now = limit, window, now
-        self.max_people = max_people
-        self.seen: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
-
-    def allow(self, key: tuple[str, str]) -> bool:
-        now = self.now()
-        stamps = self.seen.pop(key, None) or deque()
-        while stamps and now - stamps[0] >= self.window:
-            stamps.popleft()
-        stamps.append(now)
-        self.seen[key] = stamps
-        if len(self.seen) > self.max_people:
-            self.seen.popitem(last=False)
-        return len(stamps) <= self.limit
-
-    def first_refusal(self, key: tuple[str, str]) -> bool:
-        """True once per flood, so the person is told to slow down only once."""
-        return len(self.seen.get(key, ())) == self.limit + 1
-
-
 class Dialogs:
     def __init__(
         self,
@@ -81,18 +45,22 @@ class Dialogs:
         lifecycle: Lifecycle,
         clock: Clock,
         settings: DialogSettings | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.clock = clock
         self.settings = settings or DialogSettings()
-        self.throttle = Throttle(self.settings.flood_messages, self.settings.flood_seconds)
+        self.throttle = throttle or LocalThrottle(
+            self.settings.flood_messages, self.settings.flood_seconds
+        )
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def handle(self, inbound: Inbound) -> list[Reply]:
         key = (inbound.channel, inbound.user_ref)
-        if not self.throttle.allow(key):
-            return [Reply(say("common", "too_fast"))] if self.throttle.first_refusal(key) else []
+        verdict = await self.throttle.check(key)
+        if verdict is not Verdict.ALLOW:
+            return [Reply(say("common", "too_fast"))] if verdict is Verdict.REFUSE_AND_SAY else []
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:

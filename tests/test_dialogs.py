@@ -13,7 +13,7 @@ from sqlmodel import col, func, select
 from bot.config import load_config
 from bot.console import chat
 from bot.services import Services, build_services
-from dialogs.router import Throttle
+from dialogs.throttle import LocalThrottle
 from dialogs.types import Inbound, Location, Media, Reply, room_payload
 from storage.db import transaction
 from storage.models import Attachment, ChannelIdentity, DialogState, Topic
@@ -306,7 +306,7 @@ async def test_my_topics_and_withdraw(services: Services) -> None:
 
 
 async def test_one_persons_flood_is_throttled_without_slowing_others(services: Services) -> None:
-    services.dialogs.throttle = Throttle(10, 10.0)
+    services.dialogs.throttle = LocalThrottle(10, 10.0)
     flooder, neighbour = Person(services, "flood"), Person(services, "calm")
     answers = [await flooder.send("text", "刷屏") for _ in range(30)]
     assert sum(1 for a in answers if a and a[0].text != "您发送得太快了，请稍等片刻再发。") == 10
@@ -314,15 +314,6 @@ async def test_one_persons_flood_is_throttled_without_slowing_others(services: S
         [Reply("您发送得太快了，请稍等片刻再发。")]
     ]
     assert (await neighbour.scan("V1"))[0].text.startswith("欢迎来到一村议事室")
-
-
-def test_the_throttle_window_slides() -> None:
-    now = [0.0]
-    throttle = Throttle(3, 10.0, now=lambda: now[0])
-    key = ("c", "u")
-    assert [throttle.allow(key) for _ in range(4)] == [True, True, True, False]
-    now[0] = 10.5
-    assert throttle.allow(key)
 
 
 async def test_dialog_state_lives_in_the_database(services: Services) -> None:
