@@ -5,7 +5,8 @@ process per core. ``--workers N`` starts N processes that each bind the port wit
 ``SO_REUSEPORT`` (the kernel spreads connections over them). Only the first runs the
 background loops (outbox, media downloads, reminder sweeps); the others only answer
 requests. Several processes need PostgreSQL: one person's messages are serialized by a row
-lock there, and SQLite takes one writer at a time.
+lock there, and SQLite takes one writer at a time; and Redis (``redis.url``) for a flood
+limit counted once for all of them (dialogs/throttle.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
         log.warning(
             "server.secret_key is not set: the workers share a random key, and every "
             "review link dies when the service restarts"
+        )
+    if not config["redis"]["url"]:
+        log.warning(
+            "redis.url is not set: each of the %d processes counts the flood limit on its own",
+            workers,
         )
     spawn = multiprocessing.get_context("spawn")
     processes = [
