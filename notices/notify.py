@@ -75,7 +75,8 @@ class OutboxWriter:
         self, session: AsyncSession, topic: Topic, events: list[DomainEvent]
     ) -> None:
         for event in events:
-            await self._mark_cards_handled(session, topic, event)
+            if event.from_state is not None:  # a topic just opened has no cards yet
+                await self._mark_cards_handled(session, topic, event)
             room = await session.get(Room, topic.room_id)
             now = self.clock.now()
             card: str | None = None  # the same for every reviewer: made once, when needed

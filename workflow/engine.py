@@ -275,12 +275,15 @@ class Lifecycle:
         fields: dict[str, Any],
         now: datetime,
     ) -> DomainEvent:
-        last = await session.exec(
-            select(func.max(TopicEvent.seq)).where(TopicEvent.topic_id == topic.id)
-        )
+        seq = 1  # the opening event (no state before it) is a topic's first
+        if from_state is not None:
+            last = await session.exec(
+                select(func.max(TopicEvent.seq)).where(TopicEvent.topic_id == topic.id)
+            )
+            seq = (last.one() or 0) + 1
         row = TopicEvent(
             topic_id=_id(topic),
-            seq=(last.one() or 0) + 1,
+            seq=seq,
             actor_id=actor_id,
             actor_role=role,
             action=transition.action,
