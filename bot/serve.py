@@ -34,9 +34,19 @@ STOP_SECONDS = 15.0
 
 
 async def serve(
-    config: Config, host: str, port: int, *, background: bool = True, reuse_port: bool = False
+    config: Config,
+    host: str,
+    port: int,
+    *,
+    background: bool = True,
+    reuse_port: bool = False,
+    parent_gone: int | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl+C; ``background``: also run the outbox, media and sweeps."""
+    """Serve until SIGTERM or Ctrl+C; ``background``: also run the outbox, media and sweeps.
+
+    ``parent_gone``: a file descriptor that becomes readable when the process that started
+    this one exits; then this one stops too, rather than live on unsupervised.
+    """
     services = build_services(config)
     if background and (warning := services.calendar_warning()):
         log.warning("%s", warning)
@@ -49,7 +59,7 @@ async def serve(
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         if background:  # once, also with several workers
             print(f"mashangyi is serving on http://{host}:{port} (Ctrl+C stops)", flush=True)
-        await _until_stopped(signal.SIGTERM)
+        await _until_stopped(signal.SIGTERM, watch=parent_gone)
     finally:
         await runner.cleanup()
         await services.close()
@@ -102,14 +112,30 @@ def _worker(source: Path | None, host: str, port: int, background: bool) -> None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    parent = multiprocessing.parent_process()
+    # A parent killed outright (SIGKILL, OOM) cannot stop its workers: they watch it, or
+    # they would go on answering, delivering and sweeping with nobody supervising them.
+    gone = parent.sentinel if parent is not None else None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C reaches the whole process group
-        asyncio.run(serve(load_config(source), host, port, background=background, reuse_port=True))
+        asyncio.run(
+            serve(
+                load_config(source),
+                host,
+                port,
+                background=background,
+                reuse_port=True,
+                parent_gone=gone,
+            )
+        )
 
 
-async def _until_stopped(*signals: signal.Signals) -> None:
+async def _until_stopped(*signals: signal.Signals, watch: int | None = None) -> None:
+    """Until one of ``signals`` arrives, or the file descriptor ``watch`` becomes readable."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in signals:
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(signum, stop.set)
+    if watch is not None:
+        loop.add_reader(watch, stop.set)
     await stop.wait()

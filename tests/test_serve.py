@@ -106,8 +106,8 @@ async def workers(
         await asyncio.sleep(0.2)
     yield proc, port
     if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 def _answers(port: int) -> bool:
@@ -158,6 +158,20 @@ async def test_a_dead_worker_stops_the_rest_and_fails(
     os.kill(second, signal.SIGKILL)
     assert await asyncio.wait_for(proc.wait(), 30) == 1
     assert not alive(first)
+
+
+async def test_workers_stop_when_their_parent_is_killed(
+    workers: tuple[Process, int],
+) -> None:
+    """SIGKILL (or the OOM killer) gives the parent no chance to stop them."""
+    proc, _ = workers
+    pids = children(proc.pid)
+    proc.kill()
+    await proc.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "workers outlived their parent"
+        await asyncio.sleep(0.2)
 
 
 def test_several_workers_need_postgresql(
