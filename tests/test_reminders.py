@@ -476,6 +476,38 @@ async def test_two_sweepers_on_postgresql_never_send_twice(
     assert len(nudged) == len(set(nudged))
 
 
+@pytest.mark.postgres_only
+async def test_only_the_look_ups_are_planned_for_their_values(
+    world: World, on_postgres: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``force_custom_plan`` serves the look-ups joined to ``unnest(:array)``; the outbox rows
+    must go in with the default, or the cached plans of their foreign-key checks are
+    planned afresh for every row (2.5 times slower, bench/README.md)."""
+    if not on_postgres:
+        pytest.skip("a PostgreSQL setting")
+    await open_at(world, at("02-09"), "V1", "运河步道增设公厕")
+    modes: set[tuple[str, str]] = set()
+    real_reachable, real_enqueue = reminders_module.reachable, reminders_module.enqueue_many
+
+    async def mode(session: Any) -> str:
+        return str((await session.exec(select(func.current_setting("plan_cache_mode")))).one())
+
+    async def reachable(session: Any, people: Any) -> Any:
+        modes.add(("look-up", await mode(session)))
+        return await real_reachable(session, people)
+
+    async def enqueue_many(session: Any, messages: list[dict[str, Any]], *, now: datetime) -> None:
+        modes.add(("insert", await mode(session)))
+        await real_enqueue(session, messages, now=now)
+
+    monkeypatch.setattr(reminders_module, "reachable", reachable)
+    monkeypatch.setattr(reminders_module, "enqueue_many", enqueue_many)
+    world.clock.set(at("02-24", "09:00"))
+    report = await make_sweeper(world).run_once()
+    assert (report.sent["review.nudge"], report.failed) == (1, [])
+    assert modes == {("look-up", "force_custom_plan"), ("insert", "auto")}
+
+
 # -- yearly activity ----------------------------------------------------------------------------
 
 
