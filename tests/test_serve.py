@@ -22,6 +22,7 @@ from sqlmodel import select
 from bot.cli import main
 from storage.db import make_session_factory, transaction
 from storage.models import DialogState
+from tests.test_wechat import payload
 from tests.world import ROOMS
 from workflow.clock import SystemClock
 from workflow.rooms import import_rooms, parse_rooms_csv
@@ -53,25 +54,6 @@ def alive(pid: int) -> bool:
         return False
     # A zombie (exited, not yet reaped) is not serving either.
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-def wechat_text(openid: str, msg_id: int, content: str) -> bytes:
-    return (
-        f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName>"
-        f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-        f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
-    ).encode()
-
-
-def wechat_scan(openid: str, room: str) -> bytes:
-    return (
-        f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName>"
-        f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-        f"<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[r_{room}]]></EventKey>"
-        f"<Ticket><![CDATA[t]]></Ticket></xml>"
-    ).encode()
 
 
 def signed_url(port: int) -> str:
@@ -124,9 +106,10 @@ async def test_several_workers_answer_on_one_port(
 
     async def resident(http: aiohttp.ClientSession, n: int) -> tuple[str, str]:
         # A connection of its own per resident, so the kernel spreads them over the workers.
-        async with http.post(signed_url(port), data=wechat_scan(f"o{n}", "V1")) as response:
+        scan = payload("scan", FromUserName=f"o{n}", EventKey="r_V1")
+        async with http.post(signed_url(port), data=scan.encode()) as response:
             welcome = await response.text()
-        body = wechat_text(f"o{n}", 9000 + n, "提议题")
+        body = payload("text", FromUserName=f"o{n}", Content="提议题", MsgId=str(9000 + n)).encode()
         async with http.post(signed_url(port), data=body) as response:
             return welcome, await response.text()
 
