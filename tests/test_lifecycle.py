@@ -10,12 +10,13 @@ import pytest
 from sqlmodel import col, select
 
 from storage.db import SessionFactory, transaction
-from storage.models import OutboxMessage, Topic, TopicEvent
+from storage.models import OutboxMessage, Room, Topic, TopicEvent
 from tests.world import FIELDS, ROUTES, World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.errors import Conflict, InvalidField, MissingField, NotPermitted, WrongState
 from workflow.lifecycle import FINAL_STATES, SUBMITTER, TRANSITIONS, Role, State
 from workflow.permissions import Actor
+from workflow.rooms import room_chain
 
 
 @pytest.fixture
@@ -446,3 +447,20 @@ async def test_meeting_time_without_zone_is_china_time(world: World) -> None:
         2026, 3, 20, 19, tzinfo=CHINA
     )
     assert date.fromisoformat(FIELDS["approve_outcome"]["due"]) == date(2026, 6, 30)
+
+
+async def test_a_rooms_chain_runs_nearest_first_and_survives_a_broken_table(
+    world: World, sessions: SessionFactory
+) -> None:
+    async with sessions() as session:
+        village = (await session.exec(select(Room).where(Room.code == "V1"))).one()
+        assert village.id is not None
+        chain = await room_chain(session, village.id)
+        assert [r.code for r in chain] == ["V1", "T1", "D1", "CITY"]
+    # Imports refuse cycles; a table edited by hand into one still gives each room once.
+    async with transaction(sessions) as session:
+        city = (await session.exec(select(Room).where(Room.code == "CITY"))).one()
+        city.parent_id = village.id
+    async with sessions() as session:
+        looped = await room_chain(session, village.id)
+    assert [r.code for r in looped] == ["V1", "T1", "D1", "CITY"]

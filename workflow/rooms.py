@@ -44,7 +44,10 @@ async def room_chain(session: AsyncSession, room_id: int) -> list[Room]:
     found = await session.exec(
         select(Room).join(chain, col(Room.id) == chain.c.id).order_by(chain.c.depth)
     )
-    return list(found)
+    once: dict[int | None, Room] = {}  # each room once, even in a table with a cycle
+    for room in found:
+        once.setdefault(room.id, room)
+    return list(once.values())
 
 
 def nearest_common_ancestor(a: Sequence[Room], b: Sequence[Room]) -> Room | None:
