@@ -57,6 +57,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.config import Config, ConfigError
 from bot.media import MediaTooLarge
+from bot.pieces import split_text, utf16_units
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
 from storage.db import SessionFactory, transaction
@@ -216,32 +217,10 @@ def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(rows) if rows else None
 
 
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """Pieces of at most ``limit`` UTF-16 units (how Telegram counts), cut at a line break
-    when one is in the second half of the piece."""
-    pieces = []
-    while _utf16_len(text) > limit:
-        cut, units = 0, 0
-        while units + _utf16_len(text[cut]) <= limit:
-            units += _utf16_len(text[cut])
-            cut += 1
-        newline = text.rfind("\n", 0, cut)
-        if newline > cut // 2:
-            cut = newline
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    pieces.append(text)
-    return pieces
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
 async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> Message | None:
     """Send one reply; a long text goes as several messages, the buttons under the last
     (which is returned)."""
-    pieces = split_text(reply.text)
+    pieces = split_text(reply.text, TEXT_LIMIT, utf16_units)
     sent = None
     for number, piece in enumerate(pieces, 1):
         markup = keyboard(reply.buttons) if number == len(pieces) else None
@@ -592,7 +571,7 @@ class TelegramChannel:
         if label is None:
             return
         text = f"{message.text}\n\n{TEXTS.text('telegram', 'chosen', label=label)}"
-        if _utf16_len(text) > TEXT_LIMIT:
+        if utf16_units(text) > TEXT_LIMIT:
             text = message.text
         try:
             # Without reply_markup the keyboard goes. A double tap re-sends the same edit:

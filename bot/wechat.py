@@ -36,7 +36,8 @@ from wechatpy.messages import (
 )
 from wechatpy.replies import TextReply
 
-from bot.wechat_api import WeChatAPI
+from bot.pieces import split_text, utf8_bytes
+from bot.wechat_api import TEXT_BYTES, WeChatAPI
 from dialogs.types import Inbound, Location, Media, Reply
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -141,7 +142,10 @@ class WeChatWebhook:
         if inbound is None:  # an event we do not act on
             return web.Response(text=SUCCESS)
         replies = await self.handle_in_time(inbound)
-        return self.respond(message, replies, request.query, safe)
+        text, *overflow = split_text(reply_text(replies), TEXT_BYTES, utf8_bytes)
+        if overflow:  # a passive reply is one message: the rest follows through the outbox
+            await self._send_later(inbound, "overflow", [{"text": piece} for piece in overflow])
+        return self.respond(message, text, request.query, safe)
 
     async def handle_in_time(self, inbound: Inbound) -> Sequence[Reply]:
         """The dialogs' replies, or none if they take longer than ``reply_deadline``.
@@ -165,18 +169,24 @@ class WeChatWebhook:
         except Exception:
             log.exception("wechat: a late dialog step failed")
             return
+        bodies = [
+            {"text": reply.text, "buttons": [[b.label, b.payload] for b in reply.buttons]}
+            for reply in replies
+        ]
+        await self._send_later(inbound, "late", bodies)
+
+    async def _send_later(self, inbound: Inbound, tag: str, bodies: list[dict[str, Any]]) -> None:
+        """Replies as customer-service messages, through the outbox, in order (the person
+        has just written, so their window is open). A retried message has the same keys."""
         async with transaction(self.services.sessions) as session:
-            for number, reply in enumerate(replies):
+            for number, body in enumerate(bodies):
                 await enqueue(
                     session,
-                    key=f"wechat:late:{inbound.message_id or id(task)}:{number}",
+                    key=f"wechat:{tag}:{inbound.message_id or id(bodies)}:{number}",
                     channel=CHANNEL,
                     address=inbound.user_ref,
                     kind="dialog.reply",
-                    body={
-                        "text": reply.text,
-                        "buttons": [[b.label, b.payload] for b in reply.buttons],
-                    },
+                    body=body,
                     now=self.services.clock.now(),
                 )
 
@@ -210,9 +220,8 @@ class WeChatWebhook:
             raise Forbidden from None
 
     def respond(
-        self, message: BaseMessage, replies: Sequence[Reply], query: Mapping[str, str], safe: bool
+        self, message: BaseMessage, text: str, query: Mapping[str, str], safe: bool
     ) -> web.Response:
-        text = reply_text(replies)
         if not text:
             return web.Response(text=SUCCESS)
         now = int(self.services.clock.now().timestamp())

@@ -22,6 +22,7 @@ from sqlmodel import select
 
 from bot.config import Config
 from bot.media import MediaFetcher, MediaTooLarge
+from bot.pieces import split_text, utf8_bytes
 from notices.outbox import PermanentFailure, Sender, TemporaryFailure
 from storage.db import SessionFactory
 from storage.models import ChannelIdentity, OutboxMessage
@@ -38,6 +39,9 @@ TOKEN_INVALID = frozenset({40001, 40014, 42001})
 OUT_OF_WINDOW = frozenset({45015, 45047})
 #: errcodes worth retrying later: -1 "system busy", 45009 "daily API quota reached".
 TEMPORARY = frozenset({-1, 45009})
+#: WeChat refuses longer texts (45002; ~2,048 bytes reported, not documented): a text
+#: message, a msgmenu head and a passive reply each stay under this many UTF-8 bytes.
+TEXT_BYTES = 2000
 
 #: Template-message fields. WeChat's current templates take typed keywords only
 #: (character_string ≤ 32 characters, thing ≤ 20); the keys must match the template chosen
@@ -352,12 +356,19 @@ class WeChatSender:
         return last is not None and self.clock.now() - last < self.window
 
     async def _customer_service(self, openid: str, body: Mapping[str, Any]) -> None:
-        text = str(body.get("text", ""))
+        """A long text goes as several messages, the buttons (a msgmenu) with the last.
+
+        If a later piece fails, the retry sends the earlier ones again: the outbox delivers
+        at least once, and a long text is rare (a card with a 2,000-character description,
+        a long escalation list)."""
+        *pieces, last = split_text(str(body.get("text", "")), TEXT_BYTES, utf8_bytes)
+        for piece in pieces:
+            await self.api.send_text(openid, piece)
         buttons = body.get("buttons") or []
         if buttons:
-            await self.api.send_menu(openid, text, [(str(p), str(label)) for label, p in buttons])
+            await self.api.send_menu(openid, last, [(str(p), str(label)) for label, p in buttons])
         else:
-            await self.api.send_text(openid, text)
+            await self.api.send_text(openid, last)
 
     async def _template(self, openid: str, body: Mapping[str, Any]) -> None:
         if not self.template_id:

@@ -24,13 +24,11 @@ from bot.services import Services, build_services
 from bot.telegram import (
     REPLY_HOLD,
     SECRET_HEADER,
-    TEXT_LIMIT,
     TelegramMediaFetcher,
     TelegramSender,
     close_outbound,
     file_base_url,
     poll,
-    split_text,
 )
 from bot.web import create_app
 from dialogs.conversation import say
@@ -724,14 +722,6 @@ async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat
     clock.advance(timedelta(hours=1))
     assert await services.dispatcher().run_once() == 1
     assert fake.sent_texts() == ["通知 a"]
-
-
-def test_split_text_counts_utf16_units_like_telegram() -> None:
-    emoji = "😀" * 3000  # two UTF-16 units each
-    pieces = split_text(emoji)
-    assert "".join(pieces) == emoji
-    assert [len(p) for p in pieces] == [TEXT_LIMIT // 2, 3000 - TEXT_LIMIT // 2]
-    assert split_text("短") == ["短"]
 
 
 def test_the_file_url_follows_the_configured_base_url() -> None:

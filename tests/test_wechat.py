@@ -29,7 +29,7 @@ from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.web import create_app
 from bot.wechat import MAX_BODY, WEBHOOK, cdata, reply_text, to_inbound
-from bot.wechat_api import WeChatAPIError, WeChatSender
+from bot.wechat_api import TEXT_BYTES, WeChatAPIError, WeChatSender
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -567,6 +567,30 @@ async def test_no_replies_is_success(start: Start) -> None:
 # -- whole dialogs ----------------------------------------------------------------------------
 
 
+async def test_a_summary_longer_than_a_passive_reply_continues_through_the_outbox(
+    start: Start,
+) -> None:
+    """A 2,000-character description makes a summary of ~6 KB; WeChat takes ~2 KB per
+    message: the passive reply carries the first piece, the rest follows in order."""
+    h = await start()
+    await h.post(payload("subscribe_scene"))
+    await h.text("1")
+    await h.text("运河步道增设公厕")
+    description = "沿线3公里没有公厕，老人散步很不方便。" * 105  # 1,995 characters
+    await h.text(description)
+    await h.text("1")
+    first = await h.text("1")  # skip the phone number: the summary
+    assert len(first.encode()) <= TEXT_BYTES
+    assert first.startswith("请确认您的议题：")
+    await h.services.dispatcher().run_once()
+    rest = [call.json["text"]["content"] for call in h.fake.calls(CUSTOM_SEND)]
+    assert len(rest) >= 2 and all(len(piece.encode()) <= TEXT_BYTES for piece in rest)
+    whole = first + "".join(rest)
+    assert description[:500] in whole and description[-500:] in whole
+    assert whole.endswith("请回复数字：\n1. 确认提交\n2. 修改\n3. 取消")
+    assert (await h.text("1")).startswith("议题已提交！")  # the numbers still work
+
+
 async def test_scan_a_rooms_code_and_submit_a_topic_by_text_replies(
     start: Start, engine: AsyncEngine, clock: FixedClock
 ) -> None:
@@ -675,6 +699,20 @@ async def test_inside_the_window_a_customer_service_message(start: Start) -> Non
         }
     ]
     assert h.fake.calls(TEMPLATE_SEND) == []
+
+
+async def test_a_long_card_goes_in_pieces_with_the_buttons_on_the_last(start: Start) -> None:
+    h = await start()
+    await last_wrote(h, timedelta(minutes=5))
+    card = "\n".join(f"{n}. 运河步道增设公厕，沿线3公里没有公厕" for n in range(1, 121))
+    row = await deliver(h, text=card, buttons=[["受理", "a:1:accept"]])
+    assert row.status == "sent"
+    calls = [call.json for call in h.fake.calls(CUSTOM_SEND)]
+    assert [c["msgtype"] for c in calls] == ["text"] * (len(calls) - 1) + ["msgmenu"]
+    shown = [c["text"]["content"] for c in calls[:-1]] + [calls[-1]["msgmenu"]["head_content"]]
+    assert all(len(piece.encode()) <= TEXT_BYTES for piece in shown)
+    assert "\n".join(shown) == card
+    assert calls[-1]["msgmenu"]["list"] == [{"id": "a:1:accept", "content": "受理"}]
 
 
 async def test_buttons_inside_the_window_become_a_msgmenu(start: Start) -> None:

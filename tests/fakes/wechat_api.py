@@ -18,6 +18,8 @@ from aiohttp.test_utils import TestServer
 
 STABLE_TOKEN = "cgi-bin/stable_token"
 CUSTOM_SEND = "cgi-bin/message/custom/send"
+#: Longer customer-service texts are refused with 45002 (reported as ~2,048 bytes).
+TEXT_BYTES_REFUSED = 2048
 TEMPLATE_SEND = "cgi-bin/message/template/send"
 MEDIA_GET = "cgi-bin/media/get"
 QRCODE_CREATE = "cgi-bin/qrcode/create"
@@ -119,6 +121,8 @@ class FakeWeChatAPI:
                 {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
             )
         if path == CUSTOM_SEND:
+            if len(_shown_text(body or {}).encode()) > TEXT_BYTES_REFUSED:
+                return _json({"errcode": 45002, "errmsg": "content size out of limit"})
             return _json({"errcode": 0, "errmsg": "ok"})
         if path == TEMPLATE_SEND:
             return _json({"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
@@ -161,3 +165,10 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(body, ensure_ascii=False), content_type="application/json"
     )
+
+
+def _shown_text(body: dict[str, Any]) -> str:
+    """The text of a customer-service message: a text's content or a msgmenu's head."""
+    if body.get("msgtype") == "msgmenu":
+        return str(body.get("msgmenu", {}).get("head_content", ""))
+    return str(body.get("text", {}).get("content", ""))
