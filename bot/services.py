@@ -15,7 +15,7 @@ from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
 from bot.wechat_api import wechat_outbound
 from dialogs.router import Dialogs, DialogSettings
-from dialogs.throttle import LocalThrottle, RedisThrottle
+from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
 from notices.notify import OutboxWriter
 from notices.outbox import OutboxDispatcher, Sender
 from notices.reminders import ReminderSettings, Sweeper
@@ -138,7 +138,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     dialogs = config["dialogs"]
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
     telegram_senders, telegram_fetchers = telegram_outbound(config, sessions, clock)
-    redis = Redis.from_url(config["redis"]["url"]) if config["redis"]["url"] else None
+    redis = redis_client(config["redis"]["url"]) if config["redis"]["url"] else None
     flood = (dialogs["flood_messages"], dialogs["flood_seconds"])
     return Services(
         config=config,

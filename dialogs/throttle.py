@@ -71,6 +71,15 @@ class LocalThrottle:
         return verdict(len(stamps), self.limit)
 
 
+#: A Redis that does not answer must not hold a message up for long (fail open instead).
+REDIS_TIMEOUT = 0.5
+
+
+def redis_client(url: str) -> Redis:
+    """A client that gives up after ``REDIS_TIMEOUT`` seconds (redis-py waits forever)."""
+    return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+
+
 class RedisThrottle:
     """The same sliding window, as a sorted set of timestamps per person in Redis.
 

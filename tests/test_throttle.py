@@ -6,6 +6,7 @@ without it they are skipped). Each test uses keys of its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -17,7 +18,14 @@ from redis.asyncio import Redis
 
 from bot.config import load_config
 from bot.services import build_services
-from dialogs.throttle import LocalThrottle, RedisThrottle, Throttle, Verdict
+from dialogs.throttle import (
+    REDIS_TIMEOUT,
+    LocalThrottle,
+    RedisThrottle,
+    Throttle,
+    Verdict,
+    redis_client,
+)
 from dialogs.types import Inbound
 from storage.db import transaction
 from tests.world import ROOMS
@@ -91,6 +99,24 @@ async def test_unreachable_redis_lets_messages_through_and_says_so(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1  # once a minute, not once a message
     assert warnings[0].startswith("flood limit off: Redis unreachable")
+
+
+async def test_a_redis_that_does_not_answer_holds_nobody_up() -> None:
+    """It accepts the connection and never replies (overloaded, half-dead)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # kept open, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis_client(f"redis://127.0.0.1:{port}/0")
+    throttle = RedisThrottle(client, 1, 10.0)
+    verdict = await asyncio.wait_for(throttle.check(("wechat", "x")), REDIS_TIMEOUT * 4)
+    assert verdict is ALLOW and accepted
+    await client.aclose()
+    server.close()
+    await server.wait_closed()
 
 
 async def test_with_redis_configured_the_dialogs_count_there(
