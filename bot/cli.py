@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -429,17 +428,14 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from bot.serve import stop_event
     from bot.worker import run_worker
 
     services = build_services(config)
     warning = services.calendar_warning()
     if warning:
         log.warning("%s", warning)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(signum, stop.set)
+    stop = stop_event(signal.SIGINT, signal.SIGTERM)
     print(
         "mashangyi worker: reminder sweeps every "
         f"{config['reminders']['sweep_minutes']:g} min, outbox delivery, media downloads "

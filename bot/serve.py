@@ -59,7 +59,7 @@ async def serve(
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         if background:  # once, also with several workers
             print(f"mashangyi is serving on http://{host}:{port} (Ctrl+C stops)", flush=True)
-        await _until_stopped(signal.SIGTERM, watch=parent_gone)
+        await stop_event(signal.SIGTERM, watch=parent_gone).wait()
     finally:
         await runner.cleanup()
         await services.close()
@@ -91,7 +91,7 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
     ]
     for process in processes:
         process.start()
-    stopped = asyncio.create_task(_until_stopped(signal.SIGTERM, signal.SIGINT))
+    stopped = asyncio.create_task(stop_event(signal.SIGTERM, signal.SIGINT).wait())
     while not stopped.done() and all(p.is_alive() for p in processes):
         await asyncio.wait({stopped}, timeout=0.5)
     died = not stopped.done()
@@ -129,8 +129,9 @@ def _worker(source: Path | None, host: str, port: int, background: bool) -> None
         )
 
 
-async def _until_stopped(*signals: signal.Signals, watch: int | None = None) -> None:
-    """Until one of ``signals`` arrives, or the file descriptor ``watch`` becomes readable."""
+def stop_event(*signals: signal.Signals, watch: int | None = None) -> asyncio.Event:
+    """An event set when one of ``signals`` arrives, or the file descriptor ``watch`` becomes
+    readable; handlers on the running loop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in signals:
@@ -138,4 +139,4 @@ async def _until_stopped(*signals: signal.Signals, watch: int | None = None) -> 
             loop.add_signal_handler(signum, stop.set)
     if watch is not None:
         loop.add_reader(watch, stop.set)
-    await stop.wait()
+    return stop
