@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.serve import freeze_start_up_heap
 from notices.reminders import Sweeper
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade
@@ -191,6 +192,7 @@ async def measure(url: str, overdue: int, repeats: int) -> dict[str, float]:
     sessions = make_session_factory(engine)
     clock = FixedClock(TODAY)
     sweeper = Sweeper(sessions, clock, CALENDAR)
+    freeze_start_up_heap()  # as `serve` and `worker` do once set up
     best: dict[str, float] = {}
 
     async def timed(name: str, moment: datetime) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from bot.serve import freeze_start_up_heap
 from bot.services import Services
 from notices.scheduler import SweepScheduler
 
@@ -33,6 +34,7 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
         asyncio.create_task(services.media_downloader().run_forever(stop), name="media"),
     ]
     scheduler.start()
+    freeze_start_up_heap()
     try:
         await stop.wait()
     finally:
