@@ -33,6 +33,10 @@ from those rows. So:
   transaction, also when a process dies;
 - SQLite: one process is assumed (the embedded set-up). A second one could not double-send
   either (same unique key), but its sweeps might fail with "database is locked" and retry.
+
+Each kind has its own transaction. On PostgreSQL the kinds of one sweep run at the same
+time, so the messages of different kinds come in no particular order; on SQLite (one
+writer) one after the other, in the order of ``REMINDERS``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 LOCK_CLASS = 0x6D73
 #: Values per IN list on SQLite (PostgreSQL takes them as one array, see ``_among``).
 _CHUNK = 500
+#: Messages rendered between two yields to the event loop (a few milliseconds of work).
+_YIELD_EVERY = 500
 
 
 class Repeat(StrEnum):
@@ -202,8 +208,9 @@ def shared(
 
     async def once(session: AsyncSession, sweep: Sweep) -> T:
         if query not in sweep.memo:
-            sweep.memo[query] = await query(session, sweep)
-        return sweep.memo[query]
+            # A task, so that kinds swept at the same time all wait for its one run.
+            sweep.memo[query] = asyncio.ensure_future(query(session, sweep))
+        return await sweep.memo[query]
 
     once.__name__ = query.__name__
     return once
@@ -417,6 +424,7 @@ class Sweeper:
             today = now.astimezone(CHINA).date()
             async with self.sessions() as session:
                 tree, grants = await RoomTree.load(session), await Grants.load(session)
+                postgres = session.get_bind().dialect.name == "postgresql"
             sweep = Sweep(
                 now=now,
                 today=today,
@@ -427,13 +435,20 @@ class Sweeper:
                 grants=grants,
                 public_base_url=self.public_base_url,
             )
-            for reminder in kinds:
-                try:
-                    sent = await self._give(reminder, sweep)
-                except Exception:
+            gives = [self._give(reminder, sweep) for reminder in kinds]
+            if postgres:
+                # Each kind in its own transaction at the same time: while the server
+                # inserts one kind's rows on one core, this process renders another's on
+                # the other (a third off the heaviest sweep, bench/README.md). SQLite
+                # has one writer: there they go one after the other.
+                results = await asyncio.gather(*gives, return_exceptions=True)
+            else:
+                results = [await _outcome(give) for give in gives]
+            for reminder, sent in zip(kinds, results, strict=True):
+                if isinstance(sent, BaseException):
                     # One kind's failure must not stop the others; its transaction rolled
                     # back, so the next sweep gives exactly what this one did not.
-                    log.exception("reminders: %s failed", reminder.name)
+                    log.error("reminders: %s failed", reminder.name, exc_info=sent)
                     report.failed.append(reminder.name)
                     continue
                 if sent is None:
@@ -453,11 +468,14 @@ class Sweeper:
             if postgres and self.lock and not await _try_lock(session, reminder.name):
                 return None
             if postgres:
-                # Plan the look-ups below for their actual values. The driver caches
+                # Plan the statements below for their actual values. The driver caches
                 # prepared statements, and after five runs PostgreSQL may switch to a
                 # generic plan that guesses ten rows for ``unnest(:array)`` and rescans it
                 # per row — 15 s instead of 15 ms for 10,000 overdue topics (bench/README.md).
-                await _plan_cache_mode(session, "force_custom_plan")
+                # The tables written here have no foreign keys (migrations 0006, 0009), whose
+                # cached check plans this setting would otherwise re-plan for every row.
+                setting = func.set_config("plan_cache_mode", "force_custom_plan", True)
+                await session.exec(select(setting))
             period = sweep.today.isoformat() if reminder.repeat is Repeat.WORKDAY else ""
             wanted: dict[Key, Due] = {}
             order: dict[str, int] = {}  # subject → position, so digests list in finder order
@@ -470,20 +488,15 @@ class Sweeper:
             for key in await _already_given(session, reminder.name, period, wanted):
                 wanted.pop(key, None)
             addresses = await reachable(session, {person for _, _, person in wanted})
-            if postgres:
-                # Back to the default before the inserts: the setting applies to the cached
-                # plans of the outbox's foreign-key checks too, which would otherwise be
-                # planned afresh for every row (1.2 s instead of 0.5 s per 10,000 messages).
-                await _plan_cache_mode(session, "auto")
             # Nobody to write to (no chat identity yet): not recorded, so they are told once
             # they can be reached.
             keys = sorted(key for key in wanted if key[2] in addresses)
             won = await _record(session, reminder.name, period, keys, wanted, sweep)
-            messages = self._messages(reminder, won, wanted, order, addresses, sweep)
+            messages = await self._messages(reminder, won, wanted, order, addresses, sweep)
             await enqueue_many(session, messages, now=sweep.now)
             return len(messages)
 
-    def _messages(
+    async def _messages(
         self,
         reminder: Reminder,
         won: dict[Key, int],
@@ -527,7 +540,10 @@ class Sweeper:
             return messages
 
         # In the finder's order (most overdue first, rooms by code), not the key order.
-        for key, sent_id in sorted(won.items(), key=lambda item: (order[item[0][0]], item[1])):
+        ordered = sorted(won.items(), key=lambda item: (order[item[0][0]], item[1]))
+        for n, (key, sent_id) in enumerate(ordered, 1):
+            if n % _YIELD_EVERY == 0:  # let the kinds swept alongside send their statements
+                await asyncio.sleep(0)
             due = wanted[key]
             body = {
                 "text": render(due.context),
@@ -572,9 +588,12 @@ class _Renderer:
             return template.environment.handle_exception()
 
 
-async def _plan_cache_mode(session: AsyncSession, mode: str) -> None:
-    """``plan_cache_mode`` for the rest of the transaction (PostgreSQL)."""
-    await session.exec(select(func.set_config("plan_cache_mode", mode, True)))
+async def _outcome(give: Awaitable[T]) -> T | Exception:
+    """What ``give`` returns, or the error it raises (as ``gather(return_exceptions=True)``)."""
+    try:
+        return await give
+    except Exception as error:
+        return error
 
 
 async def _try_lock(session: AsyncSession, name: str) -> bool:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 import sqlmodel
-from alembic import op
 
 import storage.types
+from storage.migrations.foreign_keys import set_foreign_keys
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -68,22 +68,8 @@ def _table(with_foreign_keys: bool) -> sa.Table:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table(
-            "reminders_sent", copy_from=_table(with_foreign_keys=False), recreate="always"
-        ):
-            pass
-        return
-    for _, _, name in FOREIGN_KEYS:
-        op.drop_constraint(name, "reminders_sent", type_="foreignkey")
+    set_foreign_keys("reminders_sent", FOREIGN_KEYS, _table, present=False)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table(
-            "reminders_sent", copy_from=_table(with_foreign_keys=True), recreate="always"
-        ):
-            pass
-        return
-    for column, table, name in FOREIGN_KEYS:
-        op.create_foreign_key(name, "reminders_sent", table, [column], ["id"])
+    set_foreign_keys("reminders_sent", FOREIGN_KEYS, _table, present=True)
