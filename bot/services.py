@@ -16,7 +16,7 @@ from bot.telegram import telegram_outbound
 from bot.wechat_api import wechat_outbound
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
-from notices.notify import OutboxWriter
+from notices.notify import OutboxWriter, tell
 from notices.outbox import OutboxDispatcher, Sender
 from notices.reminders import ReminderSettings, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory
@@ -151,6 +151,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
             sessions,
             lifecycle,
             clock,
+            tell,
             DialogSettings(
                 idle_minutes=dialogs["idle_minutes"],
                 flood_messages=dialogs["flood_messages"],

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -29,6 +30,25 @@ def button(key: str, payload: str) -> Button:
     return Button(SAY.label("buttons", key), payload)
 
 
+class Tell(Protocol):
+    """Writes one message to a person into the outbox, in the caller's transaction, on the
+    chat they used last (nothing when they have none yet): ``notices.notify.tell``, given
+    to ``Dialogs`` by the composition root so that dialogs/ does not import notices/."""
+
+    async def __call__(
+        self,
+        session: AsyncSession,
+        person_id: int,
+        *,
+        key: str,
+        kind: str,
+        text: str,
+        buttons: Sequence[tuple[str, str]] = (),
+        topic_id: int | None = None,
+        now: datetime,
+    ) -> None: ...
+
+
 @dataclass
 class Conversation:
     session: AsyncSession
@@ -37,6 +57,7 @@ class Conversation:
     state: State
     lifecycle: Lifecycle
     now: datetime
+    notify: Tell
     replies: list[Reply] = field(default_factory=list)
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
@@ -47,6 +68,29 @@ class Conversation:
 
     def reply(self, text: str, *buttons: Button) -> None:
         self.replies.append(Reply(text, tuple(buttons)))
+
+    async def tell(
+        self,
+        person_id: int,
+        key: str,
+        text: str,
+        *,
+        kind: str,
+        buttons: Sequence[tuple[str, str]] = (),
+        topic_id: int | None = None,
+    ) -> None:
+        """A message to someone other than the sender, through the outbox (``key`` makes a
+        retried message write it once)."""
+        await self.notify(
+            self.session,
+            person_id,
+            key=key,
+            kind=kind,
+            text=text,
+            buttons=buttons,
+            topic_id=topic_id,
+            now=self.now,
+        )
 
     async def refuse(self, audit_action: str, text: str, *buttons: Button, **subject: Any) -> None:
         """Say no, change nothing, and leave an audit row saying what was refused."""

@@ -21,8 +21,6 @@ from sqlmodel import select
 
 from dialogs.conversation import Conversation, say
 from dialogs.drafts import names_of, open_draft, receipt
-from notices.notify import reachable_identity
-from notices.outbox import enqueue
 from storage.models import JointRecommendation, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role
@@ -64,11 +62,11 @@ async def invite(conv: Conversation, room: Room, draft: dict[str, Any]) -> None:
         days=ANSWER_DAYS,
     )
     buttons = [
-        [say("joint", "yes_button"), f"{PREFIX}{token}:y"],
-        [say("joint", "no_button"), f"{PREFIX}{token}:n"],
+        (say("joint", "yes_button"), f"{PREFIX}{token}:y"),
+        (say("joint", "no_button"), f"{PREFIX}{token}:n"),
     ]
     for pid in cosigners:
-        await _tell(conv, pid, f"joint:{token}:invite:{pid}", text, buttons)
+        await conv.tell(pid, f"joint:{token}:invite:{pid}", text, kind="joint", buttons=buttons)
     names = await names_of(conv.session, cosigners)
     conv.reply(say("joint", "asked", count=len(cosigners), names="、".join(names)))
 
@@ -133,7 +131,7 @@ async def _declined(conv: Conversation, row: JointRecommendation) -> None:
         "joint", "declined", name=conv.person.display_name or say("joint", "someone"), title=title
     )
     for pid in _others(conv, row):
-        await _tell(conv, pid, f"joint:{row.token}:declined:{pid}", text)
+        await conv.tell(pid, f"joint:{row.token}:declined:{pid}", text, kind="joint")
 
 
 async def _open(conv: Conversation, row: JointRecommendation) -> None:
@@ -157,16 +155,16 @@ async def _open(conv: Conversation, row: JointRecommendation) -> None:
         row.status = FAILED
         why = say("joint", "failed", reason=str(refusal))
         conv.reply(why)
-        await _tell(conv, initiator, f"joint:{row.token}:failed", why)
+        await conv.tell(initiator, f"joint:{row.token}:failed", why, kind="joint")
         return
     row.status = OPENED
     row.data = {**data, "topic": topic.id}
     conv.reply(say("joint", "opened_you", number=topic.number, title=topic.title))
-    await _tell(
-        conv,
+    await conv.tell(
         initiator,
         f"joint:{row.token}:opened",
         say("joint", "opened") + "\n" + receipt(topic, room),
+        kind="joint",
         topic_id=topic.id,
     )
 
@@ -179,28 +177,3 @@ def _others(conv: Conversation, row: JointRecommendation) -> list[int]:
     """Everyone in the recommendation but the person answering now."""
     everyone = [int(row.data["initiator"]), *(int(pid) for pid in row.data["answers"])]
     return [pid for pid in dict.fromkeys(everyone) if pid != conv.person.id]
-
-
-async def _tell(
-    conv: Conversation,
-    person_id: int,
-    key: str,
-    text: str,
-    buttons: list[list[str]] | None = None,
-    topic_id: int | None = None,
-) -> None:
-    """A message through the outbox, on the chat the person used last (if any)."""
-    identity = await reachable_identity(conv.session, person_id)
-    if identity is None:
-        return
-    await enqueue(
-        conv.session,
-        key=key,
-        channel=identity.channel,
-        address=identity.external_id,
-        kind="joint",
-        body={"text": text, "buttons": buttons or []},
-        now=conv.now,
-        person_id=person_id,
-        topic_id=topic_id,
-    )

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from dialogs import home, invites, joint, my_topics, review, state, submit_topic
-from dialogs.conversation import HOME, SAY, Conversation, say
+from dialogs.conversation import HOME, SAY, Conversation, Tell, say
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Button, Inbound, Reply
 from storage.db import SessionFactory, transaction
@@ -44,12 +44,14 @@ class Dialogs:
         sessions: SessionFactory,
         lifecycle: Lifecycle,
         clock: Clock,
+        tell: Tell,
         settings: DialogSettings | None = None,
         throttle: Throttle | None = None,
     ) -> None:
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.clock = clock
+        self.tell = tell
         self.settings = settings or DialogSettings()
         self.throttle = throttle or LocalThrottle(
             self.settings.flood_messages, self.settings.flood_seconds
@@ -78,7 +80,7 @@ class Dialogs:
                 conn = await session.connection()
                 now = self.clock.now()
                 person, chat = await state.load(conn, inbound, HOME, now)
-                conv = Conversation(session, inbound, person, chat, self.lifecycle, now)
+                conv = Conversation(session, inbound, person, chat, self.lifecycle, now, self.tell)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:
                     conv.home()
                     conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))

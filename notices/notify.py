@@ -6,8 +6,9 @@ reviewers who now have work. The message text comes from ``templates/<audience>/
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,35 @@ async def _holders(session: AsyncSession, room_id: int, roles: Iterable[Role]) -
         .order_by(RoleGrant.person_id)
     )
     return list(dict.fromkeys(rows))
+
+
+async def tell(
+    session: AsyncSession,
+    person_id: int,
+    *,
+    key: str,
+    kind: str,
+    text: str,
+    buttons: Sequence[tuple[str, str]] = (),
+    topic_id: int | None = None,
+    now: datetime,
+) -> None:
+    """One message to one person through the outbox, in the caller's transaction, on the
+    chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``."""
+    identity = await reachable_identity(session, person_id)
+    if identity is None:
+        return
+    await enqueue(
+        session,
+        key=key,
+        channel=identity.channel,
+        address=identity.external_id,
+        kind=kind,
+        body={"text": text, "buttons": [list(b) for b in buttons]},
+        now=now,
+        person_id=person_id,
+        topic_id=topic_id,
+    )
 
 
 async def reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, update
 from sqlmodel import select
 
+from notices.notify import tell
 from notices.outbox import (
     OutboxDispatcher,
     PermanentFailure,
@@ -21,7 +22,7 @@ from notices.outbox import (
     enqueue,
 )
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
-from storage.models import OutboxMessage
+from storage.models import ChannelIdentity, OutboxMessage, Person
 from workflow.clock import FixedClock
 
 LEASE = timedelta(minutes=5)
@@ -548,3 +549,47 @@ async def test_mark_is_conditional_on_the_row_still_being_claimed(
         "cancelled by operator",
         None,
     )
+
+
+async def test_tell_writes_once_to_the_chat_last_used_and_skips_a_person_without_one(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    """``notices.notify.tell``, the dialogs' way to write to someone else (a co-signer)."""
+    now = clock.now()
+    async with transaction(sessions) as session:
+        reached, unreachable = Person(display_name="甲"), Person(display_name="乙")
+        session.add_all([reached, unreachable])
+        await session.flush()
+        assert reached.id is not None and unreachable.id is not None
+        for channel, ref, ago in (("telegram", "42", 3), ("wechat", "o-jia", 1)):
+            session.add(
+                ChannelIdentity(
+                    person_id=reached.id,
+                    channel=channel,
+                    external_id=ref,
+                    last_inbound_at=now - timedelta(days=ago),
+                )
+            )
+    for _ in range(2):  # a retried step writes its message once
+        async with transaction(sessions) as session:
+            for person in (reached.id, unreachable.id):
+                await tell(
+                    session,
+                    person,
+                    key=f"t:{person}",
+                    kind="joint",
+                    text="请确认联名",
+                    buttons=[("确认联名", "cs:x:y")],
+                    now=now,
+                )
+    async with sessions() as session:
+        rows = (await session.exec(select(OutboxMessage))).all()
+    assert [(r.channel, r.address, r.person_id, r.kind, r.body) for r in rows] == [
+        (
+            "wechat",
+            "o-jia",
+            reached.id,
+            "joint",
+            {"text": "请确认联名", "buttons": [["确认联名", "cs:x:y"]]},
+        )
+    ]
