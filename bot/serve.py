@@ -136,9 +136,9 @@ def freeze_start_up_heap() -> None:
     the cyclic garbage collector's full collections.
 
     These objects live as long as the process, yet every full collection walked all of
-    them again: a heavy reminder sweep (tens of thousands of rows) triggers several, and
-    they cost about a fifth of the sweep (bench/README.md). Called once the process is set
-    up; anything allocated later is collected as usual.
+    them again: a heavy reminder sweep (tens of thousands of rows) triggers several, which
+    cost a sixth to a quarter of it (bench/README.md). Called once the process is set up;
+    anything allocated later is collected as usual.
     """
     gc.collect()
     gc.freeze()

@@ -439,7 +439,7 @@ class Sweeper:
             if postgres:
                 # Each kind in its own transaction at the same time: while the server
                 # inserts one kind's rows on one core, this process renders another's on
-                # the other (a third off the heaviest sweep, bench/README.md). SQLite
+                # the other (about a sixth off the heaviest sweep, bench/README.md). SQLite
                 # has one writer: there they go one after the other.
                 results = await asyncio.gather(*gives, return_exceptions=True)
             else:

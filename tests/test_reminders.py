@@ -76,7 +76,7 @@ class Watch:
             self.seen = max(m.id for m, _ in rows)
         # On PostgreSQL the kinds are given at the same time: within one sweep, list them
         # in the order they are declared (each kind's own messages keep their order).
-        rows.sort(key=lambda row: (row[0].created_at, KIND_ORDER.get(row[0].kind), row[0].id))
+        rows.sort(key=lambda row: (row[0].created_at, KIND_ORDER[row[0].kind], row[0].id))
         return [
             Sent(
                 m.created_at.astimezone(CHINA).strftime("%m-%d %H:%M"),
