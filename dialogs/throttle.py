@@ -1,7 +1,12 @@
-"""The flood limit: at most ``limit`` messages per ``window`` seconds per chat identity.
+"""The flood limit: at most ``limit`` messages handled per ``window`` seconds per chat identity.
 
 Checked before any database work, so a flood costs others nothing. The first refused
-message of a flood is answered once ("slow down"); the rest are dropped quietly.
+message of a flood is answered ("slow down"); what a channel does with the rest is its own
+business (dialogs/router.py: never acknowledged in silence).
+
+Only handled messages count, each once: a platform's re-delivery of a message already let
+through (WeChat's retries, same MsgId) is let through again without counting, so the
+dialogs' receipts can give it its stored reply; a refused message does not count either.
 
 ``LocalThrottle`` counts in this process: enough for one ``serve`` process. With several
 (``serve --workers``) each would allow the limit again, so ``RedisThrottle`` keeps the
@@ -34,15 +39,10 @@ class Verdict(Enum):
     REFUSE_QUIETLY = "refuse_quietly"
 
 
-def verdict(count: int, limit: int) -> Verdict:
-    """``count``: messages in the window including this one."""
-    if count <= limit:
-        return Verdict.ALLOW
-    return Verdict.REFUSE_AND_SAY if count == limit + 1 else Verdict.REFUSE_QUIETLY
-
-
 class Throttle(Protocol):
-    async def check(self, key: Key) -> Verdict: ...
+    async def check(self, key: Key, message_id: str = "") -> Verdict:
+        """``message_id``: the platform's id of the message ("" when it has none)."""
+        ...
 
 
 class LocalThrottle:
@@ -57,18 +57,27 @@ class LocalThrottle:
     ) -> None:
         self.limit, self.window, self.now = limit, window, now
         self.max_people = max_people
-        self.seen: OrderedDict[Key, deque[float]] = OrderedDict()
+        #: Per person: (time, message id) of the messages let through, and when a flood was
+        #: last told to slow down.
+        self.seen: OrderedDict[Key, tuple[deque[tuple[float, str]], list[float]]] = OrderedDict()
 
-    async def check(self, key: Key) -> Verdict:
+    async def check(self, key: Key, message_id: str = "") -> Verdict:
         now = self.now()
-        stamps = self.seen.pop(key, None) or deque()
-        while stamps and now - stamps[0] >= self.window:
-            stamps.popleft()
-        stamps.append(now)
-        self.seen[key] = stamps
+        stamps, told = self.seen.pop(key, None) or (deque(), [-math.inf])
+        self.seen[key] = (stamps, told)
         if len(self.seen) > self.max_people:
             self.seen.popitem(last=False)
-        return verdict(len(stamps), self.limit)
+        while stamps and now - stamps[0][0] >= self.window:
+            stamps.popleft()
+        if message_id and any(seen == message_id for _, seen in stamps):
+            return Verdict.ALLOW  # a re-delivery: the receipts answer it
+        if len(stamps) < self.limit:
+            stamps.append((now, message_id))
+            return Verdict.ALLOW
+        if now - told[0] < self.window:
+            return Verdict.REFUSE_QUIETLY
+        told[0] = now
+        return Verdict.REFUSE_AND_SAY
 
 
 #: A Redis that does not answer must not hold a message up for long (fail open instead).
@@ -80,13 +89,32 @@ def redis_client(url: str) -> Redis:
     return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
 
 
-class RedisThrottle:
-    """The same sliding window, as a sorted set of timestamps per person in Redis.
+#: The sliding window in one round trip. KEYS: the person's stamps (a sorted set of message
+#: ids scored by time) and when they were last told. ARGV: now, window, limit, message id.
+#: Returns 0 (allow), 1 (refuse and say) or 2 (refuse quietly).
+_CHECK = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl = math.ceil(window) + 1
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 0 end
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  return 0
+end
+local told = tonumber(redis.call('GET', KEYS[2]))
+if told and now - told < window then return 2 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
+return 1
+"""
+_VERDICTS = (Verdict.ALLOW, Verdict.REFUSE_AND_SAY, Verdict.REFUSE_QUIETLY)
 
-    One MULTI round trip per message: drop stamps older than the window, add this one,
-    count, and let the key expire after a quiet window. If Redis cannot be reached the
-    message is allowed (logged at most once a minute): a broken limiter must not shut
-    residents out.
+
+class RedisThrottle:
+    """The same sliding window, as a sorted set of message ids per person in Redis, checked
+    and updated by one script (one round trip per message); the keys expire after a quiet
+    window. If Redis cannot be reached the message is allowed (logged at most once a
+    minute): a broken limiter must not shut residents out.
     """
 
     def __init__(
@@ -99,21 +127,21 @@ class RedisThrottle:
     ) -> None:
         self.client, self.limit, self.window, self.now = client, limit, window, now
         self.prefix = prefix
+        self._script = client.register_script(_CHECK)
         self._warned_at = -math.inf
 
-    async def check(self, key: Key) -> Verdict:
-        now = self.now()
+    async def check(self, key: Key, message_id: str = "") -> Verdict:
         name = f"{self.prefix}{key[0]}:{key[1]}"
+        # A message without an id is never a re-delivery: give it a member of its own.
+        member = message_id or f"~{secrets.token_hex(8)}"
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.zremrangebyscore(name, "-inf", now - self.window)
-                pipe.zadd(name, {f"{now!r}:{secrets.token_hex(4)}": now})
-                pipe.zcard(name)
-                pipe.expire(name, math.ceil(self.window) + 1)
-                _, _, count, _ = await pipe.execute()
+            answer = await self._script(
+                keys=[name, f"{name}:told"],
+                args=[repr(self.now()), repr(self.window), self.limit, member],
+            )
         except (RedisError, OSError) as exc:
             if time.monotonic() - self._warned_at >= 60:
                 self._warned_at = time.monotonic()
                 log.warning("flood limit off: Redis unreachable (%s)", exc)
             return Verdict.ALLOW
-        return verdict(int(count), self.limit)
+        return _VERDICTS[int(answer)]

@@ -142,4 +142,19 @@ async def test_with_redis_configured_the_dialogs_count_there(
     for services in (one, two):
         await services.close()
     assert all(a and "太快" not in a[0] for a in answers[:3])
-    assert answers[3:] == [["您发送得太快了，请稍等片刻再发。"], []]
+    assert answers[3:] == [["您发送得太快了，请稍等片刻再发。"]] * 2  # refused, never silently
+
+
+async def test_a_redelivered_message_is_let_through_and_not_counted(make: Make) -> None:
+    """WeChat retries a message with the same MsgId: the receipts answer it, the limit must
+    neither refuse it nor count it again; refused messages do not count either."""
+    now = [1000.0]
+    throttle = make(2, 10.0, lambda: now[0])
+    me = ("wechat", "me")
+    assert [await throttle.check(me, "a") for _ in range(3)] == [ALLOW] * 3
+    assert [await throttle.check(me, "b") for _ in range(3)] == [ALLOW] * 3
+    assert await throttle.check(me, "c") is SAY
+    assert await throttle.check(me, "a") is ALLOW  # still a re-delivery of a handled one
+    assert await throttle.check(me, "c") is QUIET  # a refused one is not let in by retrying
+    now[0] += 10.0
+    assert await throttle.check(me, "c") is ALLOW  # the window has room again
