@@ -111,6 +111,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "flood_messages": Key(int, 10, _positive),
         "flood_seconds": Key(float, 10.0, _positive),
     },
+    "inbox": {
+        "spool_dir": Key(str, "var/spool"),
+    },
     "media": {
         "dir": Key(str, "var/media"),
         "max_bytes": Key(int, 10 * 1024 * 1024, _positive),
@@ -163,6 +166,9 @@ class Config:
 
     def media_dir(self) -> Path:
         return self.base_dir / self.values["media"]["dir"]
+
+    def spool_dir(self) -> Path:
+        return self.base_dir / self.values["inbox"]["spool_dir"]
 
     def holiday_table_paths(self) -> list[Path]:
         """Config table paths, relative ones taken from the config file's folder."""

@@ -6,6 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import time, timedelta
+from functools import cached_property
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,19 +15,31 @@ from bot.config import Config
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
 from bot.wechat_api import wechat_outbound
+from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
-from notices.notify import OutboxWriter, tell
+from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender
 from notices.reminders import ReminderSettings, Sweeper
-from storage.db import SessionFactory, make_engine, make_session_factory
+from storage.db import (
+    SessionFactory,
+    is_transient,
+    make_engine,
+    make_priority_engine,
+    make_session_factory,
+)
 from storage.models import OutboxMessage
+from storage.spool import Spool
 from workflow.clock import CHINA, Clock, SystemClock
 from workflow.engine import Lifecycle
 from workflow.review_links import ReviewLinks
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi")
+
+#: Seconds keeping a late WeChat message may take (bot/wechat.py: the reply deadline
+#: leaves about this much of WeChat's 5 seconds).
+KEEP_TIMEOUT = 1.0
 
 
 class ConsoleSender:
@@ -53,6 +66,15 @@ class Services:
     review_links: ReviewLinks | None = None
     #: Shared state of several serving processes (the flood limit), when configured.
     redis: Redis | None = None
+    #: A small pool of its own for keeping a late message (dialogs/inbox.py), so that it
+    #: does not wait behind the dialog steps that made it late.
+    priority_engine: AsyncEngine | None = None
+
+    @cached_property
+    def priority_sessions(self) -> SessionFactory:
+        if self.priority_engine is None:
+            return self.sessions
+        return make_session_factory(self.priority_engine)
 
     def dispatcher(self) -> OutboxDispatcher:
         outbox = self.config["outbox"]
@@ -94,8 +116,18 @@ class Services:
         """Set when the next 90 days are not all covered by real holiday data."""
         return self.calendar.coverage_warning(self.clock.now().astimezone(CHINA).date())
 
+    @cached_property
+    def spool(self) -> Spool:
+        """Where a late WeChat message is kept while the database cannot take it."""
+        return Spool(self.config.spool_dir())
+
+    def inbox(self) -> Inbox:
+        return Inbox(self.sessions, self.dialogs, is_transient, reply_later, self.spool)
+
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.priority_engine is not None:
+            await self.priority_engine.dispose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -158,10 +190,12 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_seconds=dialogs["flood_seconds"],
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
+            reply_later,
         ),
         media_store=LocalMediaStore(config.media_dir()),
         senders={"console": ConsoleSender(), **wechat_senders, **telegram_senders},
         fetchers={**wechat_fetchers, **telegram_fetchers},
         review_links=review_links,
         redis=redis,
+        priority_engine=make_priority_engine(config.database_url, KEEP_TIMEOUT),
     )

@@ -58,6 +58,7 @@ from telegram.warnings import PTBDeprecationWarning
 from bot.config import Config, ConfigError
 from bot.media import MediaTooLarge
 from bot.pieces import split_text, utf16_units
+from dialogs.throttle import Verdict
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
 from storage.db import SessionFactory, transaction
@@ -353,6 +354,10 @@ async def close_outbound(services: Services) -> None:
 # -- receiving -------------------------------------------------------------------------
 
 
+class NotNow(Exception):
+    """An update refused for now (the flood limit): it must be delivered again later."""
+
+
 @dataclass(frozen=True)
 class Incoming:
     inbound: Inbound
@@ -515,6 +520,8 @@ class TelegramChannel:
             return web.Response(status=400, text="not an update")
         try:
             await self.handle_json(data)
+        except NotNow:
+            return web.Response(status=429, text="slow down")
         except Exception:
             # Nothing was answered: a 500 makes Telegram deliver the update again, and the
             # dialogs' receipts make the retry safe.
@@ -541,7 +548,12 @@ class TelegramChannel:
             await self._answer(query)
         if incoming is None:
             return
-        replies = await self.services.dialogs.handle(incoming.inbound)
+        handled = await self.services.dialogs.process(incoming.inbound)
+        if handled.refused is Verdict.REFUSE_QUIETLY:
+            # The rest of a flood (already told once): not handled, so not acknowledged
+            # either; Telegram delivers it again later, when the window may have room.
+            raise NotNow(update_id)
+        replies = handled.replies
         if query is not None:
             await self._show_choice(query)
         await self.deliver(update_id, incoming.chat_id, replies)
@@ -748,11 +760,16 @@ async def poll(
                     await asyncio.wait_for(stop.wait(), 5)
                 continue
             for update in updates:
-                offset = update.update_id + 1
                 try:
                     await channel.handle_update(update)
+                except NotNow:
+                    # Fetch it again after a pause, as a webhook would get it re-delivered.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2)
+                    break
                 except Exception:  # polling cannot ask for a retry: log and go on
                     log.exception("telegram: update %s failed", update.update_id)
+                offset = update.update_id + 1
         if offset is not None:
             # Confirm what was handled, or the next start would fetch it again.
             with contextlib.suppress(TelegramError):

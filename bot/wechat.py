@@ -5,7 +5,10 @@ safe mode (``encrypt_type=aes``). Each request: verify (signature, fresh timesta
 (size cap) → decrypt → parse → ``Inbound`` → ``Dialogs.handle`` → one passive text reply.
 
 WeChat waits 5 seconds for the reply and retries the same message up to twice; the dialogs
-deduplicate by ``message_id`` and hand a retry the same replies.
+deduplicate by ``message_id`` and hand a retry the same replies. A step that misses the
+deadline is acknowledged only once the message is durably kept (dialogs/inbox.py): then the
+person is told it will be answered, and the replies follow as customer-service messages; a
+message that cannot even be kept is not acknowledged (503), so WeChat delivers it again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from wechatpy.replies import TextReply
 
 from bot.pieces import split_text, utf8_bytes
 from bot.wechat_api import TEXT_BYTES, WeChatAPI
+from dialogs.inbox import keep, spool_record
+from dialogs.router import Handled
 from dialogs.types import Inbound, Location, Media, Reply
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -71,7 +76,13 @@ VOICE_TYPES = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}
 #: The running webhook, for tests and operators that tune it.
 WEBHOOK: web.AppKey[WeChatWebhook] = web.AppKey("wechat_webhook")
 #: Seconds we wait for the dialogs before answering; WeChat gives up at 5.
-REPLY_DEADLINE = 4.0
+REPLY_DEADLINE = 3.5
+#: Seconds we give keeping a late message (one small insert on a pool of its own) before
+#: leaving it unacknowledged instead.
+KEEP_DEADLINE = 1.0
+#: On shutdown, how long late dialog steps may take to finish (their messages are kept
+#: anyway: one that has not finished is handled from the queue after the restart).
+DRAIN_SECONDS = 10.0
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
 
@@ -87,6 +98,7 @@ def setup(app: web.Application, services: Services) -> None:
         app[WEBHOOK] = hook
         app.router.add_get("/wechat", hook.verify_url)
         app.router.add_post("/wechat", hook.receive)
+        app.on_shutdown.append(hook.drain)
     # The sender and the media fetcher share one API client (one HTTP session).
     outbound = [*services.senders.values(), *services.fetchers.values()]
     apis = {id(o.api): o.api for o in outbound if isinstance(getattr(o, "api", None), WeChatAPI)}
@@ -104,7 +116,10 @@ class WeChatWebhook:
         wechat = services.config["wechat"]
         self.services = services
         self.reply_deadline = REPLY_DEADLINE
-        self._late: set[asyncio.Future[None]] = set()
+        self.drain_seconds = DRAIN_SECONDS
+        #: Steps still running (also those whose delivery was answered already).
+        self._late: set[asyncio.Future[Handled]] = set()
+        self._inflight: dict[str, asyncio.Future[Handled]] = {}
         self.token: str = wechat["token"]
         self.crypto = (
             WeChatCrypto(self.token, wechat["encoding_aes_key"], wechat["app_id"])
@@ -141,39 +156,93 @@ class WeChatWebhook:
             return web.Response(status=400, text="bad request")
         if inbound is None:  # an event we do not act on
             return web.Response(text=SUCCESS)
-        replies = await self.handle_in_time(inbound)
-        text, *overflow = split_text(reply_text(replies), TEXT_BYTES, utf8_bytes)
+        text = await self.answer(inbound)
+        if text is None:  # not kept: no acknowledgement, so WeChat delivers it again
+            return web.Response(status=503, text="busy")
+        text, *overflow = split_text(text, TEXT_BYTES, utf8_bytes)
         if overflow:  # a passive reply is one message: the rest follows through the outbox
             await self._send_later(inbound, "overflow", [{"text": piece} for piece in overflow])
         return self.respond(message, text, request.query, safe)
 
-    async def handle_in_time(self, inbound: Inbound) -> Sequence[Reply]:
-        """The dialogs' replies, or none if they take longer than ``reply_deadline``.
+    async def answer(self, inbound: Inbound) -> str | None:
+        """The passive reply's text ("": nothing to say), or None when the message was
+        neither handled nor kept and must not be acknowledged.
 
-        WeChat stops waiting after 5 seconds. A slow step (a busy database) is not
-        cancelled: it finishes in the background and its replies go out through the outbox
-        as customer-service messages (the person has just written, so the window is open).
+        A slow step (a busy database) is not cancelled: it goes on in the background and
+        its replies go out through the outbox, as customer-service messages (the person has
+        just written, so the window is open). A re-delivery of a message still being
+        handled here joins that step instead of starting a second one.
         """
-        task = asyncio.ensure_future(self.services.dialogs.handle(inbound))
-        done, _ = await asyncio.wait({task}, timeout=self.reply_deadline)
-        if task in done:
-            return task.result()
-        late = asyncio.ensure_future(self._send_late(inbound, task))
-        self._late.add(late)  # keep a reference until it is done
-        late.add_done_callback(self._late.discard)
-        return []
-
-    async def _send_late(self, inbound: Inbound, task: asyncio.Future[list[Reply]]) -> None:
+        task = self._inflight.get(inbound.message_id)
+        if task is None:
+            task = asyncio.ensure_future(self.services.dialogs.process(inbound))
+            self._track(inbound.message_id, task)
+        await asyncio.wait({task}, timeout=self.reply_deadline)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return self._passive(task.result())
+        now = self.services.clock.now()
         try:
-            replies = await task
-        except Exception:
-            log.exception("wechat: a late dialog step failed")
+            receipt = await asyncio.wait_for(
+                keep(self.services.priority_sessions, inbound, now),
+                KEEP_DEADLINE * 2,  # a backstop: the pool and SQLite give up after KEEP_DEADLINE
+            )
+        except Exception as exc:
+            log.warning("wechat: the database cannot keep %s (%r)", inbound.message_id, exc)
+            return await self._spool(inbound, task, now)
+        if receipt.status == "queued":
+            return SAY.text("wechat", "kept")
+        # Handled in the meantime (by this step or another delivery's): its stored answer.
+        return self._passive(Handled(receipt.replies, deferred=receipt.queued_at is not None))
+
+    async def _spool(
+        self, inbound: Inbound, task: asyncio.Future[Handled], now: datetime
+    ) -> str | None:
+        """Keep the message on local disk; the step still running is given up, so that the
+        spooled copy is the one way it gets handled (once the database is back)."""
+        try:
+            await self.services.spool.append(spool_record(inbound, now))
+        except OSError as exc:
+            log.error("wechat: cannot keep %s on disk either (%r)", inbound.message_id, exc)
+            return None
+        task.cancel()
+        return SAY.text("wechat", "kept")
+
+    def _passive(self, handled: Handled) -> str:
+        # A refused message is told so every time (a passive reply costs nothing): never an
+        # empty "success" for a message that was not handled.
+        if handled.deferred:
+            # Its replies go (or went) as customer-service messages; kept behind an older
+            # message, it has none yet and the person is told it will be answered.
+            return "" if handled.replies else SAY.text("wechat", "kept")
+        return reply_text(handled.replies)
+
+    def _track(self, message_id: str, task: asyncio.Future[Handled]) -> None:
+        self._inflight[message_id] = task
+        self._late.add(task)
+
+        def forget(done: asyncio.Future[Handled]) -> None:
+            self._late.discard(done)
+            if self._inflight.get(message_id) is done:
+                del self._inflight[message_id]
+            if not done.cancelled() and done.exception() is not None:
+                # Logged here so no failure goes unseen; the message is kept (or was never
+                # acknowledged) and is handled again from the queue or WeChat's retry.
+                log.warning("wechat: dialog step for %s failed: %r", message_id, done.exception())
+
+        task.add_done_callback(forget)
+
+    async def drain(self, _app: web.Application | None = None) -> None:
+        """On shutdown: let late steps finish, for at most ``drain_seconds``; the rest are
+        cancelled (their messages are kept, and handled from the queue after the restart)."""
+        pending = set(self._late)
+        if not pending:
             return
-        bodies = [
-            {"text": reply.text, "buttons": [[b.label, b.payload] for b in reply.buttons]}
-            for reply in replies
-        ]
-        await self._send_later(inbound, "late", bodies)
+        _, still = await asyncio.wait(pending, timeout=self.drain_seconds)
+        for task in still:
+            task.cancel()
+        if still:
+            log.warning("wechat: %d late steps left to the queue at shutdown", len(still))
+            await asyncio.wait(still)
 
     async def _send_later(self, inbound: Inbound, tag: str, bodies: list[dict[str, Any]]) -> None:
         """Replies as customer-service messages, through the outbox, in order (the person

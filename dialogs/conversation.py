@@ -49,6 +49,23 @@ class Tell(Protocol):
     ) -> None: ...
 
 
+class ReplyLater(Protocol):
+    """Writes the replies (``text``, ``buttons``) to a message that was acknowledged before
+    it was handled into the outbox, in the caller's transaction, to the chat it came from
+    (``notices.notify.reply_later``, wired by the composition root)."""
+
+    async def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        channel: str,
+        address: str,
+        message_id: str,
+        bodies: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> None: ...
+
+
 @dataclass
 class Conversation:
     session: AsyncSession

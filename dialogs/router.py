@@ -1,27 +1,32 @@
-"""``Dialogs.handle``: one inbound message → the replies, exactly once.
+"""``Dialogs.process``: one inbound message → the replies, exactly once.
 
 Per message: throttle → (one transaction) sender and dialog state (locked; dialogs/state.py)
-→ expiry → the flow's step → state and receipt saved. A retried message fails on its
+→ expiry → the flow's step → state and receipt saved. A retried message conflicts on its
 receipt's unique key and gets the replies stored the first time, without a second effect.
 One person's messages are processed one at a time (an in-process lock, plus a row lock on
-the dialog state on PostgreSQL).
+the dialog state on PostgreSQL), in the order they came: a message that finds an older one
+of the same person kept but not yet handled (dialogs/inbox.py) is kept behind it.
+
+A message acknowledged before it was handled (WeChat's deadline) has a ``queued`` receipt;
+when its step finally runs, its replies go through the outbox (``ReplyLater``) in the same
+transaction, and every delivery of it is told so (``Handled.deferred``): one message, one
+reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 
 from dialogs import home, invites, joint, my_topics, review, state, submit_topic
-from dialogs.conversation import HOME, SAY, Conversation, Tell, say
+from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, say
+from dialogs.inbox import keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
-from dialogs.types import Button, Inbound, Reply
+from dialogs.types import Inbound, Reply
 from storage.db import SessionFactory, transaction
-from storage.models import InboundReceipt
 from workflow.clock import Clock
 from workflow.engine import Lifecycle
 
@@ -29,6 +34,18 @@ from workflow.engine import Lifecycle
 CANCEL_WORDS = {"取消", "退出", "/cancel"}
 MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
 MINE_WORDS = {"我的议题", "/mine"}
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of one message."""
+
+    replies: list[Reply]
+    #: The message was acknowledged before it was handled: its replies go (or went) through
+    #: the outbox, so no delivery of it may carry them as an immediate reply.
+    deferred: bool = False
+    #: The flood limit refused it (``replies`` says so); quietly: the rest of a flood.
+    refused: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class Dialogs:
         tell: Tell,
         settings: DialogSettings | None = None,
         throttle: Throttle | None = None,
+        reply_later: ReplyLater | None = None,
     ) -> None:
         self.sessions = sessions
         self.lifecycle = lifecycle
@@ -56,57 +74,84 @@ class Dialogs:
         self.throttle = throttle or LocalThrottle(
             self.settings.flood_messages, self.settings.flood_seconds
         )
+        self.reply_later = reply_later
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def handle(self, inbound: Inbound) -> list[Reply]:
+        """The replies to show now (the console and tests; channels use ``process``)."""
+        return (await self.process(inbound)).replies
+
+    async def process(self, inbound: Inbound, *, queued_at: datetime | None = None) -> Handled:
+        """Handle one message. ``queued_at``: it was kept at that time and is handled now
+        from the queue (already admitted by the flood limit)."""
         key = (inbound.channel, inbound.user_ref)
-        verdict = await self.throttle.check(key)
-        if verdict is not Verdict.ALLOW:
-            return [Reply(say("common", "too_fast"))] if verdict is Verdict.REFUSE_AND_SAY else []
+        if queued_at is None:
+            verdict = await self.throttle.check(key, inbound.message_id)
+            if verdict is not Verdict.ALLOW:
+                # Not handled, and never in silence: the channel says so, or (the rest of a
+                # flood, on a channel where each answer costs) leaves it unacknowledged so
+                # the platform delivers it again.
+                return Handled([Reply(say("common", "too_fast"))], refused=verdict)
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._handle(inbound)
+                return await self._handle(inbound, queued_at)
         finally:
             if not lock.locked() and not lock._waiters:  # keep the dict small
                 self._locks.pop(key, None)
 
-    async def _handle(self, inbound: Inbound) -> list[Reply]:
+    async def _handle(self, inbound: Inbound, queued_at: datetime | None) -> Handled:
         # No look-up of the receipt first: a retry is rare, so the message is handled and
-        # its receipt inserted; a retry fails on the receipt's unique key, everything it
+        # its receipt written; a retry conflicts on the receipt's unique key, everything it
         # did is rolled back, and it gets the replies stored the first time.
         try:
             async with transaction(self.sessions) as session:
                 conn = await session.connection()
                 now = self.clock.now()
-                person, chat = await state.load(conn, inbound, HOME, now)
+                person, chat, backlog = await state.load(conn, inbound, HOME, now, queued_at)
+                if backlog and inbound.message_id:
+                    # An older message of theirs waits: this one goes behind it.
+                    if queued_at is None:
+                        await keep_in_queue(conn, inbound, now)
+                    return Handled([], deferred=True)
                 conv = Conversation(session, inbound, person, chat, self.lifecycle, now, self.tell)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:
                     conv.home()
                     conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
                 await self._step(conv)
                 _remember_buttons(conv)
-                await state.save(
+                bodies = _jsonable(conv.replies)
+                deferred = await state.save(
                     conn,
                     inbound,
                     chat,
                     now,
                     now + timedelta(minutes=self.settings.idle_minutes),
-                    _jsonable(conv.replies) if inbound.message_id else None,
+                    bodies if inbound.message_id else None,
                 )
-                return conv.replies
-        except IntegrityError:
-            async with self.sessions() as session:
-                done = await session.exec(
-                    select(InboundReceipt).where(
-                        InboundReceipt.channel == inbound.channel,
-                        InboundReceipt.key == inbound.message_id,
+                if deferred and self.reply_later is not None:
+                    await self.reply_later(
+                        session,
+                        channel=inbound.channel,
+                        address=inbound.user_ref,
+                        message_id=inbound.message_id,
+                        bodies=bodies,
+                        now=now,
                     )
-                )
-                receipt = done.first()
+                return Handled(conv.replies, deferred=deferred)
+        except (state.Duplicate, IntegrityError):
+            receipt = await self.stored(inbound)
             if receipt is None:
                 raise
-            return _replies(receipt.replies)
+            return receipt
+
+    async def stored(self, inbound: Inbound) -> Handled | None:
+        """What a message handled before answered, or None when it has not been."""
+        async with self.sessions() as session:
+            receipt = await read_receipt(await session.connection(), inbound)
+        if receipt is None or receipt.status == "queued":
+            return None
+        return Handled(receipt.replies, deferred=receipt.queued_at is not None)
 
     async def _step(self, conv: Conversation) -> None:
         inbound = _numbered_choice(conv)
@@ -172,10 +217,3 @@ def _numbered_choice(conv: Conversation) -> Inbound:
 
 def _jsonable(replies: list[Reply]) -> list[dict]:
     return [{"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]} for r in replies]
-
-
-def _replies(stored: list[dict]) -> list[Reply]:
-    return [
-        Reply(r["text"], tuple(Button(label, payload) for label, payload in r["buttons"]))
-        for r in stored
-    ]

@@ -13,10 +13,11 @@ person, their chat identity and the state are created.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dialogs.types import Inbound
@@ -25,9 +26,11 @@ from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
 _state = DialogState.__table__
 _identity = ChannelIdentity.__table__
 _person = Person.__table__
+_receipt = InboundReceipt.__table__
 
 #: A WeChat customer-service window is 48 h; its start to the minute is plenty.
 INBOUND_RESOLUTION = timedelta(minutes=1)
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -49,6 +52,21 @@ class State:
     id: int | None = None  # None until first saved
 
 
+class Duplicate(Exception):
+    """This message was handled before (its receipt is ``done``): roll back its second run."""
+
+
+#: An older message of the same person, kept but not handled yet (dialogs/inbox.py): this
+#: one must wait behind it. ``before``: this message's own queued time, or the far future.
+_BACKLOG = exists().where(
+    _receipt.c.channel == bindparam("channel"),
+    _receipt.c.user_ref == bindparam("external_id"),
+    _receipt.c.status == "queued",
+    _receipt.c.key != bindparam("key"),
+    _receipt.c.queued_at < bindparam("before"),
+)
+
+
 _KNOWN = (
     select(
         _identity.c.id,
@@ -60,6 +78,7 @@ _KNOWN = (
         _state.c.step,
         _state.c.data,
         _state.c.expires_at,
+        _BACKLOG.label("backlog"),
     )
     .select_from(
         _identity.join(_person, _person.c.id == _identity.c.person_id).join(
@@ -97,16 +116,48 @@ _NEW_IDENTITY = insert(_identity)
 _SEEN = update(_identity).where(_identity.c.id == bindparam("identity_id"))
 _NEW_STATE = insert(_state)
 _SAVE_STATE = update(_state).where(_state.c.id == bindparam("state_id"))
-_RECEIPT = insert(InboundReceipt.__table__)
+_NO_BACKLOG = select(_BACKLOG)
+
+
+def _receipt_upsert(insert_: Any) -> Any:
+    """The receipt, or a queued row turned ``done``; nothing (no row returned) when the
+    message was handled before. Returns the row's ``queued_at``: set when the message was
+    acknowledged before it was handled, so its replies go through the outbox."""
+    statement = insert_(_receipt)
+    return statement.on_conflict_do_update(
+        index_elements=["channel", "key"],
+        set_={
+            "replies": statement.excluded.replies,
+            "at": statement.excluded.at,
+            "status": "done",
+            "inbound": None,
+            "last_error": None,
+        },
+        where=_receipt.c.status == "queued",
+    ).returning(_receipt.c.queued_at)
+
+
+_RECEIPT = {
+    "postgresql": _receipt_upsert(postgresql.insert),
+    "sqlite": _receipt_upsert(sqlite.insert),
+}
 
 
 async def load(
-    conn: AsyncConnection, inbound: Inbound, home: str, now: datetime
-) -> tuple[Speaker, State]:
-    """The sender (created on first contact) and their dialog state, locked."""
+    conn: AsyncConnection,
+    inbound: Inbound,
+    home: str,
+    now: datetime,
+    queued_at: datetime | None = None,
+) -> tuple[Speaker, State, bool]:
+    """The sender (created on first contact), their dialog state, locked, and whether an
+    older message of theirs is waiting to be handled (``queued_at``: this message's own
+    time in that queue, when it is being handled from there)."""
     where = {"channel": inbound.channel, "external_id": inbound.user_ref}
-    row = (await conn.execute(_KNOWN, where)).first()
+    backlog_of = {"key": inbound.message_id, "before": queued_at or _FAR_FUTURE}
+    row = (await conn.execute(_KNOWN, where | backlog_of)).first()
     if row is not None:
+        backlog = bool(row.backlog)
         identity_id, last_inbound_at = row.id, row.last_inbound_at
         speaker = Speaker(row.person_id, row.display_name)
         state = State(row.flow, row.step, row.data, row.expires_at, row.state_id)
@@ -127,11 +178,12 @@ async def load(
             speaker = Speaker(found[2], found[3])
         stored = (await conn.execute(_STATE, where)).first()
         state = State(home, "idle") if stored is None else State(*stored[1:], id=stored[0])
+        backlog = bool((await conn.execute(_NO_BACKLOG, where | backlog_of)).scalar())
     if identity_id is not None and (
         last_inbound_at is None or now - last_inbound_at >= INBOUND_RESOLUTION
     ):
         await conn.execute(_SEEN, {"identity_id": identity_id, "last_inbound_at": now})
-    return speaker, state
+    return speaker, state, backlog
 
 
 async def save(
@@ -141,8 +193,10 @@ async def save(
     now: datetime,
     expires_at: datetime,
     receipt: list[dict[str, Any]] | None,
-) -> None:
-    """Write the state and, for a message with an id, its receipt (a retry conflicts here)."""
+) -> bool:
+    """Write the state and, for a message with an id, its receipt; True when the message
+    had been acknowledged before it was handled (its replies go through the outbox).
+    Raises ``Duplicate`` when it was handled before (a retry ends here)."""
     values = {
         "flow": state.flow,
         "step": state.step,
@@ -156,8 +210,13 @@ async def save(
         )
     else:
         await conn.execute(_SAVE_STATE, {"state_id": state.id, **values})
-    if receipt is not None:
-        await conn.execute(
-            _RECEIPT,
-            {"channel": inbound.channel, "key": inbound.message_id, "replies": receipt, "at": now},
-        )
+    if receipt is None:
+        return False
+    written = await conn.execute(
+        _RECEIPT[conn.dialect.name],
+        {"channel": inbound.channel, "key": inbound.message_id, "replies": receipt, "at": now},
+    )
+    row = written.first()
+    if row is None:
+        raise Duplicate(inbound.message_id)
+    return row.queued_at is not None

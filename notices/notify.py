@@ -225,6 +225,30 @@ async def tell(
     )
 
 
+async def reply_later(
+    session: AsyncSession,
+    *,
+    channel: str,
+    address: str,
+    message_id: str,
+    bodies: Sequence[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """The replies (``text``, ``buttons``) to a message acknowledged before it was handled,
+    through the outbox, to the chat it came from, in order (the dialogs' ``ReplyLater``).
+    Keys follow the message, so handling it twice writes them once."""
+    for number, body in enumerate(bodies):
+        await enqueue(
+            session,
+            key=f"{channel}:late:{message_id}:{number}",
+            channel=channel,
+            address=address,
+            kind="dialog.reply",
+            body=dict(body),
+            now=now,
+        )
+
+
 async def reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:
     """The chat identity the person used last (people answer where they last wrote)."""
     rows = await session.exec(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,7 +20,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> AsyncEngine:
     """An engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
 
     SQLite gets WAL (readers do not block the writer), foreign keys (off by default in
@@ -39,7 +40,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # WAL + NORMAL: no corruption on power loss, at most the last commits lost;
             # one fsync per checkpoint instead of per commit.
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.close()
 
         return engine
@@ -51,6 +52,19 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def make_priority_engine(url: str, timeout: float) -> AsyncEngine:
+    """A second, small engine for the one write that must not queue behind the others:
+    keeping a message WeChat is about to be told was received. Its own two connections, and
+    it gives up after ``timeout`` seconds instead of waiting for a busy pool or lock."""
+    return make_engine(
+        url,
+        busy_timeout_ms=int(timeout * 1000),
+        pool_size=2,
+        max_overflow=0,
+        pool_timeout=timeout,
+    )
+
+
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
@@ -60,3 +74,15 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any error."""
     async with factory() as session, session.begin():
         yield session
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure may pass on its own (the database unreachable, a dropped or timed
+    out connection, an exhausted pool), so the same work is worth trying again later."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(exc, sa_exc.DisconnectionError)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import JSONData, UTCDateTime
@@ -209,15 +209,43 @@ class JointRecommendation(SQLModel, table=True):
 
 class InboundReceipt(SQLModel, table=True):
     """One row per platform message handled: a retry of the same message finds it and
-    gets the same replies back, so a message has exactly one effect."""
+    gets the same replies back, so a message has exactly one effect.
+
+    A message acknowledged before it was handled (WeChat's 5-second deadline passed) is
+    written first as ``queued``, carrying the message itself: it is then handled later, in
+    order with the person's other messages, and its replies go out through the outbox
+    (dialogs/inbox.py). ``queued_at`` stays set once the row is ``done``: that is how every
+    later delivery of the message knows its replies do not go in a passive reply.
+    """
 
     __tablename__ = "inbound_receipts"
-    __table_args__ = (UniqueConstraint("channel", "key"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "key"),
+        # Only the few queued rows are indexed: the drain order and "does this person have
+        # older messages waiting?", which every message asks.
+        Index(
+            "ix_inbound_receipts_queued",
+            "channel",
+            "user_ref",
+            "queued_at",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=20)
     key: str = Field(max_length=160)
     replies: list[Any] = Field(default_factory=list, sa_type=JSONData)
     at: datetime = Field(sa_type=UTCDateTime, index=True)
+    #: done | queued (kept, not yet handled) | failed (could not be handled; see last_error)
+    status: str = Field(default="done", max_length=12)
+    #: The sender (queued rows): one person's queued messages are handled oldest first.
+    user_ref: str | None = Field(default=None, max_length=128)
+    #: The message itself (queued rows), to handle it later.
+    inbound: dict[str, Any] | None = Field(default=None, sa_type=JSONData)
+    queued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -32,6 +32,8 @@ from bot.telegram import (
 )
 from bot.web import create_app
 from dialogs.conversation import say
+from dialogs.router import Handled
+from dialogs.throttle import LocalThrottle
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import PermanentFailure, TemporaryFailure
 from storage.db import transaction
@@ -116,11 +118,11 @@ class RecordingDialogs:
         self.replies = list(replies)
         self.error = error
 
-    async def handle(self, inbound: Inbound) -> list[Reply]:
+    async def process(self, inbound: Inbound) -> Handled:
         self.inbounds.append(inbound)
         if self.error is not None:
             raise self.error
-        return list(self.replies)
+        return Handled(list(self.replies))
 
 
 def stand_in(
@@ -883,3 +885,22 @@ async def test_a_convener_reviews_a_card_with_inline_buttons(
         "当前状态：不予受理。"
     )
     assert "reply_markup" not in edits[-1] or not edits[-1]["reply_markup"]
+
+
+async def test_the_rest_of_a_flood_is_not_acknowledged_so_telegram_delivers_it_again(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    """The first refused message is told to slow down; later ones are left unacknowledged
+    (not dropped with a 200), and a re-delivery once the window has room is handled."""
+    now = [1000.0]
+    services.dialogs.throttle = LocalThrottle(2, 10.0, now=lambda: now[0])
+    statuses = []
+    for update_id in range(50, 55):
+        update = payload("text") | {"update_id": update_id}
+        statuses.append(await post(client, update))
+    assert statuses == [200, 200, 200, 429, 429]
+    assert await count(services, InboundReceipt) == 2
+    assert fake.sent_texts(USER).count("您发送得太快了，请稍等片刻再发。") == 1
+    now[0] += 10.0
+    assert await post(client, payload("text") | {"update_id": 53}) == 200
+    assert await count(services, InboundReceipt) == 3
