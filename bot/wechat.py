@@ -98,7 +98,8 @@ def setup(app: web.Application, services: Services) -> None:
         app[WEBHOOK] = hook
         app.router.add_get("/wechat", hook.verify_url)
         app.router.add_post("/wechat", hook.receive)
-        app.on_shutdown.append(hook.drain)
+        # After the server has finished its requests, before the database closes.
+        app.on_cleanup.append(hook.drain)
     # The sender and the media fetcher share one API client (one HTTP session).
     outbound = [*services.senders.values(), *services.fetchers.values()]
     apis = {id(o.api): o.api for o in outbound if isinstance(getattr(o, "api", None), WeChatAPI)}
@@ -161,7 +162,12 @@ class WeChatWebhook:
             return web.Response(status=503, text="busy")
         text, *overflow = split_text(text, TEXT_BYTES, utf8_bytes)
         if overflow:  # a passive reply is one message: the rest follows through the outbox
-            await self._send_later(inbound, "overflow", [{"text": piece} for piece in overflow])
+            try:
+                await self._send_later(inbound, "overflow", [{"text": p} for p in overflow])
+            except Exception as exc:
+                # Unacknowledged: WeChat's retry gets the stored replies and tries again.
+                log.warning("wechat: the rest of a long reply was not kept (%r)", exc)
+                return web.Response(status=503, text="busy")
         return self.respond(message, text, request.query, safe)
 
     async def answer(self, inbound: Inbound) -> str | None:

@@ -1,7 +1,8 @@
 """``mashangyi worker``: the background half of the service, without a web server.
 
 For deployments that keep web and background work apart: the reminder sweeps (on
-APScheduler), the outbox delivery loop and media downloads. Any number of workers and
+APScheduler), the outbox delivery loop, kept messages (dialogs/inbox.py: the database's
+queue, and the spool folder when it is on this host) and media downloads. Any number of workers and
 ``serve`` processes may run against one PostgreSQL database: sweeps and deliveries are
 guarded there (notices/reminders.py, notices/outbox.py).
 """
@@ -32,6 +33,9 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
             name="outbox",
         ),
         asyncio.create_task(services.media_downloader().run_forever(stop), name="media"),
+        asyncio.create_task(
+            services.inbox().run_forever(stop, config["outbox"]["poll_seconds"]), name="inbox"
+        ),
     ]
     scheduler.start()
     freeze_start_up_heap()

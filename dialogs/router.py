@@ -151,7 +151,9 @@ class Dialogs:
             receipt = await read_receipt(await session.connection(), inbound)
         if receipt is None or receipt.status == "queued":
             return None
-        return Handled(receipt.replies, deferred=receipt.queued_at is not None)
+        # A kept message that could not be handled ("failed") has nothing more to say.
+        deferred = receipt.status == "done" and receipt.queued_at is not None
+        return Handled(receipt.replies, deferred=deferred)
 
     async def _step(self, conv: Conversation) -> None:
         inbound = _numbered_choice(conv)

@@ -17,6 +17,8 @@ from bot.config import load_config
 from bot.services import Services, build_services
 from bot.web import create_app
 from bot.worker import run_worker
+from dialogs.inbox import keep
+from dialogs.types import Inbound
 from notices.reminders import Sweeper, SweepReport
 from notices.scheduler import SWEEP_JOB, SweepScheduler
 from storage.models import OutboxMessage
@@ -189,3 +191,29 @@ async def test_the_worker_sweeps_and_delivers_without_a_web_server(services: Ser
         await asyncio.wait_for(worker, SAFETY)
         gc.unfreeze()
     assert sorted(recorder.kinds) == ["reminder.review.delayed", "reminder.review.nudge"]
+
+
+async def test_the_worker_handles_kept_messages(services: Services) -> None:
+    """A WeChat message kept before it was handled (dialogs/inbox.py) by a web process that
+    then stopped: the worker's loop handles it and its reply goes into the outbox."""
+    inbound = Inbound("wechat", "oKeptBeforeStop", "text", text="菜单", message_id="4242")
+    await keep(services.sessions, inbound, services.clock.now())
+    stop = asyncio.Event()
+    gc.unfreeze()
+    worker = asyncio.create_task(run_worker(services, stop))
+    try:
+        for _ in range(SAFETY * 100):
+            async with services.sessions() as session:
+                rows = (
+                    await session.exec(
+                        select(OutboxMessage).where(OutboxMessage.channel == "wechat")
+                    )
+                ).all()
+            if rows:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, SAFETY)
+        gc.unfreeze()
+    assert [row.idempotency_key for row in rows] == ["wechat:late:4242:0"]
