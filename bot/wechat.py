@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import logging
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,6 +84,8 @@ KEEP_DEADLINE = 1.0
 #: On shutdown, how long late dialog steps may take to finish (their messages are kept
 #: anyway: one that has not finished is handled from the queue after the restart).
 DRAIN_SECONDS = 10.0
+#: How many spooled message ids a process remembers (WeChat retries within 15 s).
+MAX_SPOOLED = 10_000
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
 
@@ -121,6 +124,8 @@ class WeChatWebhook:
         #: Steps still running (also those whose delivery was answered already).
         self._late: set[asyncio.Future[Handled]] = set()
         self._inflight: dict[str, asyncio.Future[Handled]] = {}
+        #: Messages this process kept in the spool: a re-delivery is answered from here.
+        self._spooled: OrderedDict[str, None] = OrderedDict()
         self.token: str = wechat["token"]
         self.crypto = (
             WeChatCrypto(self.token, wechat["encoding_aes_key"], wechat["app_id"])
@@ -179,6 +184,8 @@ class WeChatWebhook:
         just written, so the window is open). A re-delivery of a message still being
         handled here joins that step instead of starting a second one.
         """
+        if inbound.message_id in self._spooled:
+            return SAY.text("wechat", "kept")  # kept on disk: handled from there, once
         task = self._inflight.get(inbound.message_id)
         if task is None:
             task = asyncio.ensure_future(self.services.dialogs.process(inbound))
@@ -211,6 +218,9 @@ class WeChatWebhook:
             log.error("wechat: cannot keep %s on disk either (%r)", inbound.message_id, exc)
             return None
         task.cancel()
+        self._spooled[inbound.message_id] = None
+        if len(self._spooled) > MAX_SPOOLED:
+            self._spooled.popitem(last=False)
         return SAY.text("wechat", "kept")
 
     def _passive(self, handled: Handled) -> str:

@@ -54,6 +54,8 @@ class Receipt:
     bodies: list[dict[str, Any]]
     #: Set when it was acknowledged before it was handled: its replies went by the outbox.
     queued_at: datetime | None
+    #: When it was written (a step's start, for a handled one).
+    at: datetime | None = None
 
     @property
     def replies(self) -> list[Reply]:
@@ -115,12 +117,12 @@ async def keep(sessions: SessionFactory, inbound: Inbound, now: datetime) -> Rec
 async def read_receipt(conn: AsyncConnection, inbound: Inbound) -> Receipt | None:
     row = (
         await conn.execute(
-            select(_c.status, _c.replies, _c.queued_at).where(
+            select(_c.status, _c.replies, _c.queued_at, _c.at).where(
                 _c.channel == inbound.channel, _c.key == inbound.message_id
             )
         )
     ).first()
-    return None if row is None else Receipt(row.status, row.replies, row.queued_at)
+    return None if row is None else Receipt(row.status, row.replies, row.queued_at, row.at)
 
 
 def spool_record(inbound: Inbound, now: datetime) -> dict[str, Any]:
@@ -150,7 +152,9 @@ class Inbox:
         """Move messages kept on disk while the database was away into the queue; how many.
 
         A spooled message whose step had in fact finished (its receipt is ``done``, the
-        person was told it would be answered) gets its stored replies through the outbox.
+        person was told it would be answered) gets its stored replies through the outbox —
+        unless that step started after the message was spooled: then it was a re-delivery's,
+        which gave them as its passive reply (one message, one reply).
         """
         if self.spool is None:
             return 0
@@ -163,7 +167,8 @@ class Inbox:
                     inbound = from_json(record["inbound"])
                     at = datetime.fromisoformat(record["queued_at"])
                     receipt = await keep_in_queue(conn, inbound, at)
-                    if receipt.status == "done" and receipt.queued_at is None:
+                    handled_before = receipt.at is not None and receipt.at <= at
+                    if receipt.status == "done" and receipt.queued_at is None and handled_before:
                         await self.reply_later(
                             session,
                             channel=inbound.channel,

@@ -5,6 +5,7 @@ database leaves every message either kept or unacknowledged (so WeChat delivers 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,33 @@ async def test_a_spooled_message_whose_step_had_finished_gets_its_stored_reply(
     await h.services.spool.append(spool_record(inbound, clock.now()))  # imported twice
     await h.services.inbox().drain_once()
     assert len(await texts(engine)) == 1
+
+
+async def test_a_spooled_message_a_redelivery_answered_gets_no_second_reply(
+    start: Start, engine: AsyncEngine, clock: Any
+) -> None:
+    """Spooled by one process; WeChat's retry reached another once the database was back,
+    which handled it and replied passively: importing the spool must not reply again."""
+    h = await start()
+    inbound = Inbound("wechat", "oRetried", "text", text="菜单", message_id="1201")
+    spooled_at = clock.now()
+    await h.services.spool.append(spool_record(inbound, spooled_at))
+    clock.set(spooled_at + timedelta(seconds=5))
+    assert (await h.dialogs.process(inbound)).replies  # the retry's passive reply
+    await h.services.inbox().drain_once()
+    assert await texts(engine) == []
+    assert list(h.services.spool.directory.iterdir()) == []
+
+
+async def test_a_redelivery_of_a_message_spooled_here_is_not_handled_twice(
+    start: Start, engine: AsyncEngine
+) -> None:
+    h = await start()
+    h.services.dialogs = DatabaseDown(h.dialogs)  # type: ignore[assignment]
+    h.services.priority_sessions = make_session_factory(make_engine(DEAD_DATABASE))
+    assert await post_text(h, "菜单", "1301") == (200, KEPT)
+    h.services.dialogs = h.dialogs  # type: ignore[assignment]  # the database is back
+    assert await post_text(h, "菜单", "1301") == (200, KEPT)  # still the spooled one
+    assert await count(engine, InboundReceipt) == 0
+    await h.services.inbox().drain_once()
+    assert [key for key, _ in await texts(engine)] == ["wechat:late:1301:0"]
