@@ -55,6 +55,15 @@ def _aes_key(value: str) -> str | None:
     return None if len(value) == 43 else "must be 43 characters"
 
 
+#: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
+MESSAGE_MODES = ("plain", "compatible", "safe")
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    wanted = "must be " + ", ".join(choices[:-1]) + " or " + choices[-1]
+    return lambda value: None if value in choices else wanted
+
+
 def _secret_token(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
         return None
@@ -91,6 +100,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "app_secret": Key(str, ""),
         "token": Key(str, ""),
         "encoding_aes_key": Key(str, "", _optional(_aes_key)),
+        "message_mode": Key(str, "plain", _one_of(*MESSAGE_MODES)),
         "api_base_url": Key(str, "https://api.weixin.qq.com/", _url_scheme("http://", "https://")),
         "template_id": Key(str, ""),
         "cs_window_hours": Key(float, 48.0, _positive),
@@ -236,10 +246,24 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             f"reminders.work_end: must be later than work_start ({reminders['work_start']}) "
             f"(got {reminders['work_end']!r})"
         )
+    _check_message_mode(values["wechat"])
     base_dir = source.parent if source else Path.cwd()
     if values["database"]["url"].startswith("sqlite+aiosqlite:///") and source:
         values["database"]["url"] = _anchor_sqlite(values["database"]["url"], base_dir)
     return Config(values=values, source=source, base_dir=base_dir)
+
+
+def _check_message_mode(wechat: Mapping[str, Any]) -> None:
+    """The mode and the key agree: a key with mode plain is ambiguous (which one was
+    meant?), and compatible or safe cannot decrypt without it."""
+    mode = wechat["message_mode"]
+    if mode == "plain" and wechat["encoding_aes_key"]:
+        raise ConfigError(
+            "wechat.message_mode: must be compatible or safe when wechat.encoding_aes_key "
+            "is set (or remove the key for plain) (got 'plain')"
+        )
+    if mode != "plain" and not wechat["encoding_aes_key"]:
+        raise ConfigError(f"wechat.encoding_aes_key: required when wechat.message_mode is {mode!r}")
 
 
 def _anchor_sqlite(url: str, base_dir: Path) -> str:

@@ -1,8 +1,19 @@
 """The WeChat official-account webhook, ``/wechat``.
 
-GET: URL verification (echo ``echostr`` back). POST: a message or event, in plaintext or in
-safe mode (``encrypt_type=aes``). Each request: verify (signature, fresh timestamp) → read
-(size cap) → decrypt → parse → ``Inbound`` → ``Dialogs.handle`` → one passive text reply.
+GET: URL verification (echo ``echostr`` back). POST: a message or event, in the message
+mode configured as ``wechat.message_mode`` (the admin console's 明文/兼容/安全模式):
+
+- plain: plaintext bodies, signed by ``signature``; an encrypted body is refused.
+- compatible: WeChat sends the plaintext elements *and* an ``<Encrypt>`` element; when the
+  encrypted part is there it must be signed by ``msg_signature`` and is the only part read.
+  A plaintext-only body is still accepted (so this mode is no safer than plain).
+- safe: only ``encrypt_type=aes`` with a valid ``msg_signature`` over ``<Encrypt>``.
+  ``signature`` alone does not cover the body, so a captured query could carry any
+  plaintext; safe mode never reads plaintext elements.
+
+Each request: verify (signature, fresh timestamp) → read (size cap) → decrypt → parse (no
+DOCTYPE) → ``Inbound`` → ``Dialogs.handle`` → one passive text reply, encrypted when the
+request was.
 
 WeChat waits 5 seconds for the reply and retries the same message up to twice; the dialogs
 deduplicate by ``message_id`` and hand a retry the same replies. A step that misses the
@@ -25,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
-import xmltodict
 from aiohttp import web
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
@@ -42,6 +52,7 @@ from wechatpy.replies import TextReply
 
 from bot.pieces import split_text, utf8_bytes
 from bot.wechat_api import TEXT_BYTES, WeChatAPI
+from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Handled
 from dialogs.types import Inbound, Location, Media, Reply
@@ -64,7 +75,7 @@ MAX_BODY = 64 * 1024
 MAX_SKEW = timedelta(minutes=5)
 #: Everything a malformed, hostile or mis-addressed body can raise on its way to an Inbound.
 PARSE_ERRORS = (
-    ValueError,  # entities refused by xmltodict, bad base64/padding, bad UTF-8, bad numbers
+    ValueError,  # a DOCTYPE (bot.wechat_xml), bad base64/padding, bad UTF-8, bad numbers
     ExpatError,  # not XML
     KeyError,  # a required element (Encrypt, MsgType) missing
     TypeError,  # <xml> without children
@@ -91,7 +102,11 @@ SUCCESS = "success"
 
 
 class Forbidden(Exception):
-    """Signature or timestamp check failed."""
+    """Signature or timestamp check failed, or the body is not in our message mode."""
+
+
+class TooLarge(Exception):
+    """The body is over ``MAX_BODY``."""
 
 
 def setup(app: web.Application, services: Services) -> None:
@@ -127,9 +142,10 @@ class WeChatWebhook:
         #: Messages this process kept in the spool: a re-delivery is answered from here.
         self._spooled: OrderedDict[str, None] = OrderedDict()
         self.token: str = wechat["token"]
+        self.mode: str = wechat["message_mode"]  # bot.config checked it against the key
         self.crypto = (
             WeChatCrypto(self.token, wechat["encoding_aes_key"], wechat["app_id"])
-            if wechat["encoding_aes_key"]
+            if self.mode != "plain"
             else None
         )
 
@@ -146,17 +162,12 @@ class WeChatWebhook:
 
     async def receive(self, request: web.Request) -> web.Response:
         try:
-            self.check(request.query)
-            body = await read_capped(request, MAX_BODY)
-            if body is None:
-                return web.Response(status=413, text="too large")
-            safe = request.query.get("encrypt_type") == "aes"
-            message = parse_message(self.decrypt(body, request.query) if safe else body)
-            if message is None:
-                raise ValueError("empty body")
+            message, safe = await self.decode(request)
             inbound = to_inbound(message)
         except Forbidden:
             return web.Response(status=403, text="forbidden")
+        except TooLarge:
+            return web.Response(status=413, text="too large")
         except PARSE_ERRORS as exc:
             log.info("wechat: refused a body: %s: %s", type(exc).__name__, exc)
             return web.Response(status=400, text="bad request")
@@ -277,6 +288,29 @@ class WeChatWebhook:
 
     # -- steps ---------------------------------------------------------------------------
 
+    async def decode(self, request: web.Request) -> tuple[BaseMessage, bool]:
+        """The message of a POST and whether it came encrypted, in our message mode.
+
+        Raises Forbidden (not signed, or not in our mode), TooLarge, or one of PARSE_ERRORS.
+        """
+        query = request.query
+        self.check(query)
+        body = await read_capped(request, MAX_BODY)
+        if body is None:
+            raise TooLarge
+        envelope = parse_xml(body)
+        aes = query.get("encrypt_type") == "aes"
+        # An <Encrypt> is the part we read, and must be signed, even without the flag.
+        encrypted = aes or "Encrypt" in envelope
+        if (self.mode == "plain" and encrypted) or (self.mode == "safe" and not aes):
+            raise Forbidden  # not our mode; in safe mode nothing signs a plaintext body
+        # wechatpy parses text only: it reads the same bytes again, with the same expat.
+        if not encrypted:
+            return parse_message(body), False
+        inner = self.decrypt(envelope, query)
+        parse_xml(inner)  # the decrypted XML may carry a DOCTYPE too
+        return parse_message(inner), True
+
     def check(self, query: Mapping[str, str]) -> None:
         """``signature`` = sha1 of the sorted token, timestamp and nonce; timestamp fresh."""
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
@@ -289,12 +323,12 @@ class WeChatWebhook:
         if abs(self.services.clock.now() - sent) > MAX_SKEW:
             raise Forbidden
 
-    def decrypt(self, body: bytes, query: Mapping[str, str]) -> str:
-        """Safe mode: check ``msg_signature`` (which also covers the ciphertext), decrypt."""
-        if self.crypto is None:
-            raise Forbidden  # encrypted traffic while we have no key: not for us
-        envelope = xmltodict.parse(body)["xml"]  # entities refused here too
+    def decrypt(self, envelope: Mapping[str, Any], query: Mapping[str, str]) -> str:
+        """Check ``msg_signature`` (which also covers the ciphertext), decrypt."""
+        assert self.crypto is not None  # bot.config: compatible and safe need the key
         encrypted = envelope["Encrypt"]
+        if not isinstance(encrypted, str):
+            raise ValueError("Encrypt is not text")
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
         expected = sign(self.token, timestamp, nonce, encrypted)
         if not _digest_equal(expected, query.get("msg_signature", "")):

@@ -77,3 +77,33 @@ def test_the_example_config_is_valid_and_complete() -> None:
         assert f"[{section}]" in text
         for key in keys:
             assert f"\n{key} = " in text, f"{section}.{key} is not documented"
+
+
+MODE, KEY = "MASHANGYI_WECHAT_MESSAGE_MODE", "MASHANGYI_WECHAT_ENCODING_AES_KEY"
+AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+
+
+def one_line_error(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env=env)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_wechat_message_mode_and_the_key_must_agree() -> None:
+    assert load_config(None, env={})["wechat"]["message_mode"] == "plain"
+    for mode in ("compatible", "safe"):
+        wechat = load_config(None, env={MODE: mode, KEY: AES_KEY})["wechat"]
+        assert (wechat["message_mode"], wechat["encoding_aes_key"]) == (mode, AES_KEY)
+        assert one_line_error({MODE: mode}) == (
+            f"wechat.encoding_aes_key: required when wechat.message_mode is '{mode}'"
+        )
+    # A key without a mode (plain is the default) or with plain: which one was meant?
+    for env in ({KEY: AES_KEY}, {KEY: AES_KEY, MODE: "plain"}):
+        assert one_line_error(env).startswith(
+            "wechat.message_mode: must be compatible or safe when wechat.encoding_aes_key is set"
+        )
+    assert one_line_error({MODE: "aes", KEY: AES_KEY}) == (
+        "wechat.message_mode: must be plain, compatible or safe (got 'aes')"
+    )

@@ -163,6 +163,22 @@ class Harness:
         assert response.status == 200
         return reply_content(await response.text())
 
+    async def sealed(
+        self, inner: str, *, alongside: str = "", doctype: str = "", **query: str
+    ) -> ClientResponse:
+        """``inner`` encrypted and signed with ``msg_signature``, as WeChat sends it in safe
+        mode; ``alongside``: a plaintext message whose elements share the envelope, as in
+        compatible mode; ``doctype``: put before the envelope."""
+        base = signed(self.clock, self.token, encrypt_type="aes")
+        body, msg_signature = encrypted(
+            inner, base["nonce"], base["timestamp"], app_id=self.fake.app_id, alongside=alongside
+        )
+        return await self.client.post(
+            "/wechat",
+            params=base | {"msg_signature": msg_signature} | query,
+            data=doctype + body,
+        )
+
     def sender(self) -> WeChatSender:
         sender = self.services.senders["wechat"]
         assert isinstance(sender, WeChatSender)
@@ -205,6 +221,8 @@ async def start(
             "app_secret": fake.app_secret,
             "token": TOKEN,
             "encoding_aes_key": AES_KEY,
+            # Most tests send plaintext, which compatible mode (with a key) accepts.
+            "message_mode": "compatible",
             "api_base_url": fake.base_url,
             "template_id": TEMPLATE_ID,
         } | wechat
@@ -402,6 +420,7 @@ async def test_safe_mode_with_the_published_sample(start: Start, clock: FixedClo
     h = await start(
         token=SAMPLE_TOKEN,
         encoding_aes_key=SAMPLE_AES_KEY,
+        message_mode="safe",
         app_id=SAMPLE_APP_ID,
         canned=[Reply("收到：hello")],
     )
@@ -429,20 +448,42 @@ async def test_safe_mode_with_the_published_sample(start: Start, clock: FixedClo
 
 
 def encrypted(
-    xml: str, nonce: str, timestamp: str, *, app_id: str, key: str = AES_KEY
+    xml: str,
+    nonce: str,
+    timestamp: str,
+    *,
+    app_id: str,
+    key: str = AES_KEY,
+    alongside: str = "",
 ) -> tuple[str, str]:
-    """(envelope body, msg_signature) as WeChat sends them in safe mode."""
+    """(envelope body, msg_signature) as WeChat sends them in safe mode, or in compatible
+    mode when ``alongside`` (a plaintext message) is given: its elements, then Encrypt."""
     secret = base64.b64decode(key + "=")
     ciphertext = PrpCrypto(secret).encrypt(xml, app_id).decode()
-    body = (
-        f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-        f"<Encrypt><![CDATA[{ciphertext}]]></Encrypt></xml>"
-    )
+    sealed = f"<Encrypt><![CDATA[{ciphertext}]]></Encrypt></xml>"
+    if alongside:
+        body = alongside.replace("</xml>", sealed)
+    else:
+        body = f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>{sealed}"
     return body, sha1_sorted(TOKEN, timestamp, nonce, ciphertext)
 
 
+def unseal(body: str, *, app_id: str, key: str = AES_KEY, token: str = TOKEN) -> dict[str, str]:
+    """An encrypted reply, checked (its signature covers the ciphertext) and opened."""
+    sealed = xmltodict.parse(body)["xml"]
+    assert set(sealed) == {"Encrypt", "MsgSignature", "TimeStamp", "Nonce"}
+    assert sealed["MsgSignature"] == sha1_sorted(
+        token, sealed["TimeStamp"], sealed["Nonce"], sealed["Encrypt"]
+    )
+    crypto = WeChatCrypto(token, key, app_id)
+    plain = crypto.decrypt_message(
+        {"Encrypt": sealed["Encrypt"]}, sealed["MsgSignature"], sealed["TimeStamp"], sealed["Nonce"]
+    )
+    return xmltodict.parse(plain)["xml"]
+
+
 async def test_safe_mode_refusals(start: Start, engine: AsyncEngine, clock: FixedClock) -> None:
-    h = await start()
+    h = await start(message_mode="safe")
     query = signed(clock, encrypt_type="aes")
     ts, nonce = query["timestamp"], query["nonce"]
     good, msg_signature = encrypted(payload("text"), nonce, ts, app_id=h.fake.app_id)
@@ -468,6 +509,159 @@ async def test_safe_mode_refusals(start: Start, engine: AsyncEngine, clock: Fixe
     assert await nothing_stored(engine)
     assert await post(good, msg_signature) == 200
     assert [i.text for i in h.dialogs.seen] == ["运河步道增设公厕"]
+
+
+# -- message modes (明文 / 兼容 / 安全) ------------------------------------------------------------
+
+NEIGHBOUR = "oNeighbour0000000000000000000"
+
+
+async def dialog_state(h: Harness, openid: str) -> tuple[str, str, dict[str, Any]] | None:
+    async with h.services.sessions() as session:
+        state = (
+            await session.exec(select(DialogState).where(DialogState.external_id == openid))
+        ).one_or_none()
+    return None if state is None else (state.flow, state.step, state.data)
+
+
+async def test_safe_mode_refuses_a_captured_query_with_a_plaintext_body(
+    start: Start, engine: AsyncEngine, clock: FixedClock
+) -> None:
+    """The plaintext ``signature`` covers token, timestamp and nonce only: with a captured
+    query anyone could post any plaintext body, such as another resident's 取消."""
+    h = await start(message_mode="safe")
+    await h.sealed(payload("subscribe_scene", FromUserName=NEIGHBOUR))
+    asked = await h.sealed(payload("text", FromUserName=NEIGHBOUR, Content="1", MsgId="501"))
+    assert unseal(await asked.text(), app_id=h.fake.app_id)["Content"].startswith(
+        "请用一句话写下议题标题"
+    )
+    before = await dialog_state(h, NEIGHBOUR)
+    assert before is not None and before[:2] == ("submit_topic", "title")
+    counts = [await count(engine, m) for m in (Person, ChannelIdentity, OutboxMessage)]
+    seen, api_calls = len(h.dialogs.seen), len(h.fake.requests)
+
+    captured = signed(clock)  # a valid plaintext query, as WeChat signs every request
+    attacks = [
+        payload("text", FromUserName=NEIGHBOUR, Content="取消", MsgId="502"),
+        payload("text", FromUserName="oInvented000000000000000000", Content="你好"),
+        payload("subscribe_scene", FromUserName="oInvented000000000000000000"),
+    ]
+    aes = captured | {"encrypt_type": "aes", "msg_signature": captured["signature"]}
+    junk = "<Encrypt><![CDATA[" + base64.b64encode(bytes(64)).decode() + "]]></Encrypt></xml>"
+    for body in attacks:
+        for query, sent, status in (
+            (captured, body, 403),
+            (aes, body, 400),  # claims encryption, carries none
+            (aes, body.replace("</xml>", junk), 403),  # msg_signature does not cover it
+        ):
+            response = await h.client.post("/wechat", params=query, data=sent)
+            assert response.status == status
+            assert "<xml>" not in await response.text()
+
+    assert await dialog_state(h, NEIGHBOUR) == before
+    assert [await count(engine, m) for m in (Person, ChannelIdentity, OutboxMessage)] == counts
+    assert await h.services.dispatcher().run_once() == 0
+    assert (len(h.dialogs.seen), len(h.fake.requests)) == (seen, api_calls)
+    # The neighbour's own 取消, encrypted, does cancel: the 403s were the mode.
+    cancelled = await h.sealed(payload("text", FromUserName=NEIGHBOUR, Content="取消", MsgId="503"))
+    assert unseal(await cancelled.text(), app_id=h.fake.app_id)["Content"].startswith("已取消")
+    assert await dialog_state(h, NEIGHBOUR) != before
+
+
+async def test_compatible_mode_reads_the_encrypted_part_and_refuses_it_unsigned(
+    start: Start, engine: AsyncEngine, clock: FixedClock
+) -> None:
+    h = await start(canned=[Reply("收到")])  # the harness's default: compatible
+    inner = payload("text", Content="运河步道增设公厕", MsgId="601")
+    outer = payload("text", Content="取消", MsgId="601")  # what a tamperer would change
+    response = await h.sealed(inner, alongside=outer)
+    assert response.status == 200
+    assert [i.text for i in h.dialogs.seen] == ["运河步道增设公厕"]
+    assert "收到" not in await response.text()  # answered encrypted, as asked
+    assert unseal(await response.text(), app_id=h.fake.app_id)["Content"] == "收到"
+
+    # An Encrypt that msg_signature does not cover is refused, plaintext or not beside it.
+    forged = payload("text", Content="运河步道增设公厕", MsgId="602")
+    assert (await h.sealed(forged, alongside=outer, msg_signature="0" * 40)).status == 403
+    assert (await h.sealed(forged, alongside=outer, msg_signature="")).status == 403
+    base = signed(clock)
+    unflagged, _ = encrypted(forged, base["nonce"], base["timestamp"], app_id=h.fake.app_id)
+    assert (await h.client.post("/wechat", params=base, data=unflagged)).status == 403
+    both, _ = encrypted(
+        forged, base["nonce"], base["timestamp"], app_id=h.fake.app_id, alongside=outer
+    )
+    assert (await h.client.post("/wechat", params=base, data=both)).status == 403
+    assert len(h.dialogs.seen) == 1
+
+    # Plaintext alone is still accepted in compatible mode, and answered in plaintext.
+    plain = await h.post(payload("text", Content="沿线没有公厕", MsgId="603"))
+    assert reply_content(await plain.text()) == "收到"
+    assert [i.text for i in h.dialogs.seen] == ["运河步道增设公厕", "沿线没有公厕"]
+
+
+async def test_plain_mode_refuses_encrypted_bodies(start: Start, clock: FixedClock) -> None:
+    h = await start(encoding_aes_key="", message_mode="plain", canned=[Reply("收到")])
+    text = payload("text", Content="运河步道增设公厕")
+    assert (await h.sealed(text)).status == 403
+    assert (await h.sealed(text, alongside=text)).status == 403
+    base = signed(clock)  # an Encrypt beside the plaintext, without the flag: refused too
+    body, _ = encrypted(
+        text, base["nonce"], base["timestamp"], app_id=h.fake.app_id, alongside=text
+    )
+    assert (await h.client.post("/wechat", params=base, data=body)).status == 403
+    assert h.dialogs.seen == []
+    assert reply_content(await (await h.post(text)).text()) == "收到"
+    assert [i.text for i in h.dialogs.seen] == ["运河步道增设公厕"]
+
+
+MODES = ["plain", "compatible", "safe"]
+
+
+async def start_in(start: Start, mode: str, **settings: Any) -> Harness:
+    key = {"encoding_aes_key": ""} if mode == "plain" else {}
+    return await start(message_mode=mode, **key, **settings)
+
+
+async def send(h: Harness, mode: str, xml: str, doctype: str = "") -> ClientResponse:
+    """``xml`` as WeChat sends it in ``mode``, with ``doctype`` before the envelope."""
+    if mode == "plain":
+        return await h.post(doctype + xml)
+    return await h.sealed(xml, alongside=xml if mode == "compatible" else "", doctype=doctype)
+
+
+def doctypes(h: Harness) -> list[str]:
+    return [
+        # An external DTD on a host that records requests: nothing may be fetched.
+        f'<?xml version="1.0"?>\n<!DOCTYPE xml SYSTEM "{h.fake.base_url}evil.dtd">\n',
+        '<!DOCTYPE xml PUBLIC "-//W3C//DTD XHTML 1.0//EN" "http://example.invalid/x.dtd">',
+        "<!DOCTYPE xml [<!ELEMENT xml ANY>]>",  # internal, and without a single entity
+        "<!DOCTYPE xml>",
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_any_doctype_is_refused_in_every_mode(
+    start: Start, engine: AsyncEngine, mode: str
+) -> None:
+    h = await start_in(start, mode)
+    text = payload("text")
+    for doctype in doctypes(h):
+        response = await send(h, mode, text, doctype=doctype)
+        assert response.status == 400, doctype
+        if mode != "plain":  # the decrypted XML is checked as well
+            assert (await h.sealed(doctype + text)).status == 400, doctype
+    assert h.dialogs.seen == []
+    assert h.fake.requests == []
+    assert await nothing_stored(engine)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_person_may_write_doctype_in_a_message(start: Start, mode: str) -> None:
+    h = await start_in(start, mode, canned=[Reply("收到")])
+    written = '<!DOCTYPE xml SYSTEM "http://example.invalid/x.dtd"> 是什么？'
+    response = await send(h, mode, payload("text", Content=written))
+    assert response.status == 200
+    assert [i.text for i in h.dialogs.seen] == [written]
 
 
 # -- translation ---------------------------------------------------------------------------------
