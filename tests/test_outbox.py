@@ -63,6 +63,7 @@ async def add(
     key: str,
     *,
     channel: str = "telegram",
+    address: str = "chat-1",
     not_before: datetime | None = None,
 ) -> bool:
     async with transaction(sessions) as session:
@@ -70,7 +71,7 @@ async def add(
             session,
             key=key,
             channel=channel,
-            address="chat-1",
+            address=address,
             kind="topic_received",
             body={"text": f"hello {key}"},
             now=clock.now(),
@@ -176,7 +177,9 @@ async def test_rows_are_sent_oldest_first_in_batches(
 ) -> None:
     start = clock.now()
     for i, key in enumerate(["c", "a", "b"]):
-        await add(sessions, clock, key, not_before=start - timedelta(minutes=10 - i))
+        await add(
+            sessions, clock, key, address=f"chat-{key}", not_before=start - timedelta(minutes=10 - i)
+        )
     sender = RecordingSender()
     d = dispatcher(sessions, clock, {"telegram": sender}, batch_size=2)
     assert await d.run_once() == 2
@@ -250,29 +253,44 @@ async def test_backoff_is_capped_by_max_backoff(
     assert d.backoff(10_000) == timedelta(seconds=100)
 
 
-async def test_retry_after_is_honoured_when_longer_than_backoff(
+async def test_retry_after_is_waited_exactly_and_is_not_a_failed_attempt(
     sessions: SessionFactory, clock: FixedClock
 ) -> None:
     await add(sessions, clock, "k1")
     sender = RecordingSender(
         [
+            TemporaryFailure("HTTP 502"),
             TemporaryFailure("429 Too Many Requests", retry_after=timedelta(minutes=10)),
-            TemporaryFailure("429 Too Many Requests", retry_after=timedelta(seconds=5)),
+            TemporaryFailure("429 Too Many Requests", retry_after=timedelta(seconds=10)),
+            TemporaryFailure("HTTP 503"),
         ]
     )
-    d = dispatcher(sessions, clock, {"telegram": sender}, base_backoff=timedelta(seconds=30))
+    d = dispatcher(
+        sessions, clock, {"telegram": sender}, base_backoff=timedelta(seconds=30), max_attempts=3
+    )
 
+    assert await d.run_once() == 1  # 502: the backoff, 30 s
+    clock.advance(timedelta(seconds=30))
     assert await d.run_once() == 1
     stored = await row(sessions, "k1")
-    assert stored.not_before == clock.now() + timedelta(minutes=10)
+    assert (stored.not_before, stored.attempts) == (clock.now() + timedelta(minutes=10), 1)
     assert stored.last_error == "429 Too Many Requests"
     clock.advance(timedelta(minutes=9, seconds=59))
     assert await d.run_once() == 0
     clock.advance(timedelta(seconds=1))
 
-    # A retry_after shorter than the backoff (2nd failure: 60 s) does not shorten it.
+    # Shorter than the backoff would be (60 s): the platform's word counts, not the backoff.
     assert await d.run_once() == 1
-    assert (await row(sessions, "k1")).not_before == clock.now() + timedelta(seconds=60)
+    assert (await row(sessions, "k1")).not_before == clock.now() + timedelta(seconds=10)
+    clock.advance(timedelta(seconds=10))
+    # Two waits asked for did not count: this is the second failed attempt, not the fourth.
+    assert await d.run_once() == 1
+    stored = await row(sessions, "k1")
+    assert (stored.status, stored.attempts) == ("pending", 2)
+    assert stored.not_before == clock.now() + timedelta(seconds=60)
+    clock.advance(timedelta(seconds=60))
+    assert await d.run_once() == 1
+    assert (await row(sessions, "k1")).status == "sent"
 
 
 async def test_dead_after_max_attempts_with_the_reason(
@@ -418,7 +436,7 @@ async def test_batch_that_outlives_its_lease_hands_the_rest_back(
     sessions: SessionFactory, clock: FixedClock
 ) -> None:
     await add(sessions, clock, "k1")
-    await add(sessions, clock, "k2")
+    await add(sessions, clock, "k2", address="chat-2")  # another chat: claimed together
     sender = RecordingSender(on_send=lambda _m: clock.advance(LEASE))
     d = dispatcher(sessions, clock, {"telegram": sender}, lease=LEASE)
 
@@ -465,12 +483,13 @@ async def test_run_forever_survives_errors_and_stops_when_told(
 async def _enqueue_many(sessions: SessionFactory, clock: FixedClock, n: int) -> list[str]:
     keys = [f"bulk-{i:03d}" for i in range(n)]
     async with transaction(sessions) as session:
-        for key in keys:
+        for number, key in enumerate(keys):
             await enqueue(
                 session,
                 key=key,
                 channel="telegram",
-                address="chat",
+                # Many chats: one chat's rows go one at a time, whoever claims them.
+                address=f"chat-{number % 60}",
                 kind="bulk",
                 body={},
                 now=clock.now(),

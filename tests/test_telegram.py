@@ -22,6 +22,7 @@ from bot.config import ConfigError, load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.telegram import (
+    CHAT_INTERVAL,
     REPLY_HOLD,
     SECRET_HEADER,
     TelegramMediaFetcher,
@@ -394,16 +395,16 @@ async def test_after_a_429_the_replies_wait_retry_after_and_keep_their_order(
     # The first failed; the others were not tried, so they cannot overtake it.
     assert len(fake.requests("sendMessage", ok_only=False)) == fake_sends_before + 1
     rows = await outbox(services)
-    assert [(r.status, r.attempts) for r in rows] == [
-        ("pending", 1),
-        ("pending", 0),
-        ("pending", 0),
-    ]
-    assert {r.not_before for r in rows} == {clock.now() + timedelta(seconds=40)}
-    assert await services.dispatcher().run_once() == 0  # not yet
+    # A wait the platform asked for is not a failed attempt.
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 3
+    assert rows[0].not_before == clock.now() + timedelta(seconds=40)
+    dispatcher = services.dispatcher()
+    assert await dispatcher.run_once() == 0  # not yet, and the others wait behind the first
     clock.advance(timedelta(seconds=40))
-    assert await services.dispatcher().run_once() == 3
-    assert fake.sent_texts() == ["一", "二", "三"]
+    for sent in (["一"], ["一", "二"], ["一", "二", "三"]):
+        assert await dispatcher.drain() == 1  # one a second: Telegram's pace for one chat
+        assert fake.sent_texts() == sent
+        clock.advance(CHAT_INTERVAL)
 
 
 async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
@@ -421,13 +422,15 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
         patch.setattr(bot.telegram, "send_reply", dies)
         assert await post(client, update) == 500
     (row,) = await outbox(services)
-    assert (row.status, row.not_before) == ("pending", clock.now() + REPLY_HOLD)
+    assert (row.status, row.claimed_until) == ("sending", clock.now() + REPLY_HOLD)
     # Telegram delivers the update again: the dialogs answer from their receipt, and the
     # reply, already in the outbox, is not sent a second time.
     assert await post(client, update) == 200
     assert fake.sent_texts() == []
     assert await services.dispatcher().run_once() == 0  # held: the webhook might be sending
     clock.advance(REPLY_HOLD)
+    assert await services.dispatcher().run_once() == 0  # to the end of the hold
+    clock.advance(timedelta(seconds=1))
     assert await services.dispatcher().run_once() == 1
     assert len(fake.sent_texts()) == 1
     assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
