@@ -843,6 +843,7 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
             print(f"Telegram now delivers this bot's updates to {url}")
             return 0
         stop = asyncio.Event()
+        await services.take_worker_id("telegram-poll")
         outbox = asyncio.create_task(
             services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"])
         )

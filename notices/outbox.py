@@ -276,14 +276,13 @@ class OutboxDispatcher:
         # at-least-once window: if that worker had in fact delivered the message (or is still
         # stuck inside the send) but not recorded it, the message goes out a second time.
         # Everywhere else a key is sent at most once.
-        due = and_(
+        scope = and_(
             _c.channel.in_(list(self._senders)),
             _c.address.in_(self._addresses) if self._addresses is not None else true(),
-            or_(
-                and_(_c.status == "pending", _c.not_before <= now),
-                and_(_c.status == "sending", _c.claimed_until < now),
-            ),
         )
+        waiting = and_(_c.status == "pending", _c.not_before <= now)
+        stuck = and_(_c.status == "sending", _c.claimed_until < now)
+        due = and_(scope, or_(waiting, stuck))
         # Head of line: no older row of the same chat still waiting or being sent. One probe
         # of the partial index ix_outbox_unsent_chat per candidate (its predicate is spelt
         # exactly as the index's, or SQLite would not use it).
@@ -296,17 +295,23 @@ class OutboxDispatcher:
         )
         claimed_until = now + self._lease
         async with transaction(self._sessions) as session:
-            # SKIP LOCKED: a second dispatcher passes over rows another is claiming instead of
-            # waiting for them. SQLite renders no FOR UPDATE; there the conditional UPDATE
-            # below is what keeps two claimers apart.
-            picked = await session.exec(
-                select(_c.id)
-                .where(due, head)
-                .order_by(_c.not_before, _c.id)
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            ids = picked.scalars().all()
+            # Waiting and stuck rows are picked apart: each is then one range of ix_outbox_due
+            # (status, not_before); with the OR in one query SQLite scans the whole table,
+            # sent history included. SKIP LOCKED: a second dispatcher passes over rows
+            # another is claiming instead of waiting for them. SQLite renders no FOR UPDATE;
+            # there the conditional UPDATE below is what keeps two claimers apart.
+            ids: list[int] = []
+            for kind in (stuck, waiting):
+                picked = await session.exec(
+                    select(_c.id)
+                    .where(scope, kind, head)
+                    .order_by(_c.not_before, _c.id)
+                    .limit(self._batch_size - len(ids))
+                    .with_for_update(skip_locked=True)
+                )
+                ids += picked.scalars().all()
+                if len(ids) >= self._batch_size:
+                    break
             if not ids:
                 return []
             # Repeat the due condition: the rows may have changed since they were selected.

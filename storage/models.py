@@ -229,7 +229,8 @@ class OutboxMessage(SQLModel, table=True):
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
-        Index("ix_outbox_due", "status", "not_before"),
+        # The claim walks it in order (status, not_before, id) and stops at a batch.
+        Index("ix_outbox_due", "status", "not_before", "id"),
         # Head of line per chat (notices/outbox.py): "is there an older unsent row of this
         # chat?" Partial, so it holds only the few unsent rows, not the sent history.
         Index(

@@ -177,9 +177,8 @@ async def test_rows_are_sent_oldest_first_in_batches(
 ) -> None:
     start = clock.now()
     for i, key in enumerate(["c", "a", "b"]):
-        await add(
-            sessions, clock, key, address=f"chat-{key}", not_before=start - timedelta(minutes=10 - i)
-        )
+        due = start - timedelta(minutes=10 - i)
+        await add(sessions, clock, key, address=f"chat-{key}", not_before=due)
     sender = RecordingSender()
     d = dispatcher(sessions, clock, {"telegram": sender}, batch_size=2)
     assert await d.run_once() == 2

@@ -4,7 +4,10 @@
 process restarted after being killed takes back its predecessor's rows at once instead of
 waiting out the lease. ``ix_outbox_unsent_chat`` serves the claim's "no older unsent row in
 this chat" test; it is partial (``status IN ('pending', 'sending')``), so it stays as small
-as the queue, not the sent history.
+as the queue, not the sent history. ``ix_outbox_due`` gains ``id``, the claim's tie-breaker:
+a sweep writes 20,000 rows with one ``not_before``, and without ``id`` in the index the claim
+sorted all of them (and tested each for its head of line) in every round, instead of walking
+the index and stopping after a batch.
 
 Revision ID: 0010
 Revises: 0009
@@ -30,6 +33,8 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("claimed_by", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True)
         )
+    op.drop_index("ix_outbox_due", table_name="outbox_messages")
+    op.create_index("ix_outbox_due", "outbox_messages", ["status", "not_before", "id"])
     op.create_index(
         "ix_outbox_unsent_chat",
         "outbox_messages",
@@ -42,5 +47,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_outbox_unsent_chat", table_name="outbox_messages")
+    op.drop_index("ix_outbox_due", table_name="outbox_messages")
+    op.create_index("ix_outbox_due", "outbox_messages", ["status", "not_before"])
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.drop_column("claimed_by")
