@@ -272,10 +272,10 @@ class OutboxDispatcher:
     async def _claim(self) -> list[OutboxMessage]:
         now = self._clock.now()
         # Due: pending and not_before has passed, or stuck in 'sending' because the worker
-        # that claimed it died (or hung) and its lease ran out. Reclaiming is the one
-        # at-least-once window: if that worker had in fact delivered the message (or is still
-        # stuck inside the send) but not recorded it, the message goes out a second time.
-        # Everywhere else a key is sent at most once.
+        # that claimed it died (or hung) and its lease ran out (``reclaim`` frees them sooner
+        # when the holder restarts). Reclaiming is the one at-least-once window: if that worker
+        # had in fact delivered the message (or is still stuck inside the send) but not
+        # recorded it, the message goes out a second time. Elsewhere a key is sent at most once.
         scope = and_(
             _c.channel.in_(list(self._senders)),
             _c.address.in_(self._addresses) if self._addresses is not None else true(),
