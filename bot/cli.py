@@ -436,6 +436,7 @@ async def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     if warning:
         log.warning("%s", warning)
     stop = stop_event(signal.SIGINT, signal.SIGTERM)
+    await services.take_worker_id("worker")
     print(
         "mashangyi worker: reminder sweeps every "
         f"{config['reminders']['sweep_minutes']:g} min, outbox delivery, media downloads "
@@ -456,6 +457,7 @@ async def cmd_chat(config: Config, args: argparse.Namespace) -> int:
         async with services.sessions() as session:
             if await get_room(session, args.room) is None:
                 raise CliError(f"no room with code {args.room!r} (see `mashangyi rooms list`)")
+        await services.take_worker_id("chat")
         return await chat(services, args.room, args.name)
 
     return await _with_services(config, work)

@@ -147,6 +147,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_backoff_seconds": Key(float, 21600.0, _positive),
         "batch_size": Key(int, 50, _positive),
         "poll_seconds": Key(float, 1.0, _positive),
+        "worker_id": Key(str, ""),
     },
 }
 

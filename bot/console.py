@@ -50,7 +50,11 @@ async def chat(
 ) -> int:
     read_line = read_line or (lambda: sys.stdin.readline())
     follow_ups = OutboxDispatcher(
-        services.sessions, {CHANNEL: PrintingSender(out)}, services.clock, addresses=[name]
+        services.sessions,
+        {CHANNEL: PrintingSender(out)},
+        services.clock,
+        addresses=[name],
+        worker_id=services.worker_id,
     )
     prompt = "> "
     replies = await services.dialogs.handle(

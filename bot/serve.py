@@ -51,6 +51,10 @@ async def serve(
     services = build_services(config)
     if background and (warning := services.calendar_warning()):
         log.warning("%s", warning)
+    # Before the first request: the webhook holds its replies under this identity, and
+    # taking it releases what a killed predecessor held (also in processes that run no
+    # delivery loop: the one that does then sends those rows at once).
+    await services.take_worker_id("serve")
     # Off by default: safe-mode WeChat callbacks carry the sender's openid in the query
     # string, and the proxy in front usually logs requests already.
     access_log = logging.getLogger("aiohttp.access") if config["server"]["access_log"] else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from functools import cached_property
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
+from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
 from bot.wechat_api import wechat_outbound
@@ -19,10 +21,11 @@ from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
 from notices.notify import OutboxWriter, reply_later, tell
-from notices.outbox import OutboxDispatcher, Sender
+from notices.outbox import OutboxDispatcher, Sender, reclaim
 from notices.reminders import ReminderSettings, Sweeper
 from storage.db import (
     SessionFactory,
+    is_sqlite,
     is_transient,
     make_engine,
     make_priority_engine,
@@ -55,6 +58,10 @@ class Services:
     clock: Clock
     engine: AsyncEngine
     sessions: SessionFactory
+    #: Records that a message went out (the outbox, the Telegram webhook): a small pool of its
+    #: own, so that a send is never left unrecorded behind a wait for a busy shared pool.
+    record_engine: AsyncEngine
+    records: SessionFactory
     calendar: WorkdayCalendar
     lifecycle: Lifecycle
     dialogs: Dialogs
@@ -67,8 +74,12 @@ class Services:
     #: Shared state of several serving processes (the flood limit), when configured.
     redis: Redis | None = None
     #: A small pool of its own for keeping a late message (dialogs/inbox.py), so that it
-    #: does not wait behind the dialog steps that made it late.
+    #: does not wait behind the dialog steps that made it late; unlike ``records`` it gives
+    #: up within a second (the message is then spooled or left unacknowledged).
     priority_engine: AsyncEngine | None = None
+    #: This process's worker identity once taken (``take_worker_id``); None in tools.
+    worker_id: str | None = None
+    _identity: WorkerIdentity | None = field(default=None, repr=False)
 
     @cached_property
     def priority_sessions(self) -> SessionFactory:
@@ -76,16 +87,43 @@ class Services:
             return self.sessions
         return make_session_factory(self.priority_engine)
 
-    def dispatcher(self) -> OutboxDispatcher:
+    async def take_worker_id(self, role: str) -> str:
+        """Take this process's worker identity for ``role`` (bot/identity.py) and release the
+        outbox rows its killed predecessor held. Call once, before serving or delivering."""
+        if self._identity is not None:
+            raise RuntimeError(f"this process is {self._identity.name} already")
+        identity = take_identity(
+            lock_dir(self.config.database_url), role, self.config["outbox"]["worker_id"]
+        )
+        self._identity, self.worker_id = identity, identity.name
+        await reclaim(self.sessions, identity.name)
+        return identity.name
+
+    def dispatcher(
+        self,
+        *,
+        channels: Collection[str] | None = None,
+        addresses: Collection[str] | None = None,
+        paced: bool = True,
+    ) -> OutboxDispatcher:
+        """The delivery loop; ``channels``/``addresses`` narrow it (the Telegram webhook
+        catching up on one chat), ``paced=False`` sends a turn's replies together."""
         outbox = self.config["outbox"]
+        senders = self.senders
+        if channels is not None:
+            senders = {c: s for c, s in senders.items() if c in channels}
         return OutboxDispatcher(
             self.sessions,
-            self.senders,
+            senders,
             self.clock,
+            addresses=addresses,
+            paced=paced,
             max_attempts=outbox["max_attempts"],
             base_backoff=timedelta(seconds=outbox["base_backoff_seconds"]),
             max_backoff=timedelta(seconds=outbox["max_backoff_seconds"]),
             batch_size=outbox["batch_size"],
+            worker_id=self.worker_id,
+            records=self.records,
         )
 
     def media_downloader(self) -> MediaDownloader:
@@ -128,6 +166,11 @@ class Services:
         await self.engine.dispose()
         if self.priority_engine is not None:
             await self.priority_engine.dispose()
+        if self.record_engine is not self.engine:
+            await self.record_engine.dispose()
+        if self._identity is not None:
+            self._identity.release()
+            self._identity = None
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -160,6 +203,13 @@ def build_review_links(config: Config) -> ReviewLinks:
 def build_services(config: Config, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = make_engine(config.database_url)
+    # Each use is one short UPDATE: a few connections never keep anyone waiting long.
+    # SQLite takes one writer at a time anyway: there a second pool would gain nothing.
+    record_engine = (
+        engine
+        if is_sqlite(config.database_url)
+        else make_engine(config.database_url, pool_size=2, max_overflow=4)
+    )
     calendar = build_calendar(config)
     review_links = build_review_links(config)
     writer = OutboxWriter(clock, config["server"]["public_base_url"], calendar, review_links)
@@ -167,9 +217,12 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
     )
     sessions = make_session_factory(engine)
+    records = make_session_factory(record_engine)
     dialogs = config["dialogs"]
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
-    telegram_senders, telegram_fetchers = telegram_outbound(config, sessions, clock)
+    # The Telegram sender remembers a sent review card between the send and its record:
+    # on the results' pool, for the same reason the record is there.
+    telegram_senders, telegram_fetchers = telegram_outbound(config, records, clock)
     redis = redis_client(config["redis"]["url"]) if config["redis"]["url"] else None
     flood = (dialogs["flood_messages"], dialogs["flood_seconds"])
     return Services(
@@ -177,6 +230,8 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         clock=clock,
         engine=engine,
         sessions=sessions,
+        record_engine=record_engine,
+        records=records,
         calendar=calendar,
         lifecycle=lifecycle,
         dialogs=Dialogs(

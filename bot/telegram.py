@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlmodel import col, update
+from sqlalchemy import text as sql_text
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import (
     Bot,
     CallbackQuery,
@@ -62,7 +64,7 @@ from dialogs.throttle import Verdict
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
 from storage.db import SessionFactory, transaction
-from storage.models import CardMessage, OutboxMessage
+from storage.models import UNSENT, CardMessage, OutboxMessage
 from workflow.clock import Clock
 from workflow.texts import Catalogue
 
@@ -86,6 +88,15 @@ ALLOWED_UPDATES = ("message", "callback_query")
 #: How long an immediate reply's outbox row is kept from the delivery loop while the webhook
 #: sends it itself. Longer than PTB's request timeouts, so both never send the same row.
 REPLY_HOLD = timedelta(minutes=2)
+#: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
+#: The outbox keeps it when it drains a backlog. The other limit, about 30 messages a
+#: second over all chats, a dispatcher stays under by sending one message at a time (a
+#: round trip each); should several dispatchers exceed it, the 429's retry_after is obeyed.
+CHAT_INTERVAL = timedelta(seconds=1)
+#: A chat with this many messages waiting or fewer (a card or notice the same turn wrote,
+#: as a rule) is caught up by the webhook before its replies; more is a backlog, which the
+#: paced delivery loop drains, the replies behind it.
+CATCH_UP = 3
 #: Image files sent "as a file" (uncompressed) are photos too; other documents are not.
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"}
 #: Message contents we cannot take, in the order checked (an animation is also a document),
@@ -253,6 +264,9 @@ class TelegramSender:
     handled: the text says by whom, the keyboard goes). A review card that is sent is
     remembered (``CardMessage``) so it can be edited that way later.
     """
+
+    #: The outbox's pace for one chat (notices/outbox.py).
+    chat_interval = CHAT_INTERVAL
 
     def __init__(
         self, client: BotClient, sessions: SessionFactory | None = None, clock: Clock | None = None
@@ -595,24 +609,41 @@ class TelegramChannel:
             log.info("telegram: could not mark the choice on %s: %s", message.message_id, exc)
 
     async def deliver(self, update_id: int, chat_id: int, replies: Sequence[Reply]) -> None:
-        """Send the replies now; whatever does not go through stays in the outbox."""
+        """Send the replies now; whatever does not go through stays in the outbox.
+
+        Each reply is an outbox row held (``sending``, by this process's worker identity)
+        while it is sent here, and recorded right after the Bot API accepts it. When the chat
+        still has older messages waiting (a reply that failed, a notice not yet delivered),
+        the replies are left to the outbox instead, behind them: sent here they would
+        overtake them.
+        """
         clock = self.services.clock
+        address = str(chat_id)
         hold = clock.now() + REPLY_HOLD
         fresh: list[tuple[str, Reply]] = []
         async with transaction(self.services.sessions) as session:
+            waiting = await _unsent(session, address, CATCH_UP + 1)
+            queued = waiting > 0
             for number, reply in enumerate(replies):
                 key = f"{CHANNEL}:reply:{update_id}:{number}"
                 if await enqueue(
                     session,
                     key=key,
                     channel=CHANNEL,
-                    address=str(chat_id),
+                    address=address,
                     kind="reply",
                     body=reply_body(reply),
                     now=clock.now(),
-                    not_before=hold,
+                    held_until=None if queued else hold,
+                    held_by=self.services.worker_id,
                 ):
                     fresh.append((key, reply))
+        if queued:
+            if fresh and waiting <= CATCH_UP:
+                await self._catch_up(address, waiting + len(fresh))
+            elif fresh:
+                log.info("telegram: chat %s has a backlog; replies queued behind it", address)
+            return
         # Rows that already existed were sent (or are being sent) by an earlier delivery of
         # this same update: not sending them again is what makes a re-delivery harmless.
         for number, (key, reply) in enumerate(fresh):
@@ -627,36 +658,71 @@ class TelegramChannel:
                     )
                     continue
                 wait = failure.retry_after if isinstance(failure, TemporaryFailure) else None
-                due = clock.now() + (wait or timedelta(0))
                 log.warning("telegram: reply %s left to the outbox: %s", key, failure.reason)
                 await self._settle(
                     [key],
                     hold,
-                    status="pending",
-                    attempts=1,
-                    not_before=due,
+                    **_released(clock.now() + (wait or timedelta(0))),
+                    # As in the outbox: a wait the platform asked for is not a failed attempt.
+                    attempts=0 if wait is not None else 1,
                     last_error=failure.reason[:500],
                 )
-                # The later replies wait with it, so they do not overtake it.
+                # The later replies queue behind it (the outbox keeps a chat's order).
                 later = [k for k, _ in fresh[number + 1 :]]
-                await self._settle(later, hold, status="pending", not_before=due)
+                await self._settle(later, hold, **_released(clock.now()))
                 return
-            await self._settle([key], hold, status="sent", sent_at=clock.now())
+            await self._settle([key], hold, status="sent", sent_at=clock.now(), claimed_until=None)
+
+    async def _catch_up(self, address: str, rows: int) -> None:
+        """Deliver the chat's few waiting messages, then these replies, in order, now: through
+        the outbox (one row per round, each claimed and recorded), not paced (a turn's
+        messages go out together, as always). Stops at the first row that is not due
+        (failed, or held by another process): the delivery loop takes it from there."""
+        try:
+            await self.services.dispatcher(
+                channels=[CHANNEL], addresses=[address], paced=False
+            ).drain(max_rounds=rows)
+        except Exception:  # the rows are safe in the outbox; the delivery loop sends them
+            log.warning("telegram: catching up on chat %s failed", address, exc_info=True)
 
     async def _settle(self, keys: list[str], hold: datetime, **values: Any) -> None:
-        """Record what happened to held rows, unless the delivery loop has taken them."""
+        """Record what happened to held rows, unless the delivery loop has taken them (their
+        hold ran out, or a restart released them: then ``claimed_until`` is no longer ours).
+
+        Runs on the services' own small pool for results (``records``): a reply sent but not
+        recorded is sent again later, so nothing here may wait behind the dialogs' work."""
         if not keys:
             return
-        async with transaction(self.services.sessions) as session:
+        async with transaction(self.services.records) as session:
             await session.exec(
                 update(OutboxMessage)
                 .where(
                     col(OutboxMessage.idempotency_key).in_(keys),
-                    col(OutboxMessage.status) == "pending",
-                    col(OutboxMessage.not_before) == hold,
+                    col(OutboxMessage.status) == "sending",
+                    col(OutboxMessage.claimed_until) == hold,
                 )
                 .values(**values)
             )
+
+
+def _released(due: datetime) -> dict[str, Any]:
+    """A held row handed to the outbox, due at ``due``."""
+    return {"status": "pending", "not_before": due, "claimed_until": None, "claimed_by": None}
+
+
+async def _unsent(session: AsyncSession, address: str, limit: int) -> int:
+    """How many messages to a Telegram chat are neither sent nor given up, counting up to
+    ``limit`` (a probe of the partial index ix_outbox_unsent_chat)."""
+    found = await session.exec(
+        select(OutboxMessage.id)  # type: ignore[call-overload]
+        .where(
+            col(OutboxMessage.channel) == CHANNEL,
+            col(OutboxMessage.address) == address,
+            sql_text(f"outbox_messages.{UNSENT}"),
+        )
+        .limit(limit)
+    )
+    return len(found.all())
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes | None:
@@ -794,6 +860,7 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
             print(f"Telegram now delivers this bot's updates to {url}")
             return 0
         stop = asyncio.Event()
+        await services.take_worker_id("telegram-poll")
         outbox = asyncio.create_task(
             services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"])
         )

@@ -1,10 +1,25 @@
 """The outbox: every outbound message is a row, written in the transaction that caused it,
 and a delivery loop that claims due rows, sends them through a channel sender and records
-the result.
+the result. (Over 400 lines: claiming, order, pace and lease fencing are one state machine
+over one table, and their invariants read best side by side.)
 
-Row life: ``pending`` → ``sending`` (claimed, with a lease in ``claimed_until``) → ``sent``,
-or back to ``pending`` with a later ``not_before`` after a temporary failure, or ``dead``
-(permanent failure, too many attempts).
+Row life: ``pending`` → ``sending`` (claimed, with a lease in ``claimed_until``, by the worker
+identity in ``claimed_by``) → ``sent``, or back to ``pending`` with a later ``not_before``
+after a temporary failure, or ``dead`` (permanent failure, too many attempts). The Telegram
+webhook writes its immediate replies as ``sending`` already, held by its own identity.
+
+Order: messages to one chat (channel, address) go out in the order they were written. Only
+the head of a chat's line is claimed, the oldest row that is neither sent nor dead; a row
+that failed temporarily keeps the rows behind it waiting until it goes through or dies.
+A batch therefore never holds two rows of one chat, and a chat's rows go one per round.
+
+Pace: a sender with a ``chat_interval`` (Telegram: one message per second per chat) has the
+next rows of a chat it has just sent to wait that long (``not_before``), in the same
+transaction that records the send, so every dispatcher on the database keeps the pace.
+
+Dead leases: a process taking a worker identity (bot/identity.py guarantees no two live
+processes share one) first calls ``reclaim`` for it: whatever its killed predecessor had
+claimed, or held in the webhook, is due again at once instead of after the lease.
 
 A dispatcher claims only rows of the channels it has senders for: a message for a channel
 this process cannot reach waits, visibly pending, for a process that can.
@@ -23,14 +38,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, true, update
+from sqlalchemy import and_, exists, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
-from storage.models import OutboxMessage
+from storage.models import UNSENT, OutboxMessage
 from workflow.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -63,6 +78,9 @@ class PermanentFailure(DeliveryError):
 
 
 class Sender(Protocol):
+    """Delivers one channel's messages. A sender may also have ``chat_interval``
+    (a ``timedelta``): the least time between two messages to one chat (Telegram: 1 s)."""
+
     async def send(self, message: OutboxMessage) -> None:
         """Deliver one message; raise a DeliveryError subclass when it did not go through.
         Any other exception is treated as a temporary failure."""
@@ -81,12 +99,17 @@ async def enqueue(
     person_id: int | None = None,
     topic_id: int | None = None,
     not_before: datetime | None = None,
+    held_until: datetime | None = None,
+    held_by: str | None = None,
 ) -> bool:
     """Add one outbox row inside the caller's transaction (no commit here).
 
     Returns False, and adds nothing, when a row with this idempotency key already exists:
     the change that caused the message may be replayed (a retried webhook, a re-run sweep)
     and must not produce a second message.
+
+    ``held_until``: the caller sends the message itself; the row is written ``sending``,
+    claimed by ``held_by`` until then, and the caller records the result (Telegram replies).
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -107,10 +130,11 @@ async def enqueue(
             topic_id=topic_id,
             kind=kind,
             body=body,
-            status="pending",
+            status="pending" if held_until is None else "sending",
             attempts=0,
             not_before=not_before if not_before is not None else now,
-            claimed_until=None,
+            claimed_until=held_until,
+            claimed_by=held_by if held_until is not None else None,
             last_error=None,
             created_at=now,
             sent_at=None,
@@ -144,6 +168,7 @@ async def enqueue_many(
             "attempts": 0,
             "not_before": m.get("not_before") or now,
             "claimed_until": None,
+            "claimed_by": None,
             "last_error": None,
             "created_at": now,
             "sent_at": None,
@@ -176,12 +201,18 @@ class OutboxDispatcher:
         lease: timedelta = timedelta(minutes=5),
         batch_size: int = 50,
         addresses: Collection[str] | None = None,
+        worker_id: str | None = None,
+        records: SessionFactory | None = None,
+        paced: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if lease <= timedelta(0):
             raise ValueError("lease must be positive")
         self._sessions = sessions
+        #: Where results are recorded: a send not yet recorded is the at-least-once window,
+        #: so the caller may give a pool that no slow work waits on.
+        self._records = records or sessions
         self._senders = dict(senders)
         self._clock = clock
         self._max_attempts = max_attempts
@@ -191,6 +222,15 @@ class OutboxDispatcher:
         self._batch_size = batch_size
         #: Only these recipients (the console chat delivers just its own person's mail).
         self._addresses = list(addresses) if addresses is not None else None
+        #: Recorded on every row this dispatcher claims (see ``reclaim``).
+        self._worker_id = worker_id
+        #: The least time between two messages to one chat, by channel. Not ``paced``: the
+        #: Telegram webhook sending a turn's replies, which go out together as always.
+        self._intervals: dict[str, timedelta] = {
+            channel: interval
+            for channel, sender in self._senders.items()
+            if paced and (interval := getattr(sender, "chat_interval", None))
+        }
 
     async def run_once(self) -> int:
         """Claim the due rows, send each, record each result; return how many were handled."""
@@ -200,6 +240,17 @@ class OutboxDispatcher:
             if await self._deliver(message):
                 handled += 1
         return handled
+
+    async def drain(self, max_rounds: int = 1000) -> int:
+        """Run rounds until one handles nothing (or ``max_rounds``); how many were handled.
+        A chat's rows go one per round, so this is how to deliver a chat's whole queue."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            if handled == 0:
+                break
+            total += handled
+        return total
 
     async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set; rest ``idle_seconds`` only when nothing was due."""
@@ -221,38 +272,53 @@ class OutboxDispatcher:
     async def _claim(self) -> list[OutboxMessage]:
         now = self._clock.now()
         # Due: pending and not_before has passed, or stuck in 'sending' because the worker
-        # that claimed it died (or hung) and its lease ran out. Reclaiming is the one
-        # at-least-once window: if that worker had in fact delivered the message (or is still
-        # stuck inside the send) but not recorded it, the message goes out a second time.
-        # Everywhere else a key is sent at most once.
-        due = and_(
+        # that claimed it died (or hung) and its lease ran out (``reclaim`` frees them sooner
+        # when the holder restarts). Reclaiming is the one at-least-once window: if that worker
+        # had in fact delivered the message (or is still stuck inside the send) but not
+        # recorded it, the message goes out a second time. Elsewhere a key is sent at most once.
+        scope = and_(
             _c.channel.in_(list(self._senders)),
             _c.address.in_(self._addresses) if self._addresses is not None else true(),
-            or_(
-                and_(_c.status == "pending", _c.not_before <= now),
-                and_(_c.status == "sending", _c.claimed_until < now),
-            ),
+        )
+        waiting = and_(_c.status == "pending", _c.not_before <= now)
+        stuck = and_(_c.status == "sending", _c.claimed_until < now)
+        due = and_(scope, or_(waiting, stuck))
+        # Head of line: no older row of the same chat still waiting or being sent. One probe
+        # of the partial index ix_outbox_unsent_chat per candidate (its predicate is spelt
+        # exactly as the index's, or SQLite would not use it).
+        older = _table.alias("older")
+        head = ~exists().where(
+            older.c.channel == _c.channel,
+            older.c.address == _c.address,
+            text(f"older.{UNSENT}"),
+            older.c.id < _c.id,
         )
         claimed_until = now + self._lease
         async with transaction(self._sessions) as session:
-            # SKIP LOCKED: a second dispatcher passes over rows another is claiming instead of
-            # waiting for them. SQLite renders no FOR UPDATE; there the conditional UPDATE
-            # below is what keeps two claimers apart.
-            picked = await session.exec(
-                select(_c.id)
-                .where(due)
-                .order_by(_c.not_before, _c.id)
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            ids = picked.scalars().all()
+            # Waiting and stuck rows are picked apart: each is then one range of ix_outbox_due
+            # (status, not_before); with the OR in one query SQLite scans the whole table,
+            # sent history included. SKIP LOCKED: a second dispatcher passes over rows
+            # another is claiming instead of waiting for them. SQLite renders no FOR UPDATE;
+            # there the conditional UPDATE below is what keeps two claimers apart.
+            ids: list[int] = []
+            for kind in (stuck, waiting):
+                picked = await session.exec(
+                    select(_c.id)
+                    .where(scope, kind, head)
+                    .order_by(_c.not_before, _c.id)
+                    .limit(self._batch_size - len(ids))
+                    .with_for_update(skip_locked=True)
+                )
+                ids += picked.scalars().all()
+                if len(ids) >= self._batch_size:
+                    break
             if not ids:
                 return []
             # Repeat the due condition: the rows may have changed since they were selected.
             updated = await session.exec(
                 update(_table)
                 .where(_c.id.in_(ids), due)
-                .values(status="sending", claimed_until=claimed_until)
+                .values(status="sending", claimed_until=claimed_until, claimed_by=self._worker_id)
                 .returning(_c.id)
             )
             won = updated.scalars().all()
@@ -308,19 +374,26 @@ class OutboxDispatcher:
         self, message: OutboxMessage, reason: str, retry_after: timedelta | None
     ) -> _Outcome:
         attempts = message.attempts + 1
-        if attempts >= self._max_attempts:
+        if attempts >= self._max_attempts and retry_after is None:
             return _Outcome(
                 "dead",
                 reason=_short(f"gave up after {attempts} attempts: {reason}"),
                 attempts=attempts,
             )
-        backoff = self.backoff(attempts)
-        if retry_after is not None and retry_after > backoff:
-            backoff = retry_after
+        if retry_after is not None:
+            # The platform said when: wait exactly that, and do not count it as a failed
+            # attempt (a rate limit says nothing against the message; counting it would
+            # kill rows within minutes of a long 429 spell).
+            return _Outcome(
+                "pending",
+                reason=_short(reason),
+                not_before=self._clock.now() + retry_after,
+                attempts=message.attempts,
+            )
         return _Outcome(
             "pending",
             reason=_short(reason),
-            not_before=self._clock.now() + backoff,
+            not_before=self._clock.now() + self.backoff(attempts),
             attempts=attempts,
         )
 
@@ -340,13 +413,20 @@ class OutboxDispatcher:
         now = self._clock.now()
         values: dict[str, Any]
         if outcome.status == "sent":
+            # claimed_by stays on sent and dead rows: who delivered (or gave up on) it.
             values = {"status": "sent", "sent_at": now, "claimed_until": None}
+            interval = self._intervals.get(message.channel)
+            if interval is not None:
+                return await self._conditional_update(
+                    message, lease_token, values, pace=now + interval
+                )
         elif outcome.status == "pending":
             values = {
                 "status": "pending",
                 "attempts": outcome.attempts,
                 "not_before": outcome.not_before,
                 "claimed_until": None,
+                "claimed_by": None,
                 "last_error": outcome.reason,
             }
         else:
@@ -357,16 +437,23 @@ class OutboxDispatcher:
 
     async def _release(self, message: OutboxMessage, lease_token: datetime) -> None:
         await self._conditional_update(
-            message, lease_token, {"status": "pending", "claimed_until": None}
+            message, lease_token, {"status": "pending", "claimed_until": None, "claimed_by": None}
         )
 
     async def _conditional_update(
-        self, message: OutboxMessage, lease_token: datetime, values: dict[str, Any]
+        self,
+        message: OutboxMessage,
+        lease_token: datetime,
+        values: dict[str, Any],
+        *,
+        pace: datetime | None = None,
     ) -> bool:
+        """Update our claimed row; with ``pace``, the chat's waiting rows are not due before
+        then (in the same transaction, so no other dispatcher sends in between)."""
         # Only while the row is still 'sending' under *our* lease: never flip a row twice,
         # and never overwrite the result of a dispatcher that reclaimed it after our lease ran
         # out (each claim sets a later claimed_until, so it works as a fencing token).
-        async with transaction(self._sessions) as session:
+        async with transaction(self._records) as session:
             result = await session.exec(
                 update(_table)
                 .where(
@@ -377,7 +464,41 @@ class OutboxDispatcher:
                 .values(**values)
                 .returning(_c.id)
             )
-            return result.scalar_one_or_none() is not None
+            recorded = result.scalar_one_or_none() is not None
+            if recorded and pace is not None:
+                await session.exec(
+                    update(_table)
+                    .where(
+                        _c.channel == message.channel,
+                        _c.address == message.address,
+                        text(f"{_table.name}.{UNSENT}"),
+                        _c.status == "pending",
+                        _c.not_before < pace,
+                    )
+                    .values(not_before=pace)
+                )
+            return recorded
+
+
+async def reclaim(sessions: SessionFactory, worker_id: str) -> int:
+    """Release every row ``worker_id`` holds: its dispatcher's claims and its webhook's held
+    replies. Only for the process that has just taken that identity (so the holder is dead):
+    the rows are due again at once instead of after the lease. Returns how many.
+
+    Like any lease run out, this is at-least-once: the dead process may have sent some of
+    them without living to record it.
+    """
+    async with transaction(sessions) as session:
+        result = await session.exec(
+            update(_table)
+            .where(_c.status == "sending", _c.claimed_by == worker_id)
+            .values(status="pending", claimed_until=None, claimed_by=None)
+            .returning(_c.id)
+        )
+        count = len(result.scalars().all())
+    if count:
+        log.warning("outbox: took back %d rows that %s held when it stopped", count, worker_id)
+    return count
 
 
 def _short(reason: str) -> str:

@@ -14,6 +14,10 @@ from sqlmodel import Field, SQLModel
 
 from storage.types import JSONData, UTCDateTime
 
+#: Outbox rows not yet sent, nor given up: the predicate of the partial index the claim uses
+#: (written out the same way in the queries, so SQLite recognizes the index as usable).
+UNSENT = "status IN ('pending', 'sending')"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -252,7 +256,20 @@ class OutboxMessage(SQLModel, table=True):
     """One message to one chat identity; written in the transaction that caused it."""
 
     __tablename__ = "outbox_messages"
-    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+    __table_args__ = (
+        # The claim walks it in order (status, not_before, id) and stops at a batch.
+        Index("ix_outbox_due", "status", "not_before", "id"),
+        # Head of line per chat (notices/outbox.py): "is there an older unsent row of this
+        # chat?" Partial, so it holds only the few unsent rows, not the sent history.
+        Index(
+            "ix_outbox_unsent_chat",
+            "channel",
+            "address",
+            "id",
+            sqlite_where=text(UNSENT),
+            postgresql_where=text(UNSENT),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200, unique=True)
     channel: str = Field(max_length=20)
@@ -268,6 +285,9 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     not_before: datetime = Field(sa_type=UTCDateTime)
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The worker identity holding the claim (bot/identity.py): a restarted process takes
+    #: back its dead predecessor's rows at once instead of waiting out the lease.
+    claimed_by: str | None = Field(default=None, max_length=120)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

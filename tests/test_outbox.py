@@ -4,15 +4,19 @@ and two dispatchers sharing one table. Time only moves through the injected cloc
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, update
 from sqlmodel import select
 
+from bot.identity import take_identity
 from notices.notify import tell
 from notices.outbox import (
     OutboxDispatcher,
@@ -20,6 +24,7 @@ from notices.outbox import (
     Sender,
     TemporaryFailure,
     enqueue,
+    reclaim,
 )
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, Person
@@ -63,6 +68,7 @@ async def add(
     key: str,
     *,
     channel: str = "telegram",
+    address: str = "chat-1",
     not_before: datetime | None = None,
 ) -> bool:
     async with transaction(sessions) as session:
@@ -70,7 +76,7 @@ async def add(
             session,
             key=key,
             channel=channel,
-            address="chat-1",
+            address=address,
             kind="topic_received",
             body={"text": f"hello {key}"},
             now=clock.now(),
@@ -176,7 +182,8 @@ async def test_rows_are_sent_oldest_first_in_batches(
 ) -> None:
     start = clock.now()
     for i, key in enumerate(["c", "a", "b"]):
-        await add(sessions, clock, key, not_before=start - timedelta(minutes=10 - i))
+        due = start - timedelta(minutes=10 - i)
+        await add(sessions, clock, key, address=f"chat-{key}", not_before=due)
     sender = RecordingSender()
     d = dispatcher(sessions, clock, {"telegram": sender}, batch_size=2)
     assert await d.run_once() == 2
@@ -250,29 +257,44 @@ async def test_backoff_is_capped_by_max_backoff(
     assert d.backoff(10_000) == timedelta(seconds=100)
 
 
-async def test_retry_after_is_honoured_when_longer_than_backoff(
+async def test_retry_after_is_waited_exactly_and_is_not_a_failed_attempt(
     sessions: SessionFactory, clock: FixedClock
 ) -> None:
     await add(sessions, clock, "k1")
     sender = RecordingSender(
         [
+            TemporaryFailure("HTTP 502"),
             TemporaryFailure("429 Too Many Requests", retry_after=timedelta(minutes=10)),
-            TemporaryFailure("429 Too Many Requests", retry_after=timedelta(seconds=5)),
+            TemporaryFailure("429 Too Many Requests", retry_after=timedelta(seconds=10)),
+            TemporaryFailure("HTTP 503"),
         ]
     )
-    d = dispatcher(sessions, clock, {"telegram": sender}, base_backoff=timedelta(seconds=30))
+    d = dispatcher(
+        sessions, clock, {"telegram": sender}, base_backoff=timedelta(seconds=30), max_attempts=3
+    )
 
+    assert await d.run_once() == 1  # 502: the backoff, 30 s
+    clock.advance(timedelta(seconds=30))
     assert await d.run_once() == 1
     stored = await row(sessions, "k1")
-    assert stored.not_before == clock.now() + timedelta(minutes=10)
+    assert (stored.not_before, stored.attempts) == (clock.now() + timedelta(minutes=10), 1)
     assert stored.last_error == "429 Too Many Requests"
     clock.advance(timedelta(minutes=9, seconds=59))
     assert await d.run_once() == 0
     clock.advance(timedelta(seconds=1))
 
-    # A retry_after shorter than the backoff (2nd failure: 60 s) does not shorten it.
+    # Shorter than the backoff would be (60 s): the platform's word counts, not the backoff.
     assert await d.run_once() == 1
-    assert (await row(sessions, "k1")).not_before == clock.now() + timedelta(seconds=60)
+    assert (await row(sessions, "k1")).not_before == clock.now() + timedelta(seconds=10)
+    clock.advance(timedelta(seconds=10))
+    # Two waits asked for did not count: this is the second failed attempt, not the fourth.
+    assert await d.run_once() == 1
+    stored = await row(sessions, "k1")
+    assert (stored.status, stored.attempts) == ("pending", 2)
+    assert stored.not_before == clock.now() + timedelta(seconds=60)
+    clock.advance(timedelta(seconds=60))
+    assert await d.run_once() == 1
+    assert (await row(sessions, "k1")).status == "sent"
 
 
 async def test_dead_after_max_attempts_with_the_reason(
@@ -347,6 +369,75 @@ async def test_a_channel_without_sender_waits_for_a_process_that_has_one(
     assert sms.calls == ["k1"]
 
 
+# -- order and pace ----------------------------------------------------------------------
+
+
+async def test_a_chats_later_rows_wait_behind_one_that_failed_and_others_go_on(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    for key, chat in (("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")):
+        await add(sessions, clock, key, address=chat)
+    # The first call is a1's (the oldest head): it fails, temporarily.
+    sender = RecordingSender([TemporaryFailure("HTTP 502")])
+    d = dispatcher(sessions, clock, {"telegram": sender}, base_backoff=timedelta(seconds=30))
+
+    assert await d.drain() == 2  # a1 failed; b1 went; a2 and a3 wait behind a1
+    assert (sender.calls, sender.sent) == (["a1", "b1"], ["b1"])
+    assert [(await row(sessions, k)).status for k in ("a1", "a2", "a3")] == ["pending"] * 3
+    clock.advance(timedelta(seconds=29))
+    assert await d.drain() == 0
+    clock.advance(timedelta(seconds=1))
+    assert await d.drain() == 3
+    assert sender.sent == ["b1", "a1", "a2", "a3"]
+
+
+async def test_a_row_claimed_elsewhere_keeps_its_chats_later_rows_waiting(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    """Head of line also across dispatchers: while one sends a chat's row, another does not
+    send the next one (it would arrive first)."""
+    await add(sessions, clock, "first", address="A")
+    await add(sessions, clock, "second", address="A")
+    other = RecordingSender()
+    b = dispatcher(sessions, clock, {"telegram": other})
+
+    async def meanwhile(_message: OutboxMessage) -> None:
+        assert await b.run_once() == 0
+
+    a_sender = RecordingSender(on_send=meanwhile)
+    assert await dispatcher(sessions, clock, {"telegram": a_sender}).run_once() == 1
+    assert (a_sender.sent, other.calls) == (["first"], [])
+    assert await b.run_once() == 1
+    assert other.sent == ["second"]
+
+
+class PacedSender(RecordingSender):
+    chat_interval = timedelta(seconds=1)
+
+
+async def test_a_paced_channel_sends_one_message_per_interval_to_each_chat(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    for number in range(3):
+        for chat in ("A", "B"):
+            await add(sessions, clock, f"{chat}{number}", address=chat)
+    await add(sessions, clock, "w0", channel="wechat", address="A")
+    await add(sessions, clock, "w1", channel="wechat", address="A")
+    paced, unpaced = PacedSender(), RecordingSender()
+    d = dispatcher(sessions, clock, {"telegram": paced, "wechat": unpaced})
+
+    rounds = []
+    for _ in range(3):
+        before = len(paced.sent)
+        await d.drain()
+        rounds.append(paced.sent[before:])
+        clock.advance(timedelta(milliseconds=999))
+        assert await d.drain() == 0  # not a millisecond early
+        clock.advance(timedelta(milliseconds=1))
+    assert rounds == [["A0", "B0"], ["A1", "B1"], ["A2", "B2"]]
+    assert unpaced.sent == ["w0", "w1"]  # WeChat has no such rule: both at once
+
+
 # -- leases ------------------------------------------------------------------------------
 
 
@@ -418,7 +509,7 @@ async def test_batch_that_outlives_its_lease_hands_the_rest_back(
     sessions: SessionFactory, clock: FixedClock
 ) -> None:
     await add(sessions, clock, "k1")
-    await add(sessions, clock, "k2")
+    await add(sessions, clock, "k2", address="chat-2")  # another chat: claimed together
     sender = RecordingSender(on_send=lambda _m: clock.advance(LEASE))
     d = dispatcher(sessions, clock, {"telegram": sender}, lease=LEASE)
 
@@ -430,6 +521,74 @@ async def test_batch_that_outlives_its_lease_hands_the_rest_back(
     sender.on_send = None
     assert await d.run_once() == 1
     assert sender.sent == ["k1", "k2"]
+
+
+async def test_a_restarted_worker_takes_back_its_own_rows_at_once_and_no_one_elses(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    await add(sessions, clock, "mine", address="A")
+    await add(sessions, clock, "theirs", address="B")
+    await add(sessions, clock, "after-mine", address="A")
+    # Two processes each die (or hang) mid-send: one was "h:worker:0", one "h:worker:1".
+    for worker, chat in (("h:worker:0", "A"), ("h:worker:1", "B")):
+        crashing = RecordingSender([Crash()])
+        d = dispatcher(sessions, clock, {"telegram": crashing}, worker_id=worker, addresses=[chat])
+        with pytest.raises(Crash):
+            await d.run_once()
+    assert [(await row(sessions, k)).claimed_by for k in ("mine", "theirs")] == [
+        "h:worker:0",
+        "h:worker:1",
+    ]
+    # h:worker:0 starts again (taking the identity proves its predecessor is gone): its row
+    # is due at once; h:worker:1 may be alive and sending, so its lease stands.
+    assert await reclaim(sessions, "h:worker:0") == 1
+    sender = RecordingSender()
+    restarted = dispatcher(sessions, clock, {"telegram": sender}, worker_id="h:worker:0")
+    assert await restarted.drain() == 2
+    assert sender.sent == ["mine", "after-mine"]
+    theirs = await row(sessions, "theirs")
+    assert (theirs.status, theirs.claimed_by) == ("sending", "h:worker:1")
+    assert await reclaim(sessions, "h:worker:0") == 0
+    clock.advance(LEASE + timedelta(seconds=1))  # only its lease running out frees it
+    assert await restarted.drain() == 1
+    assert sender.sent == ["mine", "after-mine", "theirs"]
+
+
+def test_two_live_processes_never_share_a_worker_identity(tmp_path: Path) -> None:
+    first = take_identity(tmp_path, "worker", "host")
+    second = take_identity(tmp_path, "worker", "host")
+    serving = take_identity(tmp_path, "serve", "host")
+    assert (first.name, second.name, serving.name) == (
+        "host:worker:0",
+        "host:worker:1",
+        "host:serve:0",
+    )
+    first.release()
+    assert take_identity(tmp_path, "worker", "host").name == "host:worker:0"
+    second.release()
+    serving.release()
+
+
+def test_a_killed_process_leaves_its_identity_to_its_successor(tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up: the kernel dropping the lock is what frees the name."""
+    script = (
+        "import sys, time; from pathlib import Path; from bot.identity import take_identity; "
+        "i = take_identity(Path(sys.argv[1]), 'worker', 'host'); print(i.name, flush=True); "
+        "time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "host:worker:0"
+        alive = take_identity(tmp_path, "worker", "host")
+        assert alive.name == "host:worker:1"  # the child holds slot 0
+        alive.release()
+    finally:
+        child.kill()
+        child.wait()
+    assert take_identity(tmp_path, "worker", "host").name == "host:worker:0"
 
 
 # -- the loop ----------------------------------------------------------------------------
@@ -465,12 +624,13 @@ async def test_run_forever_survives_errors_and_stops_when_told(
 async def _enqueue_many(sessions: SessionFactory, clock: FixedClock, n: int) -> list[str]:
     keys = [f"bulk-{i:03d}" for i in range(n)]
     async with transaction(sessions) as session:
-        for key in keys:
+        for number, key in enumerate(keys):
             await enqueue(
                 session,
                 key=key,
                 channel="telegram",
-                address="chat",
+                # Many chats: one chat's rows go one at a time, whoever claims them.
+                address=f"chat-{number % 60}",
                 kind="bulk",
                 body={},
                 now=clock.now(),

@@ -11,11 +11,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.services import Services
+from bot.telegram import CHAT_INTERVAL
 from tests import review_matrix as matrix
 from tests import test_telegram
 from tests.fakes.telegram_api import FakeBotAPI
 from tests.review_matrix import MATRIX, Case
 from tests.test_telegram import Resident, payload, post
+from workflow.clock import FixedClock
 from workflow.lifecycle import Role, State
 
 # The Telegram tests' fixtures, used here by name (pytest finds them as module attributes).
@@ -83,8 +85,16 @@ async def submit(resident: Resident) -> None:
 
 
 async def deliver(services: Services) -> None:
-    while await services.dispatcher().run_once():
-        pass
+    """Everything due, letting time pass for the outbox's one message per second per chat."""
+    clock = services.clock
+    assert isinstance(clock, FixedClock)
+    dispatcher = services.dispatcher()
+    while True:
+        if await dispatcher.drain():
+            continue
+        clock.advance(CHAT_INTERVAL)
+        if not await dispatcher.drain():
+            return
 
 
 @pytest.mark.parametrize("case", MATRIX)

@@ -22,6 +22,7 @@ from bot.config import ConfigError, load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.telegram import (
+    CHAT_INTERVAL,
     REPLY_HOLD,
     SECRET_HEADER,
     TelegramMediaFetcher,
@@ -35,7 +36,7 @@ from dialogs.conversation import say
 from dialogs.router import Handled
 from dialogs.throttle import LocalThrottle
 from dialogs.types import Button, Inbound, Location, Media, Reply
-from notices.outbox import PermanentFailure, TemporaryFailure
+from notices.outbox import PermanentFailure, TemporaryFailure, enqueue
 from storage.db import transaction
 from storage.models import (
     Attachment,
@@ -396,16 +397,16 @@ async def test_after_a_429_the_replies_wait_retry_after_and_keep_their_order(
     # The first failed; the others were not tried, so they cannot overtake it.
     assert len(fake.requests("sendMessage", ok_only=False)) == fake_sends_before + 1
     rows = await outbox(services)
-    assert [(r.status, r.attempts) for r in rows] == [
-        ("pending", 1),
-        ("pending", 0),
-        ("pending", 0),
-    ]
-    assert {r.not_before for r in rows} == {clock.now() + timedelta(seconds=40)}
-    assert await services.dispatcher().run_once() == 0  # not yet
+    # A wait the platform asked for is not a failed attempt.
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 3
+    assert rows[0].not_before == clock.now() + timedelta(seconds=40)
+    dispatcher = services.dispatcher()
+    assert await dispatcher.run_once() == 0  # not yet, and the others wait behind the first
     clock.advance(timedelta(seconds=40))
-    assert await services.dispatcher().run_once() == 3
-    assert fake.sent_texts() == ["一", "二", "三"]
+    for sent in (["一"], ["一", "二"], ["一", "二", "三"]):
+        assert await dispatcher.drain() == 1  # one a second: Telegram's pace for one chat
+        assert fake.sent_texts() == sent
+        clock.advance(CHAT_INTERVAL)
 
 
 async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
@@ -423,16 +424,141 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
         patch.setattr(bot.telegram, "send_reply", dies)
         assert await post(client, update) == 500
     (row,) = await outbox(services)
-    assert (row.status, row.not_before) == ("pending", clock.now() + REPLY_HOLD)
+    assert (row.status, row.claimed_until) == ("sending", clock.now() + REPLY_HOLD)
     # Telegram delivers the update again: the dialogs answer from their receipt, and the
     # reply, already in the outbox, is not sent a second time.
     assert await post(client, update) == 200
     assert fake.sent_texts() == []
     assert await services.dispatcher().run_once() == 0  # held: the webhook might be sending
     clock.advance(REPLY_HOLD)
+    assert await services.dispatcher().run_once() == 0  # to the end of the hold
+    clock.advance(timedelta(seconds=1))
     assert await services.dispatcher().run_once() == 1
     assert len(fake.sent_texts()) == 1
     assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+
+
+def later_update(number: int) -> dict[str, Any]:
+    """The resident's text message, as a later update (another update_id)."""
+    update = payload("text")
+    update["update_id"] += number
+    return update
+
+
+async def notice(services: Services, key: str, text: str, chat: int = USER) -> None:
+    async with transaction(services.sessions) as session:
+        await enqueue(
+            session,
+            key=key,
+            channel="telegram",
+            address=str(chat),
+            kind="notice",
+            body={"text": text},
+            now=services.clock.now(),
+        )
+
+
+async def drain_paced(services: Services, fake: FakeBotAPI, clock: FixedClock) -> list[list[str]]:
+    """Deliver everything, a second at a time; what the fake received in each second."""
+    dispatcher, seconds, seen = services.dispatcher(), list[list[str]](), 0
+    while True:
+        await dispatcher.drain()
+        texts = fake.sent_texts()
+        if len(texts) == seen:
+            return seconds
+        seconds.append(texts[seen:])
+        seen = len(texts)
+        clock.advance(CHAT_INTERVAL)
+
+
+async def test_replies_during_an_outage_queue_behind_the_chats_earlier_messages(
+    client: TestClient, services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """The receipt that overtook six prompts: a 429 leaves a turn's replies to the outbox;
+    the next turn's reply must not be sent past them."""
+    stand_in(services, *(Reply(f"提示{n}") for n in range(1, 7)))
+    fake.fail("sendMessage", 429, retry_after=10)
+    assert await post(client, later_update(1)) == 200
+    stand_in(services, Reply("回执"))
+    assert await post(client, later_update(2)) == 200
+    assert fake.sent_texts() == []  # not sent past the six waiting prompts
+    clock.advance(timedelta(seconds=10))
+    seconds = await drain_paced(services, fake, clock)
+    assert seconds == [[f"提示{n}"] for n in range(1, 7)] + [["回执"]]
+
+
+async def test_a_notice_waiting_for_the_chat_goes_out_before_the_replies_at_once(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    """A message the same turn (or just before) wrote to the chat is not overtaken, nor does
+    it make the replies wait for the delivery loop: the webhook sends both, in order."""
+    await notice(services, "n1", "您的议题已通过初审")
+    stand_in(services, Reply("收到"), Reply("还有什么？"))
+    assert await post(client, payload("text")) == 200
+    assert fake.sent_texts() == ["您的议题已通过初审", "收到", "还有什么？"]
+    assert {r.status for r in await outbox(services)} == {"sent"}
+
+
+async def test_the_outbox_drains_a_backlog_one_message_a_second_per_chat(
+    services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    for number in range(3):
+        await notice(services, f"a{number}", f"甲{number}")
+        await notice(services, f"b{number}", f"乙{number}", chat=2002)
+    assert await drain_paced(services, fake, clock) == [
+        ["甲0", "乙0"],
+        ["甲1", "乙1"],
+        ["甲2", "乙2"],
+    ]
+
+
+async def test_a_429s_retry_after_is_waited_exactly_not_the_longer_backoff(
+    services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    await notice(services, "n1", "通知")
+    fake.fail("sendMessage", 429, retry_after=10)
+    dispatcher = services.dispatcher()  # base backoff 30 s
+    assert await dispatcher.run_once() == 1
+    (row,) = await outbox(services)
+    assert row.not_before == clock.now() + timedelta(seconds=10)
+    assert (row.status, row.attempts) == ("pending", 0)  # a wait asked for, not a failure
+    clock.advance(timedelta(seconds=10))
+    assert await dispatcher.run_once() == 1
+    assert fake.sent_texts() == ["通知"]
+
+
+async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held_at_once(
+    config_path: Path,
+    engine: object,
+    clock: FixedClock,
+    fake: FakeBotAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def dies(*args: object) -> None:
+        raise RuntimeError("worker killed")
+
+    first = make_services(config_path, clock)
+    name = await first.take_worker_id("serve")
+    stand_in(first, Reply("收到"))
+    client = TestClient(TestServer(create_app(first, run_outbox=False)))
+    await client.start_server()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(bot.telegram, "send_reply", dies)
+            assert await post(client, payload("text")) == 500
+        (row,) = await outbox(first)
+        assert (row.status, row.claimed_by) == ("sending", name)
+    finally:
+        await client.close()
+        await first.close()  # its identity goes with it, as a killed process's lock does
+    second = make_services(config_path, clock)
+    try:
+        assert await second.take_worker_id("serve") == name
+        assert await second.dispatcher().run_once() == 1  # now, not after the 2-minute hold
+        assert fake.sent_texts() == ["收到"]
+    finally:
+        await close_outbound(second)
+        await second.close()
 
 
 async def test_a_reply_to_someone_who_blocked_the_bot_is_recorded_dead(

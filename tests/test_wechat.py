@@ -784,7 +784,7 @@ async def test_a_summary_longer_than_a_passive_reply_continues_through_the_outbo
     first = await h.text("1")  # skip the phone number: the summary
     assert len(first.encode()) <= TEXT_BYTES
     assert first.startswith("请确认您的议题：")
-    await h.services.dispatcher().run_once()
+    await h.services.dispatcher().drain()  # one chat's pieces go one per round, in order
     rest = [call.json["text"]["content"] for call in h.fake.calls(CUSTOM_SEND)]
     assert len(rest) >= 2 and all(len(piece.encode()) <= TEXT_BYTES for piece in rest)
     whole = first + "".join(rest)

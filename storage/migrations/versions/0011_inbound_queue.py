@@ -4,8 +4,8 @@ A WeChat message whose dialog step misses the 5-second reply deadline is answere
 once it is durably kept: its receipt row is written as ``queued`` with the message itself,
 and it is handled later, in order with the sender's other messages.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql
 
 import storage.types
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
