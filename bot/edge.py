@@ -19,7 +19,6 @@ import logging
 import re
 
 import aiohttp
-import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 import telegram.error
@@ -51,7 +50,6 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     OSError,
     sqlalchemy.exc.TimeoutError,
     sqlalchemy.exc.DisconnectionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     telegram.error.RetryAfter,
@@ -105,7 +103,8 @@ def is_transient(exc: BaseException) -> bool:
 
     Follows the chain a database driver builds (SQLAlchemy's ``orig``, ``__cause__``); the
     first link that tells wins. A bare ``OperationalError`` or ``InterfaceError`` that says
-    nothing more counts as transient, as DB-API defines them (disconnects, the server).
+    nothing more counts as transient, as DB-API defines them (disconnects, the server;
+    asyncpg's closed connections arrive so).
     """
     vague = False
     seen: set[int] = set()
