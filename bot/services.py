@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
+from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
@@ -26,7 +27,6 @@ from notices.reminders import ReminderSettings, Sweeper
 from storage.db import (
     SessionFactory,
     is_sqlite,
-    is_transient,
     make_engine,
     make_priority_engine,
     make_session_factory,

@@ -58,6 +58,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.config import Config, ConfigError
+from bot.edge import MAX_DEPTH, Refused, body_key, record_or_retry, too_deep
 from bot.media import MediaTooLarge
 from bot.pieces import split_text, utf16_units
 from dialogs.throttle import Verdict
@@ -83,6 +84,9 @@ TEXT_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
 #: Deep-link payloads (t.me/<bot>?start=<payload>).
 START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The Bot API's ids have at most 52 significant bits; anything beyond is not Telegram's
+#: (and would not fit the id columns).
+ID_LIMIT = 2**52
 #: Only what we serve; Telegram then does not even send the rest.
 ALLOWED_UPDATES = ("message", "callback_query")
 #: How long an immediate reply's outbox row is kept from the delivery loop while the webhook
@@ -380,35 +384,50 @@ class Incoming:
 
 def to_inbound(update: Update) -> Incoming | None:
     """The update as our Inbound, or None for what we do not serve (edits, groups,
-    channels, membership changes, service messages)."""
+    channels, membership changes, service messages). Ids out of the Bot API's range are
+    ``Refused``."""
     message_id = str(update.update_id)
     query = update.callback_query
     if query is not None:
         chat = query.message.chat if query.message is not None else None
         if chat is None or chat.type != ChatType.PRIVATE or query.data is None:
             return None
-        if query.from_user.is_bot:
+        if query.from_user is None or query.from_user.is_bot:
             return None
         inbound = Inbound(
             CHANNEL,
-            str(query.from_user.id),
+            bot_api_id(query.from_user.id, "user"),
             "button",
             payload=query.data,
             message_id=message_id,
             display_name=query.from_user.full_name,
         )
-        return Incoming(inbound, chat.id)
+        return Incoming(inbound, int(bot_api_id(chat.id, "chat")))
     message = update.message  # not edited_message / channel_post: those are ignored
-    if message is None or message.chat.type != ChatType.PRIVATE:
+    # PTB leaves a missing (required) chat as None rather than refusing the update.
+    if message is None or message.chat is None or message.chat.type != ChatType.PRIVATE:
         return None
     user = message.from_user
     if user is None or user.is_bot:
         return None
-    inbound = _content(
-        message,
-        Inbound(CHANNEL, str(user.id), "text", message_id=message_id, display_name=user.full_name),
+    chat_id = int(bot_api_id(message.chat.id, "chat"))
+    base = Inbound(
+        CHANNEL,
+        bot_api_id(user.id, "user"),
+        "text",
+        message_id=message_id,
+        display_name=user.full_name,
     )
-    return Incoming(inbound, message.chat.id) if inbound is not None else None
+    inbound = _content(message, base)
+    return Incoming(inbound, chat_id) if inbound is not None else None
+
+
+def bot_api_id(value: object, what: str) -> str:
+    """A user or chat id as we store it; ``Refused`` unless the Bot API could have sent it."""
+    if type(value) is not int or not -ID_LIMIT < value < ID_LIMIT:
+        shown = str(value) if type(value) is not int or value.bit_length() < 100 else "huge"
+        raise Refused(f"{what} id out of the Bot API's range: {shown[:40]}")
+    return str(value)
 
 
 def _content(message: Message, base: Inbound) -> Inbound | None:
@@ -464,16 +483,14 @@ def _fallback(data: dict[str, Any]) -> Incoming | None:
         return None
     if chat.get("type") != ChatType.PRIVATE or user.get("is_bot") is not False:
         return None
-    if not isinstance(user.get("id"), int) or not isinstance(chat.get("id"), int):
-        return None
     inbound = Inbound(
         CHANNEL,
-        str(user["id"]),
+        bot_api_id(user.get("id"), "user"),
         "unsupported",
         message_id=str(data["update_id"]),
         unsupported="other",
     )
-    return Incoming(inbound, chat["id"])
+    return Incoming(inbound, int(bot_api_id(chat.get("id"), "chat")))
 
 
 class TelegramChannel:
@@ -525,6 +542,9 @@ class TelegramChannel:
         body = await _read_capped(request, MAX_BODY)
         if body is None:
             return web.Response(status=413, text="too large")
+        if too_deep(body):  # json.loads would overflow the stack on every delivery
+            error = Refused(f"JSON nested deeper than {MAX_DEPTH} levels")
+            return await self._failed(body_key(body), error, body)
         try:
             data = json.loads(body)
         except ValueError:  # also UnicodeDecodeError
@@ -533,15 +553,23 @@ class TelegramChannel:
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             return web.Response(status=400, text="not an update")
         try:
+            if not 0 <= update_id < ID_LIMIT:  # also the receipt's and the outbox's key
+                raise Refused("update_id out of the Bot API's range")
             await self.handle_json(data)
         except NotNow:
             return web.Response(status=429, text="slow down")
-        except Exception:
-            # Nothing was answered: a 500 makes Telegram deliver the update again, and the
-            # dialogs' receipts make the retry safe.
-            log.exception("telegram: update %s failed; Telegram will retry it", update_id)
-            return web.Response(status=500, text="error")
-        return web.Response(text="ok")  # any 2xx: Telegram re-delivers everything else
+        except Exception as exc:
+            return await self._failed(str(update_id), exc, body)
+        return _ok()
+
+    async def _failed(self, key: str, error: Exception, body: bytes) -> web.Response:
+        """A 500 when a retry can help (the dialogs' receipts make it safe); otherwise the
+        failure is recorded and answered 200, or Telegram would deliver it forever."""
+        services = self.services
+        retry = await record_or_retry(
+            services.sessions, services.clock, channel=CHANNEL, key=key, error=error, body=body
+        )
+        return web.Response(status=500, text="error") if retry else _ok()
 
     async def handle_json(self, data: dict[str, Any]) -> None:
         try:
@@ -723,6 +751,10 @@ async def _unsent(session: AsyncSession, address: str, limit: int) -> int:
         .limit(limit)
     )
     return len(found.all())
+
+
+def _ok() -> web.Response:
+    return web.Response(text="ok")  # any 2xx: Telegram re-delivers everything else
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes | None:

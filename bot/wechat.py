@@ -99,6 +99,9 @@ DRAIN_SECONDS = 10.0
 MAX_SPOOLED = 10_000
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
+#: An openid is 28 characters (a UnionID 29); this leaves room for a format change and
+#: stays well inside the identity column (128). Longer is not WeChat: refused with SUCCESS.
+OPENID_MAX = 64
 
 
 class Forbidden(Exception):
@@ -378,11 +381,16 @@ def _digest_equal(expected: str, given: str) -> bool:
 
 
 def to_inbound(message: BaseMessage) -> Inbound | None:
-    """The dialogs' view of a WeChat message or event; None for events we only acknowledge."""
+    """The dialogs' view of a WeChat message or event; None for events we only acknowledge
+    and for senders WeChat cannot have (answered ``success``, so it is not sent again).
+    Texts are made storable, and over-long ids shortened, by ``Inbound`` itself."""
     data: dict[str, Any] = message._data
     openid = message.source
     if not openid:
         raise ValueError("no FromUserName")
+    if len(openid) > OPENID_MAX:
+        log.warning("wechat: refused a FromUserName of %d characters", len(openid))
+        return None
     msg_type = str(data.get("MsgType", "")).lower()
     if msg_type == "event":
         return _event(message, openid, data)

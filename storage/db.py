@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -74,15 +73,3 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any error."""
     async with factory() as session, session.begin():
         yield session
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure may pass on its own (the database unreachable, a dropped or timed
-    out connection, an exhausted pool), so the same work is worth trying again later."""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError | sa_exc.TimeoutError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
-    return isinstance(exc, sa_exc.DisconnectionError)

@@ -252,6 +252,29 @@ class InboundReceipt(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class InboundFailure(SQLModel, table=True):
+    """A platform update that was answered 2xx without being handled: refused at the edge
+    (an impossible id, JSON nested too deep) or failing for a reason a retry cannot fix.
+    The platform would re-deliver it forever on a 5xx; kept here once per update instead
+    (a re-delivery counts in ``deliveries``), for an operator to look at."""
+
+    __tablename__ = "inbound_failures"
+    __table_args__ = (UniqueConstraint("channel", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    #: The update's identity on its platform (Telegram update_id, WeChat MsgId), or a hash
+    #: of the body when it has none we could read.
+    key: str = Field(max_length=160)
+    #: The exception's type, or "refused" for what the edge turned away.
+    error: str = Field(max_length=100)
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    #: The first few hundred characters of the body, made storable.
+    excerpt: str = Field(default="", sa_column=Column(Text, nullable=False))
+    deliveries: int = 1
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class OutboxMessage(SQLModel, table=True):
     """One message to one chat identity; written in the transaction that caused it."""
 

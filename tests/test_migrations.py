@@ -29,7 +29,7 @@ async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
 
 async def test_upgrade_twice_is_harmless(database_url: str) -> None:
     await upgrade(database_url)
-    assert await current_revision(database_url) == head_revision() == "0011"
+    assert await current_revision(database_url) == head_revision() == "0012"
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: AsyncEngine) -> None:

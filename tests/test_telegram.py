@@ -19,6 +19,7 @@ from telegram.error import BadRequest
 import bot.telegram
 from bot.cli import main
 from bot.config import ConfigError, load_config
+from bot.edge import MAX_DEPTH, body_key, too_deep
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.telegram import (
@@ -41,6 +42,7 @@ from storage.db import transaction
 from storage.models import (
     Attachment,
     ChannelIdentity,
+    InboundFailure,
     InboundReceipt,
     OutboxMessage,
     Person,
@@ -140,10 +142,20 @@ async def post(
     headers = {"Content-Type": "application/json"}
     if secret is not None:
         headers[SECRET_HEADER] = secret
-    data = body if body is not None else json.dumps(update, ensure_ascii=False).encode()
+    if body is None:
+        try:
+            body = json.dumps(update, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate is no UTF-8: Telegram sends "\ud800"
+            body = json.dumps(update).encode()
+    data = body
     response = await client.post("/telegram", data=data, headers=headers)
     await response.read()
     return response.status
+
+
+async def failures(services: Services) -> list[InboundFailure]:
+    async with services.sessions() as session:
+        return list(await session.exec(select(InboundFailure).order_by(col(InboundFailure.id))))
 
 
 async def count(services: Services, model: type) -> int:
@@ -295,13 +307,14 @@ async def test_an_update_ptb_cannot_parse_still_gets_a_polite_answer(
     ]
 
 
-async def test_a_failure_in_the_dialogs_asks_telegram_to_deliver_again(
+async def test_a_failure_that_can_pass_asks_telegram_to_deliver_again(
     client: TestClient, services: Services, fake: FakeBotAPI
 ) -> None:
-    stand_in(services, error=RuntimeError("database went away"))
+    stand_in(services, error=ConnectionResetError("database went away"))
     assert await post(client, payload("text")) == 500
     assert "sendMessage" not in fake.methods()
     assert await outbox(services) == []
+    assert await failures(services) == []  # not given up on: nothing recorded
     dialogs = stand_in(services, Reply("好的"))
     assert await post(client, payload("text")) == 200
     assert len(dialogs.inbounds) == 1
@@ -417,7 +430,7 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def dies(*args: object) -> None:
-        raise RuntimeError("worker killed")
+        raise ConnectionResetError("worker killed")  # as good as no answer: Telegram retries
 
     update = payload("start")
     with monkeypatch.context() as patch:
@@ -535,7 +548,7 @@ async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def dies(*args: object) -> None:
-        raise RuntimeError("worker killed")
+        raise ConnectionResetError("worker killed")  # the process dies mid-send
 
     first = make_services(config_path, clock)
     name = await first.take_worker_id("serve")
@@ -629,8 +642,11 @@ async def test_a_bot_token_without_a_webhook_secret_stops_start_up(
 class Resident:
     """Someone chatting with the bot in the Telegram app: every message is an Update."""
 
-    def __init__(self, client: TestClient, fake: FakeBotAPI, user: int = USER) -> None:
+    def __init__(
+        self, client: TestClient, fake: FakeBotAPI, user: int = USER, **profile: Any
+    ) -> None:
         self.client, self.fake, self.user = client, fake, user
+        self.profile = {"id": user, **profile}  # the "from" of every update
         self.update_id = 815391000 + (user - USER) * 1000
         self.message_id = 700
 
@@ -642,11 +658,12 @@ class Resident:
     async def send(self, **content: Any) -> None:
         update_id, message_id = self._next()
         message = payload("text")["message"] | {"message_id": message_id} | content
-        message["from"] = message["from"] | {"id": self.user}
+        message["from"] = message["from"] | self.profile
         message["chat"] = message["chat"] | {"id": self.user}
         if "text" not in content:
             del message["text"]
-        assert await post(self.client, {"update_id": update_id, "message": message}) == 200
+        self.last_update = {"update_id": update_id, "message": message}
+        assert await post(self.client, self.last_update) == 200
 
     async def say(self, text: str) -> None:
         await self.send(text=text)
@@ -665,7 +682,7 @@ class Resident:
                             "message": sent,
                             "data": button["callback_data"],
                         }
-                        query["from"] = query["from"] | {"id": self.user}
+                        query["from"] = query["from"] | self.profile
                         update = {"update_id": update_id, "callback_query": query}
                         assert await post(self.client, update) == 200
                         return
@@ -753,6 +770,176 @@ async def test_a_resident_submits_a_topic_through_the_whole_dialog(
     )
     assert (tmp_path / "media" / stored.storage_key).read_bytes() == jpeg
     assert fake.downloads == ["photos/file_7.jpg"]
+
+
+# -- poison updates: answered 2xx, recorded once, never in the way of the next ----------
+
+
+async def test_nul_and_lone_surrogates_are_removed_before_anything_is_stored(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    li = Resident(client, fake, first_name="伟\x00\ud800")
+    await li.say("/start r_V1")
+    assert li.last() == say("home", "welcome", room="一村议事室")
+    await li.press("提议题")
+    await li.say("运河步道\x00增设公厕")
+    assert li.last().startswith("请详细描述情况")
+    sent = len(fake.sent_texts())
+    assert await post(client, li.last_update) == 200  # delivered again: one effect
+    assert len(fake.sent_texts()) == sent
+    await li.say("沿线\ud8003公里没有公厕\x00，老人不便")
+    await li.press("下一步")
+    await li.press("跳过")
+    await li.press("确认提交")
+    assert li.last().startswith("议题已提交！")
+    async with services.sessions() as session:
+        topic = (await session.exec(select(Topic))).one()
+        person = (await session.exec(select(Person))).one()
+    assert (topic.title, topic.background) == ("运河步道增设公厕", "沿线3公里没有公厕，老人不便")
+    assert person.display_name == NAME
+    assert await failures(services) == []
+
+
+@pytest.mark.parametrize("where", ["user", "chat", "update_id", "presser"])
+async def test_an_id_outside_the_bot_apis_range_is_refused_once_and_blocks_nothing(
+    client: TestClient, services: Services, fake: FakeBotAPI, where: str
+) -> None:
+    update = payload("callback_query" if where == "presser" else "text")
+    if where == "user":
+        update["message"]["from"]["id"] = 10**200
+    elif where == "chat":
+        update["message"]["chat"]["id"] = -(10**200)
+    elif where == "update_id":
+        update["update_id"] = 10**200
+    else:
+        update["callback_query"]["from"]["id"] = 2**52
+    assert await post(client, update) == 200
+    assert await post(client, copy.deepcopy(update)) == 200  # a re-delivery: the same row
+    (failure,) = await failures(services)
+    assert (failure.channel, failure.error, failure.deliveries) == ("telegram", "refused", 2)
+    assert "out of the Bot API's range" in failure.message
+    assert await count(services, Person) == 0
+    assert "sendMessage" not in fake.methods()
+    assert await post(client, payload("start")) == 200  # the resident's next update
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+
+
+async def test_json_nested_too_deep_is_answered_200_and_recorded_once(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    body = b'{"update_id": 815390900, "message": {"text": ' + nested(100_000) + b"}}"
+    assert await post(client, None, body=body) == 200
+    assert await post(client, None, body=body) == 200
+    (failure,) = await failures(services)
+    assert (failure.key, failure.error, failure.deliveries) == (body_key(body), "refused", 2)
+    assert failure.excerpt.startswith('{"update_id": 815390900, "message": {"text": [[[')
+    assert len(failure.excerpt) == 500
+    # Nesting as deep as updates really have (here in a field a newer Bot API might add).
+    update = payload("start")
+    update["message"]["new_field"] = json.loads(nested(MAX_DEPTH - 3))
+    assert await post(client, update) == 200
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_the_depth_bound_counts_levels_and_not_brackets_in_strings() -> None:
+    assert not too_deep(nested(MAX_DEPTH))
+    assert too_deep(nested(MAX_DEPTH + 1))
+    assert too_deep(b'{"a": {"b": ' + nested(MAX_DEPTH - 1) + b"}}")
+    assert not too_deep(b'{"a": "' + b"[" * 1000 + b'"}')  # in a string
+    assert not too_deep(b'["\\"' + b"{" * 1000 + b'", ' + b"[], " * 1000 + b"[]]")
+    assert not too_deep(b"[" * 1000)  # unbalanced: not JSON, the parser's to refuse
+
+
+async def test_a_message_without_a_chat_is_answered_200_and_blocks_nothing(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    dialogs = stand_in(services, Reply("好的"))
+    update = payload("text")
+    del update["message"]["chat"]
+    assert await post(client, update) == 200
+    assert await post(client, update) == 200
+    assert dialogs.inbounds == []
+    assert await post(client, payload("start")) == 200
+    assert fake.sent_texts() == ["好的"]
+
+
+async def test_an_update_the_database_refuses_is_answered_200_and_recorded_once(
+    client: TestClient, services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """A location at NaN (JSON as Python reads it) would go into the draft: JSON columns
+    refuse NaN, on every delivery again."""
+    li = Resident(client, fake)
+    await li.say("/start r_V1")
+    await li.press("提议题")
+    await li.say("运河步道增设公厕")
+    await li.say("沿线3公里没有公厕")
+    assert li.last().startswith("可以补充照片、语音或位置")
+    message = payload("location")["message"] | {
+        "location": {"latitude": float("nan"), "longitude": 119.0}
+    }
+    poison = {"update_id": li.update_id + 1, "message": message}
+    li.update_id += 1
+    body = json.dumps(poison).encode()  # Python writes NaN, and reads it back
+    assert await post(client, None, body=body) == 200
+    clock.advance(timedelta(seconds=30))
+    assert await post(client, None, body=body) == 200
+    (failure,) = await failures(services)
+    assert (failure.key, failure.error, failure.deliveries) == (
+        str(poison["update_id"]),
+        "ValueError",
+        2,
+    )
+    assert (failure.first_seen_at, failure.last_seen_at) == (
+        clock.now() - timedelta(seconds=30),
+        clock.now(),
+    )
+    assert '"latitude": NaN' in failure.excerpt
+    await li.send(location={"latitude": 33.61, "longitude": 119.02})
+    assert li.last().startswith("已收到位置：33.61000, 119.02000")
+
+
+async def test_a_bug_in_the_dialogs_is_answered_200_recorded_once_and_blocks_nothing(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    stand_in(services, error=RuntimeError("a bug"))
+    update = payload("text")
+    assert await post(client, update) == 200
+    assert await post(client, update) == 200
+    (failure,) = await failures(services)
+    assert (failure.channel, failure.key, failure.error, failure.message, failure.deliveries) == (
+        "telegram",
+        str(update["update_id"]),
+        "RuntimeError",
+        "a bug",
+        2,
+    )
+    assert "运河步道沿线增设公共厕所" in failure.excerpt
+    assert "sendMessage" not in fake.methods()
+    stand_in(services, Reply("好的"))
+    assert await post(client, update | {"update_id": update["update_id"] + 1}) == 200
+    assert fake.sent_texts() == ["好的"]
+
+
+async def test_the_database_unreachable_still_asks_telegram_to_deliver_again(
+    fake: FakeBotAPI, tmp_path: Path, clock: FixedClock
+) -> None:
+    path = tmp_path / "c.toml"
+    nowhere = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    path.write_text(config_text(nowhere, fake.base_url), "utf-8")
+    services = make_services(path, clock)
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    await client.start_server()
+    try:
+        assert await post(client, payload("text")) == 500
+        assert await post(client, payload("text")) == 500
+        assert "sendMessage" not in fake.methods()
+    finally:
+        await client.close()
+        await services.close()
 
 
 # -- the outbox sender -------------------------------------------------------------------

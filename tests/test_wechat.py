@@ -28,7 +28,7 @@ from bot.config import load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.web import create_app
-from bot.wechat import MAX_BODY, WEBHOOK, cdata, reply_text, to_inbound
+from bot.wechat import MAX_BODY, OPENID_MAX, WEBHOOK, cdata, reply_text, to_inbound
 from bot.wechat_api import TEXT_BYTES, WeChatAPIError, WeChatSender
 from dialogs.router import Handled
 from dialogs.types import Button, Inbound, Location, Media, Reply
@@ -353,6 +353,7 @@ async def test_xml_entities_are_refused(start: Start, engine: AsyncEngine, name:
         "<xml><MsgType>text</MsgType><Content>no sender</Content></xml>",
         payload("image").replace("<MediaId>", "<NoMediaId>").replace("</MediaId>", "</NoMediaId>"),
         payload("location").replace("33.610382", "north"),
+        payload("location").replace("33.610382", "nan"),  # JSON columns refuse NaN
         b"<xml><MsgType>text</MsgType><Content>\xff\xfe</Content></xml>",
     ],
 )
@@ -727,6 +728,44 @@ async def test_other_events_are_acknowledged_without_the_dialogs(
     assert (response.status, await response.text()) == (200, "success")
     assert h.dialogs.seen == []
     assert await nothing_stored(engine)
+
+
+# -- poison messages: never a 5xx that WeChat would send again ----------------------------------
+
+
+async def test_a_from_user_name_wechat_cannot_have_is_refused_with_success(
+    start: Start, engine: AsyncEngine
+) -> None:
+    h = await start()
+    stranger = payload("text", FromUserName="o" * 200)
+    for _ in range(2):  # and delivered again: the same answer, nothing stored
+        response = await h.post(stranger)
+        assert (response.status, await response.text()) == (200, "success")
+    assert h.dialogs.seen == []
+    assert await nothing_stored(engine)
+    assert await h.text("菜单")  # the next message, from a real openid, is served
+    assert await count(engine, Person) == 1
+
+
+def test_from_user_names_up_to_the_bound_are_taken() -> None:
+    at_bound = to_inbound(parse_message(payload("text", FromUserName="o" * OPENID_MAX)))
+    assert at_bound is not None and at_bound.user_ref == "o" * OPENID_MAX
+    assert to_inbound(parse_message(payload("text", FromUserName="o" * (OPENID_MAX + 1)))) is None
+
+
+async def test_a_msg_id_longer_than_a_receipt_key_still_has_one_effect(
+    start: Start, engine: AsyncEngine
+) -> None:
+    h = await start()
+    body = payload("text", Content="菜单", MsgId="7" * 200)
+    first = await h.post(body)
+    again = await h.post(body)
+    assert first.status == again.status == 200
+    assert reply_content(await first.text()) == reply_content(await again.text())
+    async with h.services.sessions() as session:
+        (receipt,) = (await session.exec(select(InboundReceipt))).all()
+    assert len(receipt.key) <= 160
+    assert len(h.dialogs.seen) == 2 and h.dialogs.seen[0] == h.dialogs.seen[1]
 
 
 # -- replies ------------------------------------------------------------------------------------
