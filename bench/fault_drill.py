@@ -343,19 +343,22 @@ async def run(args: argparse.Namespace) -> int:
     wanted = [s for s in args.scenarios.split(",") if s]
     if "dbdown" in wanted and not args.database_url:
         wanted.remove("dbdown")  # the outage is made by a proxy in front of PostgreSQL
-    with tempfile.TemporaryDirectory(prefix="mashangyi-drill-") as tmp:
-        drill = Drill(args, Path(tmp))
-        try:
-            await drill.setup()
-            for name in wanted:
-                print(f"-- {name}", file=sys.stderr, flush=True)
-                row = await getattr(drill, name)()
-                drill.rows.append(row)
-                print(table([row], name), file=sys.stderr, flush=True)
-        finally:
-            await drill.close()
-            if args.keep_log:
-                shutil.copy(Path(tmp) / "service.log", args.keep_log)
+    # Removed at exit rather than by a with-block: also when Ctrl+C lands mid-cleanup.
+    workdir = Path(tempfile.mkdtemp(prefix="mashangyi-drill-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    drill = Drill(args, workdir)
+    try:
+        await drill.setup()
+        for name in wanted:
+            print(f"-- {name}", file=sys.stderr, flush=True)
+            row = await getattr(drill, name)()
+            drill.rows.append(row)
+            print(table([row], name), file=sys.stderr, flush=True)
+    finally:
+        await drill.close()
+        log = workdir / "service.log"
+        if args.keep_log and log.exists():
+            shutil.copy(log, args.keep_log)
     database = "PostgreSQL" if args.database_url else "SQLite"
     print(table(drill.rows, f"{date.today()} {database}"))
     return 1 if any(r.lost for r in drill.rows) else 0
