@@ -598,7 +598,8 @@ class TelegramChannel:
         replies = handled.replies
         if query is not None:
             await self._show_choice(query)
-        await self.deliver(update_id, incoming.chat_id, replies)
+        tag = "refused" if handled.refused else "reply"
+        await self.deliver(update_id, incoming.chat_id, replies, tag)
 
     async def _answer(self, query: CallbackQuery) -> None:
         """Stop the client's spinner. A re-delivered or late query is refused: harmless."""
@@ -636,8 +637,13 @@ class TelegramChannel:
         except TelegramError as exc:
             log.info("telegram: could not mark the choice on %s: %s", message.message_id, exc)
 
-    async def deliver(self, update_id: int, chat_id: int, replies: Sequence[Reply]) -> None:
+    async def deliver(
+        self, update_id: int, chat_id: int, replies: Sequence[Reply], tag: str = "reply"
+    ) -> None:
         """Send the replies now; whatever does not go through stays in the outbox.
+
+        ``tag`` names them in their keys: a refusal ("refused") must not take the keys of
+        the replies a later delivery of the same update, handled, will send.
 
         Each reply is an outbox row held (``sending``, by this process's worker identity)
         while it is sent here, and recorded right after the Bot API accepts it. When the chat
@@ -653,7 +659,7 @@ class TelegramChannel:
             waiting = await _unsent(session, address, CATCH_UP + 1)
             queued = waiting > 0
             for number, reply in enumerate(replies):
-                key = f"{CHANNEL}:reply:{update_id}:{number}"
+                key = f"{CHANNEL}:{tag}:{update_id}:{number}"
                 if await enqueue(
                     session,
                     key=key,

@@ -1217,3 +1217,8 @@ async def test_the_rest_of_a_flood_is_not_acknowledged_so_telegram_delivers_it_a
     now[0] += 10.0
     assert await post(client, payload("text") | {"update_id": 53}) == 200
     assert await count(services, InboundReceipt) == 3
+    # The one refused with a notice, delivered again and handled, gets its own reply too.
+    before = len(fake.sent_texts(USER))
+    assert await post(client, payload("text") | {"update_id": 52}) == 200
+    assert await count(services, InboundReceipt) == 4
+    assert len(fake.sent_texts(USER)) > before
