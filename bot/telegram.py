@@ -656,7 +656,7 @@ class TelegramChannel:
         hold = clock.now() + REPLY_HOLD
         fresh: list[tuple[str, Reply]] = []
         async with transaction(self.services.sessions) as session:
-            waiting = await _unsent(session, address, CATCH_UP + 1)
+            waiting, backlog = await _unsent(session, address, CATCH_UP + 1)
             queued = waiting > 0
             for number, reply in enumerate(replies):
                 key = f"{CHANNEL}:{tag}:{update_id}:{number}"
@@ -673,7 +673,9 @@ class TelegramChannel:
                 ):
                     fresh.append((key, reply))
         if queued:
-            if fresh and waiting <= CATCH_UP:
+            # Catching up is for a turn's own few notices (a new card to the same chat); a
+            # backlog left by failures drains through the outbox, one a second.
+            if fresh and waiting <= CATCH_UP and not backlog:
                 await self._catch_up(address, waiting + len(fresh))
             elif fresh:
                 log.info("telegram: chat %s has a backlog; replies queued behind it", address)
@@ -744,11 +746,12 @@ def _released(due: datetime) -> dict[str, Any]:
     return {"status": "pending", "not_before": due, "claimed_until": None, "claimed_by": None}
 
 
-async def _unsent(session: AsyncSession, address: str, limit: int) -> int:
+async def _unsent(session: AsyncSession, address: str, limit: int) -> tuple[int, bool]:
     """How many messages to a Telegram chat are neither sent nor given up, counting up to
-    ``limit`` (a probe of the partial index ix_outbox_unsent_chat)."""
+    ``limit`` (a probe of the partial index ix_outbox_unsent_chat), and whether one of them
+    has failed before (a backlog, not a turn's own notices)."""
     found = await session.exec(
-        select(OutboxMessage.id)  # type: ignore[call-overload]
+        select(OutboxMessage.last_error)  # type: ignore[call-overload]
         .where(
             col(OutboxMessage.channel) == CHANNEL,
             col(OutboxMessage.address) == address,
@@ -756,7 +759,8 @@ async def _unsent(session: AsyncSession, address: str, limit: int) -> int:
         )
         .limit(limit)
     )
-    return len(found.all())
+    errors = found.all()
+    return len(errors), any(error is not None for error in errors)
 
 
 def _ok() -> web.Response:

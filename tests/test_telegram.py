@@ -512,6 +512,23 @@ async def test_a_notice_waiting_for_the_chat_goes_out_before_the_replies_at_once
     assert {r.status for r in await outbox(services)} == {"sent"}
 
 
+async def test_after_an_outage_a_turn_does_not_send_the_backlog_in_one_burst(
+    client: TestClient, services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """A few messages left by failures, due again: the next turn leaves them and its reply
+    to the outbox's pace (one a second per chat) instead of sending all at once."""
+    fake.fail("sendMessage", 502)
+    await notice(services, "n1", "您的议题已通过初审")
+    await notice(services, "n2", "请补充材料")
+    await services.dispatcher().run_once()  # the head fails: a backlog with its reason
+    clock.advance(timedelta(minutes=5))  # due again
+    stand_in(services, Reply("收到"))
+    assert await post(client, payload("text")) == 200
+    assert fake.sent_texts() == []
+    seconds = await drain_paced(services, fake, clock)
+    assert seconds == [["您的议题已通过初审"], ["请补充材料"], ["收到"]]
+
+
 async def test_the_outbox_drains_a_backlog_one_message_a_second_per_chat(
     services: Services, fake: FakeBotAPI, clock: FixedClock
 ) -> None:
