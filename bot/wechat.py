@@ -215,23 +215,21 @@ class WeChatWebhook:
             )
         except Exception as exc:
             log.warning("wechat: the database cannot keep %s (%r)", inbound.message_id, exc)
-            return await self._spool(inbound, task, now)
+            return await self._spool(inbound, now)
         if receipt.status == "queued":
             return SAY.text("wechat", "kept")
         # Handled in the meantime (by this step or another delivery's): its stored answer.
         return self._passive(Handled(receipt.replies, deferred=receipt.queued_at is not None))
 
-    async def _spool(
-        self, inbound: Inbound, task: asyncio.Future[Handled], now: datetime
-    ) -> str | None:
-        """Keep the message on local disk; the step still running is given up, so that the
-        spooled copy is the one way it gets handled (once the database is back)."""
+    async def _spool(self, inbound: Inbound, now: datetime) -> str | None:
+        """Keep the message on local disk. A step still running goes on (cancelling one
+        mid-statement can leave an SQLite connection holding the write lock): if it
+        finishes, the spool's import sends its stored replies, else it queues the message."""
         try:
             await self.services.spool.append(spool_record(inbound, now))
         except OSError as exc:
             log.error("wechat: cannot keep %s on disk either (%r)", inbound.message_id, exc)
             return None
-        task.cancel()
         self._spooled[inbound.message_id] = None
         if len(self._spooled) > MAX_SPOOLED:
             self._spooled.popitem(last=False)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _receipt = InboundReceipt.__table__
 _c = _receipt.c
 MAX_ATTEMPTS = 5
+#: Spooled messages moved into the database per transaction.
+IMPORT_CHUNK = 50
 _MAX_REASON = 500
 
 
@@ -161,25 +163,30 @@ class Inbox:
         moved = 0
         for path in self.spool.take():
             records = self.spool.read(path)
-            async with transaction(self.sessions) as session:
-                conn = await session.connection()
-                for record in records:
-                    inbound = from_json(record["inbound"])
-                    at = datetime.fromisoformat(record["queued_at"])
-                    receipt = await keep_in_queue(conn, inbound, at)
-                    handled_before = receipt.at is not None and receipt.at <= at
-                    if receipt.status == "done" and receipt.queued_at is None and handled_before:
-                        await self.reply_later(
-                            session,
-                            channel=inbound.channel,
-                            address=inbound.user_ref,
-                            message_id=inbound.message_id,
-                            bodies=receipt.bodies,
-                            now=at,
-                        )
-                    moved += 1
+            for start in range(0, len(records), IMPORT_CHUNK):
+                moved += await self._import(records[start : start + IMPORT_CHUNK])
             self.spool.done(path)
         return moved
+
+    async def _import(self, records: list[dict[str, Any]]) -> int:
+        # Small transactions: on SQLite a long one would hold the only write lock.
+        async with transaction(self.sessions) as session:
+            conn = await session.connection()
+            for record in records:
+                inbound = from_json(record["inbound"])
+                at = datetime.fromisoformat(record["queued_at"])
+                receipt = await keep_in_queue(conn, inbound, at)
+                handled_before = receipt.at is not None and receipt.at <= at
+                if receipt.status == "done" and receipt.queued_at is None and handled_before:
+                    await self.reply_later(
+                        session,
+                        channel=inbound.channel,
+                        address=inbound.user_ref,
+                        message_id=inbound.message_id,
+                        bodies=receipt.bodies,
+                        now=at,
+                    )
+        return len(records)
 
     async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:
         """Drain until ``stop`` is set; rest ``idle_seconds`` when nothing was waiting."""
