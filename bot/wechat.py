@@ -54,7 +54,7 @@ from bot.pieces import split_text, utf8_bytes
 from bot.wechat_api import TEXT_BYTES, WeChatAPI
 from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
-from dialogs.router import Handled
+from dialogs.router import Answered, Handled
 from dialogs.types import Inbound, Location, Media, Reply
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -142,6 +142,7 @@ class WeChatWebhook:
         #: Steps still running (also those whose delivery was answered already).
         self._late: set[asyncio.Future[Handled]] = set()
         self._inflight: dict[str, asyncio.Future[Handled]] = {}
+        self._answers: dict[str, Answered] = {}
         #: Messages this process kept in the spool: a re-delivery is answered from here.
         self._spooled: OrderedDict[str, None] = OrderedDict()
         self.token: str = wechat["token"]
@@ -202,8 +203,9 @@ class WeChatWebhook:
             return SAY.text("wechat", "kept")  # kept on disk: handled from there, once
         task = self._inflight.get(inbound.message_id)
         if task is None:
-            task = asyncio.ensure_future(self.services.dialogs.process(inbound))
-            self._track(inbound.message_id, task)
+            answered = Answered()
+            task = asyncio.ensure_future(self.services.dialogs.process(inbound, answered=answered))
+            self._track(inbound.message_id, task, answered)
         await asyncio.wait({task}, timeout=self.reply_deadline)
         if task.done() and not task.cancelled() and task.exception() is None:
             return self._passive(task.result())
@@ -215,21 +217,31 @@ class WeChatWebhook:
             )
         except Exception as exc:
             log.warning("wechat: the database cannot keep %s (%r)", inbound.message_id, exc)
-            return await self._spool(inbound, now)
+            return await self._spool(inbound, task, now)
         if receipt.status == "queued":
             return SAY.text("wechat", "kept")
         # Handled in the meantime (by this step or another delivery's): its stored answer.
         return self._passive(Handled(receipt.replies, deferred=receipt.queued_at is not None))
 
-    async def _spool(self, inbound: Inbound, now: datetime) -> str | None:
+    async def _spool(
+        self, inbound: Inbound, task: asyncio.Future[Handled], now: datetime
+    ) -> str | None:
         """Keep the message on local disk. A step still running goes on (cancelling one
-        mid-statement can leave an SQLite connection holding the write lock): if it
-        finishes, the spool's import sends its stored replies, else it queues the message."""
+        mid-statement can leave an SQLite connection holding the write lock), told that
+        its message was answered: it sends its replies through the outbox. If it never
+        finishes, the spool's import queues the message."""
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return self._passive(task.result())  # it finished meanwhile, just in time
         try:
             await self.services.spool.append(spool_record(inbound, now))
         except OSError as exc:
             log.error("wechat: cannot keep %s on disk either (%r)", inbound.message_id, exc)
             return None
+        # A step that commits from now on knows; one that committed a moment before has a
+        # receipt older than the spooled copy, and the import sends its replies.
+        answered = self._answers.get(inbound.message_id)
+        if answered is not None:
+            answered.late = True
         self._spooled[inbound.message_id] = None
         if len(self._spooled) > MAX_SPOOLED:
             self._spooled.popitem(last=False)
@@ -244,14 +256,16 @@ class WeChatWebhook:
             return "" if handled.replies else SAY.text("wechat", "kept")
         return reply_text(handled.replies)
 
-    def _track(self, message_id: str, task: asyncio.Future[Handled]) -> None:
+    def _track(self, message_id: str, task: asyncio.Future[Handled], answered: Answered) -> None:
         self._inflight[message_id] = task
+        self._answers[message_id] = answered
         self._late.add(task)
 
         def forget(done: asyncio.Future[Handled]) -> None:
             self._late.discard(done)
             if self._inflight.get(message_id) is done:
                 del self._inflight[message_id]
+                del self._answers[message_id]
             if not done.cancelled() and done.exception() is not None:
                 # Logged here so no failure goes unseen; the message is kept (or was never
                 # acknowledged) and is handled again from the queue or WeChat's retry.

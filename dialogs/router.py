@@ -48,6 +48,15 @@ class Handled:
     refused: Verdict | None = None
 
 
+@dataclass
+class Answered:
+    """Given by a channel that may acknowledge a message before its step ends: ``late`` is
+    set once it did so without its replies and without a queued receipt (the message is in
+    the local spool); the step then sends its replies through the outbox."""
+
+    late: bool = False
+
+
 @dataclass(frozen=True)
 class DialogSettings:
     idle_minutes: float = 30.0
@@ -81,9 +90,15 @@ class Dialogs:
         """The replies to show now (the console and tests; channels use ``process``)."""
         return (await self.process(inbound)).replies
 
-    async def process(self, inbound: Inbound, *, queued_at: datetime | None = None) -> Handled:
+    async def process(
+        self,
+        inbound: Inbound,
+        *,
+        queued_at: datetime | None = None,
+        answered: Answered | None = None,
+    ) -> Handled:
         """Handle one message. ``queued_at``: it was kept at that time and is handled now
-        from the queue (already admitted by the flood limit)."""
+        from the queue (already admitted by the flood limit). ``answered``: see there."""
         key = (inbound.channel, inbound.user_ref)
         if queued_at is None:
             verdict = await self.throttle.check(key, inbound.message_id)
@@ -95,12 +110,14 @@ class Dialogs:
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._handle(inbound, queued_at)
+                return await self._handle(inbound, queued_at, answered)
         finally:
             if not lock.locked() and not lock._waiters:  # keep the dict small
                 self._locks.pop(key, None)
 
-    async def _handle(self, inbound: Inbound, queued_at: datetime | None) -> Handled:
+    async def _handle(
+        self, inbound: Inbound, queued_at: datetime | None, answered: Answered | None
+    ) -> Handled:
         # No look-up of the receipt first: a retry is rare, so the message is handled and
         # its receipt written; a retry conflicts on the receipt's unique key, everything it
         # did is rolled back, and it gets the replies stored the first time.
@@ -128,6 +145,7 @@ class Dialogs:
                     now,
                     now + timedelta(minutes=self.settings.idle_minutes),
                     bodies if inbound.message_id else None,
+                    late=answered is not None and answered.late,
                 )
                 if deferred and self.reply_later is not None:
                     await self.reply_later(

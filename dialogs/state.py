@@ -193,9 +193,11 @@ async def save(
     now: datetime,
     expires_at: datetime,
     receipt: list[dict[str, Any]] | None,
+    late: bool = False,
 ) -> bool:
     """Write the state and, for a message with an id, its receipt; True when the message
-    had been acknowledged before it was handled (its replies go through the outbox).
+    had been acknowledged before it was handled (queued, or ``late``): its replies go
+    through the outbox.
     Raises ``Duplicate`` when it was handled before (a retry ends here)."""
     values = {
         "flow": state.flow,
@@ -214,7 +216,15 @@ async def save(
         return False
     written = await conn.execute(
         _RECEIPT[conn.dialect.name],
-        {"channel": inbound.channel, "key": inbound.message_id, "replies": receipt, "at": now},
+        {
+            "channel": inbound.channel,
+            "key": inbound.message_id,
+            "replies": receipt,
+            "at": now,
+            # Acknowledged already, though not through the queue (``late``): so marked, every
+            # later delivery knows its replies go through the outbox.
+            "queued_at": now if late else None,
+        },
     )
     row = written.first()
     if row is None:

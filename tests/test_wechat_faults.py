@@ -287,3 +287,25 @@ async def test_a_redelivery_of_a_message_spooled_here_is_not_handled_twice(
     assert await count(engine, InboundReceipt) == 0
     await h.services.inbox().drain_once()
     assert [key for key, _ in await texts(engine)] == ["wechat:late:1301:0"]
+
+
+async def test_a_step_that_starts_after_its_message_was_spooled_replies_through_the_outbox(
+    start: Start, engine: AsyncEngine, clock: Any
+) -> None:
+    """It waited (for the person's earlier message, for a connection) while the message was
+    answered from the spool: when it runs, its replies must still reach the person, once."""
+    h = await start()
+    slow = SlowDialogs(h.dialogs)
+    h.services.dialogs = slow  # type: ignore[assignment]
+    h.services.priority_sessions = make_session_factory(make_engine(DEAD_DATABASE))
+    h.client.app[WEBHOOK].reply_deadline = 0.01
+    assert await post_text(h, "菜单", "1401") == (200, KEPT)
+    clock.set(clock.now() + timedelta(seconds=2))  # it starts after the spooling
+    slow.release.set()
+    await wait_for_rows(engine, OutboxMessage)
+    await h.services.inbox().drain_once()  # the spooled copy: already handled
+    assert [key for key, _ in await texts(engine)] == ["wechat:late:1401:0"]
+    again = await h.dialogs.process(
+        Inbound("wechat", test_wechat.OPENID, "text", text="菜单", message_id="1401")
+    )
+    assert again.deferred  # another process's retry would not reply passively either
