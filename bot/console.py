@@ -1,8 +1,10 @@
 """The console channel: talk to the same dialogs in a terminal, no platform needed.
 
 ``mashangyi chat --room CODE`` behaves like scanning that room's code; typed lines are
-messages, a number picks an offered button, and follow-ups addressed to this console
-person (from the outbox) are printed as they become due.
+messages, a number or a label picks an offered button, and follow-ups addressed to this
+console person (from the outbox) are printed as they become due, also while it waits for
+a line. Only this process delivers the console channel (``serve`` and ``worker`` have no
+sender for it), so a reviewer's decision in one terminal reaches the chat in another.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from bot.services import Services
-from dialogs.types import Inbound, Reply, room_payload
+from dialogs.router import chosen
+from dialogs.types import Button, Inbound, Reply, room_payload
 from notices.outbox import OutboxDispatcher
 from storage.models import OutboxMessage
+from workflow.texts import Catalogue
 
 CHANNEL = "console"
+SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
 
 def render(replies: list[Reply]) -> str:
@@ -31,13 +37,24 @@ def render(replies: list[Reply]) -> str:
 
 
 class PrintingSender:
-    """Prints follow-ups for the person at this terminal."""
+    """Prints follow-ups for the person at this terminal, with their buttons."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        #: The buttons of the last follow-up printed while they are the last ones shown
+        #: (``[label, payload]``); the chat empties it when a reply offers its own.
+        self.offered: list[list[str]] = []
 
     async def send(self, message: OutboxMessage) -> None:
-        print(f"\n[通知] {message.body.get('text', '')}", file=self.out, flush=True)
+        offered = message.body.get("buttons") or []
+        buttons = [[str(label), str(payload)] for label, payload in offered]
+        reply = Reply(
+            SAY.text("console", "notice", text=message.body.get("text", "")),
+            tuple(Button(label, payload) for label, payload in buttons),
+        )
+        print(f"\n{render([reply])}", file=self.out, flush=True)
+        if buttons:
+            self.offered = buttons
 
 
 async def chat(
@@ -49,28 +66,41 @@ async def chat(
     out: TextIO = sys.stdout,
 ) -> int:
     read_line = read_line or (lambda: sys.stdin.readline())
+    printer = PrintingSender(out)
     follow_ups = OutboxDispatcher(
         services.sessions,
-        {CHANNEL: PrintingSender(out)},
+        {CHANNEL: printer},
         services.clock,
         addresses=[name],
         worker_id=services.worker_id,
     )
+    poll = services.config["outbox"]["poll_seconds"]
     prompt = "> "
     replies = await services.dialogs.handle(
         Inbound(CHANNEL, name, "start", payload=room_payload(room), display_name=name)
     )
     while True:
         print(render(replies), file=out, flush=True)
+        if any(r.buttons for r in replies):
+            printer.offered = []
         await follow_ups.run_once()
         print(prompt, end="", file=out, flush=True)
-        line = await asyncio.to_thread(read_line)
+        reading = asyncio.ensure_future(asyncio.to_thread(read_line))
+        # Follow-ups keep arriving while the person thinks.
+        while not (await asyncio.wait({reading}, timeout=poll))[0]:
+            if await follow_ups.run_once():
+                print(prompt, end="", file=out, flush=True)
+        line = reading.result()
         if not line:  # end of input
             print(file=out)
             return 0
         text = line.rstrip("\n")
         if text.strip() in {"/quit", "/exit"}:
             return 0
-        replies = await services.dialogs.handle(
-            Inbound(CHANNEL, name, "text", text=text, display_name=name)
-        )
+        payload = chosen(text, printer.offered)
+        if payload is not None:  # a follow-up's button, typed by number or label
+            printer.offered = []
+            inbound = Inbound(CHANNEL, name, "button", payload=payload, display_name=name)
+        else:
+            inbound = Inbound(CHANNEL, name, "text", text=text, display_name=name)
+        replies = await services.dialogs.handle(inbound)
