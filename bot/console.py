@@ -5,12 +5,18 @@ messages, a number or a label picks an offered button, and follow-ups addressed 
 console person (from the outbox) are printed as they become due, also while it waits for
 a line. Only this process delivers the console channel (``serve`` and ``worker`` have no
 sender for it), so a reviewer's decision in one terminal reaches the chat in another.
+
+Ctrl-C and Ctrl-D end the chat at once: lines are read in a daemon thread straight from
+the file descriptor, so neither the interpreter's exit nor asyncio's waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -57,6 +63,57 @@ class PrintingSender:
             self.offered = buttons
 
 
+class StdinLines:
+    """Lines of standard input read from its file descriptor, not through ``sys.stdin``:
+    a daemon thread blocked in ``sys.stdin.readline`` holds its lock, and the interpreter's
+    exit then stops on it."""
+
+    def __init__(self, fd: int = 0, encoding: str | None = None) -> None:
+        self.fd = fd
+        self.decoder = codecs.getincrementaldecoder(encoding or sys.stdin.encoding or "utf-8")(
+            "replace"
+        )
+        self.buffer = ""
+
+    def __call__(self) -> str:
+        while "\n" not in self.buffer:
+            chunk = os.read(self.fd, 4096)
+            self.buffer += self.decoder.decode(chunk, final=not chunk)
+            if not chunk:  # end of input: what is left, then ""
+                line, self.buffer = self.buffer, ""
+                return line
+        line, _, self.buffer = self.buffer.partition("\n")
+        return line + "\n"
+
+
+async def _read_in_daemon(read_line: Callable[[], str]) -> str:
+    """``read_line()`` in a daemon thread: a Ctrl-C cancels the wait, and nothing waits for
+    the thread (the executor's threads are joined at exit, i.e. until Enter)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def settle(line: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(line or "")
+
+    def run() -> None:
+        try:
+            line, error = read_line(), None
+        except Exception as exc:  # handed to the chat
+            line, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, line, error)
+        except RuntimeError:  # the chat has ended meanwhile
+            pass
+
+    threading.Thread(target=run, name="console-input", daemon=True).start()
+    return await future
+
+
 async def chat(
     services: Services,
     room: str,
@@ -65,7 +122,7 @@ async def chat(
     read_line: Callable[[], str] | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    read_line = read_line or (lambda: sys.stdin.readline())
+    read_line = read_line or StdinLines()
     printer = PrintingSender(out)
     follow_ups = OutboxDispatcher(
         services.sessions,
@@ -85,7 +142,7 @@ async def chat(
             printer.offered = []
         await follow_ups.run_once()
         print(prompt, end="", file=out, flush=True)
-        reading = asyncio.ensure_future(asyncio.to_thread(read_line))
+        reading = asyncio.ensure_future(_read_in_daemon(read_line))
         # Follow-ups keep arriving while the person thinks.
         while not (await asyncio.wait({reading}, timeout=poll))[0]:
             if await follow_ups.run_once():

@@ -1,8 +1,14 @@
-"""The terminal chat (``mashangyi chat``): its follow-ups (issue 11)."""
+"""The terminal chat (``mashangyi chat``): its follow-ups, and leaving it (issue 11)."""
 
 from __future__ import annotations
 
 import io
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from tests.test_review import cards
 from tests.world import World, build_world
 from workflow.clock import FixedClock
 
+ROOT = Path(__file__).resolve().parent.parent
 CONVENER = "V1:convener"
 
 
@@ -66,3 +73,58 @@ async def test_a_reply_with_buttons_after_a_notice_is_what_a_number_picks(
     await chat(services, "V1", CONVENER, read_line=lambda: next(lines), out=out)
     assert "请选择「议题类别」：" not in out.getvalue()
     assert "请用一句话写下议题标题" in out.getvalue()  # the menu's 1: 提议题
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray, limit: float = 60.0) -> None:
+    """Read the terminal's output until ``wanted`` appears (or the process closes it)."""
+    deadline = time.monotonic() + limit
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the other end is closed
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+
+def _chat_in_a_terminal(config: Path) -> tuple[subprocess.Popen[bytes], int, bytearray]:
+    master, slave = os.openpty()
+    command = [sys.executable, "-m", "bot.cli", "--config", str(config), "chat", "--room", "V1"]
+    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    seen = bytearray()
+    _read_until(master, b"\n> ", seen)
+    assert b"\n> " in seen, seen.decode(errors="replace")
+    return proc, master, seen
+
+
+def _leave(config: Path, how: str) -> tuple[int | None, str]:
+    proc, master, seen = _chat_in_a_terminal(config)
+    try:
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of input
+        try:
+            code: int | None = proc.wait(timeout=30)  # without a fix: until Enter
+        except subprocess.TimeoutExpired:
+            code = None
+        _read_until(master, b"\0never", seen, limit=1)
+        return code, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-d"])
+async def test_ctrl_c_and_ctrl_d_leave_the_chat_at_once(
+    world: World, config_path: Path, how: str
+) -> None:
+    code, output = _leave(config_path, how)  # blocks: the test has nothing else to do
+    assert code in (0, 130), output
+    assert "Traceback" not in output, output
