@@ -31,7 +31,6 @@ from storage.db import (
     make_priority_engine,
     make_session_factory,
 )
-from storage.models import OutboxMessage
 from storage.spool import Spool
 from workflow.clock import CHINA, Clock, SystemClock
 from workflow.engine import Lifecycle
@@ -43,13 +42,6 @@ log = logging.getLogger("mashangyi")
 #: Seconds keeping a late WeChat message may take (bot/wechat.py: the reply deadline
 #: leaves about this much of WeChat's 5 seconds).
 KEEP_TIMEOUT = 1.0
-
-
-class ConsoleSender:
-    """Delivers console-channel messages to the log (the terminal chat reads its own)."""
-
-    async def send(self, message: OutboxMessage) -> None:
-        log.info("console → %s: %s", message.address, message.body.get("text", ""))
 
 
 @dataclass
@@ -248,7 +240,9 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
             reply_later,
         ),
         media_store=LocalMediaStore(config.media_dir()),
-        senders={"console": ConsoleSender(), **wechat_senders, **telegram_senders},
+        # No console sender: only the terminal chat delivers to its own person (bot/console.py);
+        # a serving process that claimed those rows could only log them.
+        senders={**wechat_senders, **telegram_senders},
         fetchers={**wechat_fetchers, **telegram_fetchers},
         review_links=review_links,
         redis=redis,

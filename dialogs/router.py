@@ -16,8 +16,12 @@ reply.
 from __future__ import annotations
 
 import asyncio
+import copy
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +38,8 @@ from workflow.engine import Lifecycle
 CANCEL_WORDS = {"取消", "退出", "/cancel"}
 MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
 MINE_WORDS = {"我的议题", "/mine"}
+#: Typed, these keep their meaning even where an offered label starts with them.
+GLOBAL_WORDS = CANCEL_WORDS | MENU_WORDS | MINE_WORDS
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,12 @@ class Dialogs:
                         await keep_in_queue(conn, inbound, now)
                     return Handled([], deferred=True)
                 conv = Conversation(session, inbound, person, chat, self.lifecycle, now, self.tell)
+                before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:
                     conv.home()
                     conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
                 await self._step(conv)
-                _remember_buttons(conv)
+                _remember_buttons(conv, before)
                 bodies = _jsonable(conv.replies)
                 deferred = await state.save(
                     conn,
@@ -216,23 +223,50 @@ class Dialogs:
             conv.reply(say("common", "not_understood"))
 
 
-def _remember_buttons(conv: Conversation) -> None:
-    """Keep the last buttons offered, so a typed “2” can press button 2 next time."""
+def _where(conv: Conversation) -> tuple[str, str, dict[str, Any]]:
+    """The dialog's step and data, apart from the buttons offered (a copy)."""
+    data = {k: v for k, v in conv.data.items() if k != "_buttons"}
+    return conv.state.flow, conv.state.step, copy.deepcopy(data)
+
+
+def _remember_buttons(conv: Conversation, before: tuple[str, str, dict[str, Any]]) -> None:
+    """Keep the last buttons offered, so a typed “2” can press button 2 next time.
+
+    A reply without buttons that left the dialog where it was (“not understood”) keeps
+    them: the person may still pick one; a step taken forgets them."""
     offered = next((r.buttons for r in reversed(conv.replies) if r.buttons), None)
     if offered is not None:
         conv.data["_buttons"] = [[b.label, b.payload] for b in offered]
-    elif conv.replies:
+    elif conv.replies and _where(conv) != before:
         conv.data.pop("_buttons", None)
 
 
 def _numbered_choice(conv: Conversation) -> Inbound:
-    """“2” typed where buttons were offered (WeChat, console) means pressing button 2."""
+    """A typed number or label where buttons were offered (WeChat, console, or anywhere
+    a person types instead of tapping) means pressing that button."""
     inbound = conv.inbound
-    offered = conv.data.get("_buttons") or []
-    text = inbound.text.strip()
-    if inbound.kind == "text" and text.isdigit() and 1 <= int(text) <= len(offered):
-        return replace(inbound, kind="button", payload=offered[int(text) - 1][1])
-    return inbound
+    if inbound.kind != "text":
+        return inbound
+    payload = chosen(inbound.text, conv.data.get("_buttons") or [])
+    return inbound if payload is None else replace(inbound, kind="button", payload=payload)
+
+
+def chosen(text: str, offered: Sequence[Sequence[str]]) -> str | None:
+    """The payload of the offered ``[label, payload]`` that ``text`` picks: its number, its
+    label, or the start of exactly one label (compared after NFKC); None when none does."""
+    typed = unicodedata.normalize("NFKC", text).strip()
+    if not typed or not offered:
+        return None
+    if typed.isdecimal():
+        return offered[int(typed) - 1][1] if 1 <= int(typed) <= len(offered) else None
+    if typed in GLOBAL_WORDS:
+        return None
+    labels = [(unicodedata.normalize("NFKC", label).strip(), p) for label, p in offered]
+    exact = [p for label, p in labels if label == typed]
+    if exact:
+        return exact[0]
+    starting = [p for label, p in labels if label.startswith(typed)]
+    return starting[0] if len(starting) == 1 else None
 
 
 def _jsonable(replies: list[Reply]) -> list[dict]:

@@ -355,3 +355,19 @@ async def test_an_identity_made_elsewhere_starts_its_first_dialog(
     assert identity.last_inbound_at == clock.now() - timedelta(seconds=30)
     assert (state.flow, state.step) == ("submit_topic", "description")
     assert state.data["draft"]["title"] == "灯不亮"
+
+
+async def test_typed_menu_words_press_their_buttons_and_a_miss_keeps_them(
+    services: Services,
+) -> None:
+    """Issue 11: typing an offered label (or the start of one) is pressing its button."""
+    person = Person(services)
+    await person.scan("V1")
+    assert (await person.say("换议事室")).startswith("请先选择议事室")
+    [found] = await person.send("text", "村")  # a search: the rooms found, as buttons
+    assert len(found.buttons) >= 2
+    assert (await person.say("？？")).startswith("没有找到名称含")  # no step taken
+    [welcome] = await person.send("text", found.buttons[1].label[:-1])
+    assert welcome.text.startswith(f"欢迎来到{found.buttons[1].label}")
+    assert (await person.say("哈哈")).startswith("没有看懂")
+    assert (await person.say("1")).startswith("请用一句话写下议题标题")  # 提议题, kept

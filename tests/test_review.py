@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from bot.config import load_config
 from bot.services import Services, build_services
 from dialogs.router import Dialogs
-from dialogs.types import Inbound, Reply
+from dialogs.types import Inbound, Reply, room_payload
 from storage.db import make_session_factory, transaction
 from storage.models import AuditEntry, OutboxMessage, RoleGrant, Topic
 from tests.world import World, build_world
@@ -53,6 +53,11 @@ class Reviewer:
 
     async def type(self, text: str) -> list[Reply]:
         return await self.dialogs.handle(Inbound("console", self.address, "text", text=text))
+
+    async def scan(self, room: str) -> list[Reply]:
+        return await self.dialogs.handle(
+            Inbound("console", self.address, "start", payload=room_payload(room))
+        )
 
 
 async def cards(world: World, address: str) -> list[OutboxMessage]:
@@ -347,3 +352,40 @@ def test_permission_matrix(role: str, place: str) -> None:
         else:
             expected = place == "own" and role in transition.roles
         assert allowed == expected, (role, place, action)
+
+
+async def test_typing_the_labels_acts_like_tapping_and_a_miss_keeps_the_card(
+    world: World, services: Services
+) -> None:
+    """Issue 11: typed button words work like taps; a message not understood keeps them."""
+    topic = await world.open("V1", title="路灯坏了")
+    await world.open("V1", title="路灯不亮")
+    convener = Reviewer(services.dialogs, "V1:convener")
+    await convener.scan("V1")
+    await convener.type("待办")
+    assert texts(await convener.type("路灯")).startswith("没有看懂")  # starts both labels
+    [card] = await convener.type(" 路灯坏 ")  # the start of one label only
+    assert "【待初审】" in card.text and topic.number in card.text
+    assert texts(await convener.type("好的")).startswith("没有看懂")
+    assert texts(await convener.type("随便")).startswith("没有看懂")
+    asked = await convener.type("受理")  # the card is still on offer after two misses
+    assert asked[0].text == "请选择「议题类别」："
+    assert texts(await convener.type("协商议事")) == "请输入「理由」："
+    # A step was taken: the category buttons are gone, so "1" is the reason, not a press.
+    assert texts(await convener.type("1")).startswith("已办理「受理」")
+    fresh = await world.reload(topic)
+    assert (fresh.category, fresh.facts["screen_accept"]["reason"]) == ("协商议事", "1")
+
+
+async def test_a_number_still_works_after_a_message_not_understood(
+    world: World, services: Services
+) -> None:
+    await world.open("V1", title="路灯坏了")
+    convener = Reviewer(services.dialogs, "V1:convener")
+    await convener.scan("V1")
+    await convener.type("待办")
+    await convener.type("１")  # full width: the card
+    assert texts(await convener.type("嗯？")).startswith("没有看懂")
+    asked = await convener.type("1")
+    assert asked[0].text == "请选择「议题类别」："
+    assert texts(await convener.type("提案")).startswith("「提案或社情民意线索」类")  # a prefix

@@ -1200,12 +1200,8 @@ async def test_a_slow_step_is_kept_answered_in_time_and_replies_through_the_outb
     assert (done.status, done.inbound) == ("done", None)
 
 
-async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
-    start: Start, clock: FixedClock
-) -> None:
-    """The card arrives as a customer-service menu; a tap comes back as text carrying
-    ``bizmsgmenuid`` and the step's questions are answered by text."""
-    h = await start()
+async def add_convener(h: Harness, clock: FixedClock) -> str:
+    """A WeChat person who is V1's convener; returns the openid."""
     convener = "oConvener000000000000000000"
     async with transaction(h.services.sessions) as session:
         person = Person(display_name="召集人")
@@ -1222,6 +1218,16 @@ async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
             )
         )
         session.add(RoleGrant(person_id=person.id, room_id=room.id, role="convener"))
+    return convener
+
+
+async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
+    start: Start, clock: FixedClock
+) -> None:
+    """The card arrives as a customer-service menu; a tap comes back as text carrying
+    ``bizmsgmenuid`` and the step's questions are answered by text."""
+    h = await start()
+    convener = await add_convener(h, clock)
     await h.post(payload("subscribe_scene"))
     for answer in ("1", "路灯不亮", "3号楼前路灯坏了", "1", "1", "1"):
         await h.text(answer)
@@ -1247,3 +1253,27 @@ async def test_a_convener_reviews_through_a_msgmenu_inside_the_window(
     assert done.startswith("已办理「不予受理」：")
     async with h.services.sessions() as session:
         assert (await session.exec(select(Topic))).one().state == "declined"
+
+
+async def test_a_convener_types_the_word_on_the_cards_button(
+    start: Start, clock: FixedClock
+) -> None:
+    """Issue 11: "受理" typed under a card works like the button; a miss keeps the card."""
+    h = await start()
+    convener = await add_convener(h, clock)
+    await h.post(payload("subscribe_scene"))
+    for answer in ("1", "路灯不亮", "3号楼前路灯坏了", "1", "1", "1"):
+        await h.text(answer)
+
+    async def typed(content: str, msg_id: str) -> str:
+        response = await h.post(
+            payload("text", FromUserName=convener, Content=content, MsgId=msg_id)
+        )
+        return xmltodict.parse(await response.text())["xml"]["Content"]
+
+    await h.post(payload("subscribe_scene", FromUserName=convener))  # in V1, as residents are
+    assert "1. 路灯不亮" in await typed("待办", "9101")
+    card = await typed("1", "9102")
+    assert "【待初审】" in card and "1. 受理" in card
+    assert (await typed("什么意思", "9103")).startswith("没有看懂")
+    assert (await typed("受理", "9104")).startswith("请选择「议题类别」：")
