@@ -152,7 +152,7 @@ class Services:
         return Spool(self.config.spool_dir())
 
     def inbox(self) -> Inbox:
-        return Inbox(self.sessions, self.dialogs, is_transient, reply_later, self.spool)
+        return Inbox(self.sessions, self.dialogs, is_transient, self.spool)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -56,6 +56,7 @@ from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
 from dialogs.types import Inbound, Location, Media, Reply
+from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
 from workflow.texts import Catalogue
@@ -226,26 +227,54 @@ class WeChatWebhook:
     async def _spool(
         self, inbound: Inbound, task: asyncio.Future[Handled], now: datetime
     ) -> str | None:
-        """Keep the message on local disk. A step still running goes on (cancelling one
-        mid-statement can leave an SQLite connection holding the write lock), told that
-        its message was answered: it sends its replies through the outbox. If it never
-        finishes, the spool's import queues the message."""
+        """Keep the message on local disk; the spool's import queues it once the database
+        is back. A step still running goes on (cancelling one mid-statement can leave an
+        SQLite connection holding the write lock), told that its message is answered:
+        committing from then on, it sends its replies through the outbox; one that
+        committed while the spool was written gets them sent by ``_reply_after``."""
         if task.done() and not task.cancelled() and task.exception() is None:
             return self._passive(task.result())  # it finished meanwhile, just in time
         try:
             await self.services.spool.append(spool_record(inbound, now))
         except OSError as exc:
             log.error("wechat: cannot keep %s on disk either (%r)", inbound.message_id, exc)
-            return None
-        # A step that commits from now on knows; one that committed a moment before has a
-        # receipt older than the spooled copy, and the import sends its replies.
+            return None  # not acknowledged: the step, if it finishes, answers the retry
         answered = self._answers.get(inbound.message_id)
         if answered is not None:
             answered.late = True
+        follow = asyncio.ensure_future(self._reply_after(inbound, task))
+        self._late.add(follow)
+        follow.add_done_callback(self._late.discard)
         self._spooled[inbound.message_id] = None
         if len(self._spooled) > MAX_SPOOLED:
             self._spooled.popitem(last=False)
         return SAY.text("wechat", "kept")
+
+    async def _reply_after(self, inbound: Inbound, task: asyncio.Future[Handled]) -> None:
+        """The replies of a step that committed without knowing its message was answered
+        from the spool (a moment before the mark): through the outbox, as a late one would."""
+        try:
+            handled = await asyncio.shield(task)
+        except Exception:
+            return  # failed: the spooled copy is queued and handled from there
+        if handled.deferred or handled.repeated or handled.refused or not handled.replies:
+            return
+        bodies = [
+            {"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]}
+            for r in handled.replies
+        ]
+        try:
+            async with transaction(self.services.sessions) as session:
+                await reply_later(
+                    session,
+                    channel=CHANNEL,
+                    address=inbound.user_ref,
+                    message_id=inbound.message_id,
+                    bodies=bodies,
+                    now=self.services.clock.now(),
+                )
+        except Exception:
+            log.error("wechat: the replies to %s are lost", inbound.message_id, exc_info=True)
 
     def _passive(self, handled: Handled) -> str:
         # A refused message is told so every time (a passive reply costs nothing): never an

@@ -28,7 +28,6 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialogs.conversation import ReplyLater
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from storage.db import SessionFactory, transaction
 from storage.models import InboundReceipt
@@ -56,8 +55,6 @@ class Receipt:
     bodies: list[dict[str, Any]]
     #: Set when it was acknowledged before it was handled: its replies went by the outbox.
     queued_at: datetime | None
-    #: When it was written (a step's start, for a handled one).
-    at: datetime | None = None
 
     @property
     def replies(self) -> list[Reply]:
@@ -119,12 +116,12 @@ async def keep(sessions: SessionFactory, inbound: Inbound, now: datetime) -> Rec
 async def read_receipt(conn: AsyncConnection, inbound: Inbound) -> Receipt | None:
     row = (
         await conn.execute(
-            select(_c.status, _c.replies, _c.queued_at, _c.at).where(
+            select(_c.status, _c.replies, _c.queued_at).where(
                 _c.channel == inbound.channel, _c.key == inbound.message_id
             )
         )
     ).first()
-    return None if row is None else Receipt(row.status, row.replies, row.queued_at, row.at)
+    return None if row is None else Receipt(row.status, row.replies, row.queued_at)
 
 
 def spool_record(inbound: Inbound, now: datetime) -> dict[str, Any]:
@@ -140,23 +137,20 @@ class Inbox:
         sessions: SessionFactory,
         dialogs: Dialogs,
         is_transient: Callable[[BaseException], bool],
-        reply_later: ReplyLater,
         spool: Spool | None = None,
         batch_size: int = 100,
     ) -> None:
         self.sessions, self.dialogs = sessions, dialogs
         self.is_transient = is_transient
-        self.reply_later = reply_later
         self.spool = spool
         self.batch_size = batch_size
 
     async def import_spool(self) -> int:
         """Move messages kept on disk while the database was away into the queue; how many.
 
-        A spooled message whose step had in fact finished (its receipt is ``done``, the
-        person was told it would be answered) gets its stored replies through the outbox —
-        unless that step started after the message was spooled: then it was a re-delivery's,
-        which gave them as its passive reply (one message, one reply).
+        A spooled message that has a receipt already was handled (by its own step, which
+        then sent its replies through the outbox, or by a re-delivery, which answered it):
+        nothing more is done for it.
         """
         if self.spool is None:
             return 0
@@ -174,18 +168,7 @@ class Inbox:
             conn = await session.connection()
             for record in records:
                 inbound = from_json(record["inbound"])
-                at = datetime.fromisoformat(record["queued_at"])
-                receipt = await keep_in_queue(conn, inbound, at)
-                handled_before = receipt.at is not None and receipt.at <= at
-                if receipt.status == "done" and receipt.queued_at is None and handled_before:
-                    await self.reply_later(
-                        session,
-                        channel=inbound.channel,
-                        address=inbound.user_ref,
-                        message_id=inbound.message_id,
-                        bodies=receipt.bodies,
-                        now=at,
-                    )
+                await keep_in_queue(conn, inbound, datetime.fromisoformat(record["queued_at"]))
         return len(records)
 
     async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:

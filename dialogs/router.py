@@ -52,6 +52,8 @@ class Handled:
     deferred: bool = False
     #: The flood limit refused it (``replies`` says so); quietly: the rest of a flood.
     refused: Verdict | None = None
+    #: Answered from its receipt: handled by an earlier delivery, not by this one.
+    repeated: bool = False
 
 
 @dataclass
@@ -178,7 +180,7 @@ class Dialogs:
             return None
         # A kept message that could not be handled ("failed") has nothing more to say.
         deferred = receipt.status == "done" and receipt.queued_at is not None
-        return Handled(receipt.replies, deferred=deferred)
+        return Handled(receipt.replies, deferred=deferred, repeated=True)
 
     async def _step(self, conv: Conversation) -> None:
         inbound = _numbered_choice(conv)
