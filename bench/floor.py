@@ -19,7 +19,6 @@ The URL picks the variant:
 """
 
 import hashlib
-import hmac
 import json
 import sqlite3
 import sys
@@ -34,6 +33,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.db import make_engine
+from workflow.signatures import same_secret
 
 TOKEN = "benchtoken"
 SCHEMA = (
@@ -103,7 +103,7 @@ async def handle(request: web.Request) -> web.Response:
     expected = hashlib.sha1(
         "".join(sorted([TOKEN, query["timestamp"], query["nonce"]])).encode()
     ).hexdigest()
-    if not hmac.compare_digest(expected, query["signature"]):
+    if not same_secret(expected, query["signature"]):
         return web.Response(status=403)
     message = xmltodict.parse(await request.read())["xml"]
     user = message["FromUserName"]

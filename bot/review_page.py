@@ -4,8 +4,9 @@ per action the person may take; ``POST`` to the same address takes one of them.
 The signed, single-use link is the capability (workflow/review_links.py): no login, no
 CSRF token, and only POST changes anything. Every use is checked like a chat button press
 (``workflow.cards.check_ref``): signature, expiry, the reference (this person's, unused,
-this topic's current version) and the person's live roles. A refused use changes nothing
-but one audit row (``review_link.refused``).
+this topic's current version) and the person's live roles. A refused use of a link we
+signed changes nothing but one audit row (``review_link.refused``); a signature we did not
+make (anyone can send those, as many as they like) only a log line, rate-limited.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bot.services import Services
 from notices.notify import TEMPLATES
 from storage.db import transaction
 from storage.models import Attachment, ButtonRef, Room, Topic
-from workflow.audit import record
+from workflow.audit import LimitedLog, record
 from workflow.cards import REVIEW_PAGE, card_text, check_ref
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
@@ -55,7 +56,8 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefine
 
 
 class Refused(Exception):
-    """A use of a link that is not honoured; ``reason`` is audited, the page explains."""
+    """A use of a link that is not honoured; ``reason`` is audited (``signed``: the link's
+    signature is ours) or logged (not signed), the page explains."""
 
     def __init__(
         self,
@@ -66,10 +68,11 @@ class Refused(Exception):
         message: str = "",
         state: str = "",
         action: str = "",
+        signed: bool = True,
     ) -> None:
         super().__init__(reason)
         self.reason, self.status, self.message = reason, status, message
-        self.state, self.action = state, action
+        self.state, self.action, self.signed = state, action, signed
         self.person_id = ref.person_id if ref else None
         self.topic_id = ref.topic_id if ref else None
 
@@ -91,6 +94,7 @@ def setup(app: web.Application, services: Services) -> None:
 class ReviewPage:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.unsigned = LimitedLog(log, services.clock, level=logging.INFO)
 
     @property
     def links(self) -> ReviewLinks:
@@ -203,7 +207,7 @@ class ReviewPage:
         token = request.match_info["token"]
         exp, sig = request.query.get("exp", ""), request.query.get("sig", "")
         if len(token) > TOKEN_MAX or not self.links.verify(token, exp, sig):
-            raise Refused("bad_signature")
+            raise Refused("bad_signature", signed=False)
         ref = (await session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
         if ref is None or ref.action != REVIEW_PAGE:
             raise Refused("forged", ref=ref)
@@ -267,6 +271,9 @@ class ReviewPage:
         return _html(page, refused.status)
 
     async def _audit(self, refused: Refused, now: datetime) -> None:
+        if not refused.signed:
+            self.unsigned.log("review link refused: %s", refused.reason)
+            return
         log.info("review link refused: %s (topic %s)", refused.reason, refused.topic_id)
         async with transaction(self.services.sessions) as session:
             await record(

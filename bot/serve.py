@@ -24,7 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.config import Config, ConfigError, load_config
-from bot.services import build_services
+from bot.services import build_review_links, build_services
 from bot.web import create_app
 from storage.db import is_sqlite
 
@@ -79,6 +79,7 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
             "(SQLite takes one writer at a time); use one process or database.url = postgresql…"
         )
     if not config["server"]["secret_key"]:
+        build_review_links(config)  # refuses with WeChat configured: links must outlive us
         # Every worker must sign and check review links with the same key.
         os.environ["MASHANGYI_SERVER_SECRET_KEY"] = secrets.token_hex(32)
         log.warning(

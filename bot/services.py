@@ -12,7 +12,7 @@ from functools import cached_property
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
@@ -177,12 +177,15 @@ def build_calendar(config: Config) -> WorkdayCalendar:
 
 
 def build_review_links(config: Config) -> ReviewLinks:
-    """Review links signed with ``server.secret_key`` (a random key when it is empty)."""
+    """Review links signed with ``server.secret_key``; without it a random key, refused when
+    a WeChat account is configured (only WeChat's fallback sends the links: signed with a
+    key that dies with the process, every link sent would die at the next restart)."""
     secret = config["server"]["secret_key"]
-    if not secret and config["wechat"]["app_id"]:  # only WeChat's fallback uses the links
-        log.warning(
-            "server.secret_key is not set: review links are signed with a random key "
-            "and stop working when the service restarts"
+    if not secret and config["wechat"]["app_id"]:
+        raise ConfigError(
+            "server.secret_key: required when wechat.app_id is set (it signs review links, "
+            "which must outlive a restart); set MASHANGYI_SERVER_SECRET_KEY to a long random "
+            "string, e.g. `openssl rand -hex 32`"
         )
     key = secret.encode() if secret else secrets.token_bytes(32)
     return ReviewLinks(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import mimetypes
@@ -67,6 +66,7 @@ from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, en
 from storage.db import SessionFactory, transaction
 from storage.models import UNSENT, CardMessage, OutboxMessage
 from workflow.clock import Clock
+from workflow.signatures import same_secret
 from workflow.texts import Catalogue
 
 if TYPE_CHECKING:
@@ -536,8 +536,7 @@ class TelegramChannel:
     # -- one update ----------------------------------------------------------------------
 
     async def webhook(self, request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self.secret):
+        if not same_secret(self.secret, request.headers.get(SECRET_HEADER, "")):
             return web.Response(status=403, text="forbidden")
         body = await _read_capped(request, MAX_BODY)
         if body is None:

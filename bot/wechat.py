@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import struct
 from collections import OrderedDict
@@ -59,6 +58,7 @@ from dialogs.types import Inbound, Location, Media, Reply
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
+from workflow.signatures import same_secret
 from workflow.texts import Catalogue
 
 if TYPE_CHECKING:
@@ -358,7 +358,7 @@ class WeChatWebhook:
     def check(self, query: Mapping[str, str]) -> None:
         """``signature`` = sha1 of the sorted token, timestamp and nonce; timestamp fresh."""
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        if not _digest_equal(sign(self.token, timestamp, nonce), query.get("signature", "")):
+        if not same_secret(sign(self.token, timestamp, nonce), query.get("signature", "")):
             raise Forbidden
         try:
             sent = datetime.fromtimestamp(int(timestamp), UTC)
@@ -375,7 +375,7 @@ class WeChatWebhook:
             raise ValueError("Encrypt is not text")
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
         expected = sign(self.token, timestamp, nonce, encrypted)
-        if not _digest_equal(expected, query.get("msg_signature", "")):
+        if not same_secret(expected, query.get("msg_signature", "")):
             raise Forbidden
         try:
             return self.crypto.decrypt_message(envelope, expected, timestamp, nonce)
@@ -411,11 +411,6 @@ async def read_capped(request: web.Request, cap: int) -> bytes | None:
 
 def sign(token: str, *parts: str) -> str:
     return hashlib.sha1("".join(sorted((token, *parts))).encode()).hexdigest()
-
-
-def _digest_equal(expected: str, given: str) -> bool:
-    # Bytes: compare_digest refuses str with non-ASCII characters (a forged query may have).
-    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 # -- translation -------------------------------------------------------------------------------

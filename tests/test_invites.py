@@ -47,6 +47,10 @@ PAYLOADS = Path(__file__).with_name("payloads")
 # -- set-up --------------------------------------------------------------------------------
 
 
+#: A WeChat account needs the key that signs review links (bot/services.py).
+SIGNING = {"secret_key": "test-secret-key-0123456789"}
+
+
 def write_config(path: Path, database_url: str, **sections: dict[str, str]) -> Path:
     lines = [f'[database]\nurl = "{database_url}"', "[dialogs]\nflood_messages = 1000"]
     for section, values in sections.items():
@@ -276,6 +280,7 @@ async def test_wechat_gets_a_temporary_qr_code_whose_scene_redeems(
             "app_secret": wechat.app_secret,
             "api_base_url": wechat.base_url,
         },
+        server=SIGNING,
     )
     out = tmp_path / "png"
     capsys.readouterr()
@@ -322,6 +327,7 @@ async def test_a_wechat_refusal_stores_no_invite(
             "app_secret": wechat.app_secret,
             "api_base_url": wechat.base_url,
         },
+        server=SIGNING,
         telegram={"bot_username": BOT},
     )
     wechat.script(QRCODE_CREATE, errcode=45009, errmsg="reach max api daily quota limit")

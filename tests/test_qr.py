@@ -76,6 +76,10 @@ async def run_qr(config: Path, *args: str) -> None:
     assert await parsed.handler(load_config(config, env={}), parsed) == 0
 
 
+#: A WeChat account needs the key that signs review links (bot/services.py).
+SIGNING = {"secret_key": "test-secret-key-0123456789"}
+
+
 def wechat_section(fake: FakeWeChatAPI) -> dict[str, str]:
     return {"app_id": fake.app_id, "app_secret": fake.app_secret, "api_base_url": fake.base_url}
 
@@ -98,6 +102,7 @@ async def both(
         tmp_path / "config.toml",
         database_url,
         wechat=wechat_section(wechat),
+        server=SIGNING,
         telegram={"bot_username": BOT},
     )
 
@@ -207,6 +212,7 @@ async def test_without_telegram_posters_carry_the_wechat_code_and_a_note(
         tmp_path / "c.toml",
         database_url,
         wechat=wechat_section(wechat),
+        server=SIGNING,
     )
     out = tmp_path / "out"
     await run_qr(config, "--room", "QJP-CX-A", "--out", str(out))
@@ -339,6 +345,7 @@ async def test_a_missing_configured_font_fails_the_command_before_wechat_is_call
         tmp_path / "c.toml",
         database_url,
         wechat=wechat_section(wechat),
+        server=SIGNING,
         telegram={"bot_username": BOT},
         poster={"font": "fonts/none.otf"},
     )

@@ -192,3 +192,36 @@ async def test_serve_exempts_its_start_up_heap_from_full_collections(
         os.kill(os.getpid(), signal.SIGTERM)  # serve's own way to stop
         await asyncio.wait_for(task, 30)
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    "command", [["serve"], ["worker"], ["serve", "--workers", "2"]], ids=" ".join
+)
+async def test_a_wechat_account_without_a_secret_key_refuses_to_start_naming_the_key(
+    database_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    """Review links signed with a random key would all die at the next restart."""
+    if "--workers" in command:  # refused before any connection: no server needed there
+        database_url = "postgresql+asyncpg://nobody@127.0.0.1:9/none"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[database]\nurl = "{database_url}"\n[wechat]\napp_id = "wxnokey"\napp_secret = "s"\n',
+        "utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASHANGYI_")}
+    if command[0] == "serve":
+        command = [*command, "--port", str(free_port())]
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "bot.cli", "--config", str(config), *command],
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # it started after all (the defect): stop it
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    assert err.decode().strip().splitlines()[-1].startswith("mashangyi: server.secret_key: ")

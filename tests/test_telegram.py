@@ -182,6 +182,30 @@ async def test_a_missing_or_wrong_secret_is_refused_and_nothing_is_stored(
     assert fake.methods() == ["getMe"]  # only the start-up check
 
 
+@pytest.mark.parametrize("raw", ["é".encode(), b"\xff\xfe" + SECRET.encode()])
+async def test_a_secret_header_not_ascii_or_not_utf8_is_refused_not_a_crash(
+    client: TestClient, services: Services, raw: bytes
+) -> None:
+    # Raw bytes on the wire: aiohttp's client sends only what encodes as UTF-8.
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    body = json.dumps(payload("start")).encode()
+    writer.write(
+        b"POST /telegram HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\n"
+        + SECRET_HEADER.encode()
+        + b": "
+        + raw
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"403"
+    assert await count(services, InboundReceipt) == 0
+
+
 async def test_the_right_secret_is_let_in(client: TestClient, services: Services) -> None:
     assert await post(client, payload("start")) == 200
     assert await count(services, InboundReceipt) == 1

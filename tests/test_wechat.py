@@ -229,6 +229,8 @@ async def start(
         lines = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
         path = tmp_path / f"config{len(running)}.toml"
         path.write_text(
+            # A WeChat account needs the key that signs review links (bot/services.py).
+            f'[server]\nsecret_key = "test-secret-key-0123456789"\n'
             f'[database]\nurl = "{database_url}"\n[media]\ndir = "media"\n'
             f"[dialogs]\nflood_messages = {flood}\n[wechat]\n{lines}",
             "utf-8",

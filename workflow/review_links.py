@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ButtonRef, Topic
 from workflow.cards import REVIEW_PAGE
+from workflow.signatures import same_secret
 
 DEFAULT_LIFETIME = timedelta(hours=72)
 
@@ -38,7 +39,7 @@ class ReviewLinks:
         """Whether ``sig`` is ours for this token and expiry (not whether it expired)."""
         if not exp.isdigit() or len(exp) > 12:
             return False
-        return hmac.compare_digest(self.signature(token, int(exp)), sig)
+        return same_secret(self.signature(token, int(exp)), sig)
 
     def url(self, token: str, exp: int) -> str:
         query = urlencode({"exp": exp, "sig": self.signature(token, exp)})
