@@ -21,7 +21,7 @@ from storage.models import Attachment, CardMessage, ChannelIdentity, Person, Rol
 from workflow.cards import action_buttons, card_text
 from workflow.clock import CHINA, Clock, last_day
 from workflow.engine import DomainEvent
-from workflow.lifecycle import Role
+from workflow.lifecycle import Role, public_url
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
 from workflow.texts import catalogue, label, text
@@ -89,7 +89,7 @@ class OutboxWriter:
                 body: dict[str, Any] = {
                     "text": self.render(recipient.audience, event, topic, room),
                     "topic_number": topic.number,
-                    "url": f"{self.public_base_url}/t/{topic.number}",
+                    "url": public_url(self.public_base_url, topic.number, topic.state),
                 }
                 if recipient.audience == "reviewer":  # the card, with the buttons to act
                     if card is None:
@@ -163,7 +163,7 @@ class OutboxWriter:
             "fields": event.fields,
             "state": catalogue()["states"].get(topic.state, topic.state),
             "due": last_day(topic.review_due_at) if topic.review_due_at else None,
-            "url": f"{self.public_base_url}/t/{topic.number}",
+            "url": public_url(self.public_base_url, topic.number, topic.state),
             "labels": catalogue(),
         }
         return template.render(context).strip()

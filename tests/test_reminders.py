@@ -20,7 +20,7 @@ from notices import reminders as reminders_module
 from notices.reminders import REMINDERS, Reminder, ReminderSettings, Submitter, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, ReminderSent, Topic
-from tests.world import World, build_world
+from tests.world import ROUTES, World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.lifecycle import CLOCKED_STATES, State
 from workflow.overdue import responsible_roles
@@ -194,7 +194,28 @@ async def test_spring_festival_nudges_only_on_working_days_in_office_hours(world
     delayed = next(m for m in rows if m.kind == "reminder.review.delayed")
     assert nudge.body["buttons"] == [["处理", f"o:{toilets.id}"]]  # the review card
     assert delayed.body["buttons"] == [["查看议题", f"t:{toilets.id}"]]  # the submitter's view
-    assert nudge.body["url"] == f"https://mashangyi.test/t/{a}"
+    assert nudge.body["url"] == ""  # issue 11: a topic not yet public has no page to link
+
+
+async def test_a_reminder_links_the_public_page_only_of_a_public_topic(world: World) -> None:
+    world.clock.set(at("02-09"))
+    waiting = await world.open("V1", title="运河步道增设公厕")  # first review: not public
+    public = await world.walk(
+        await world.open("V3", title="小区路灯维修"), ROUTES[State.OUTCOME_REVIEW]
+    )
+    await Watch(world).sweep(at("02-24", "09:00"))
+    rows = {
+        (m.kind, number): m.body
+        for m, number in await reminder_rows(world.sessions)
+        if m.kind != "reminder.review.escalated"
+    }
+    assert {key: body["url"] for key, body in rows.items()} == {
+        ("reminder.review.nudge", waiting.number): "",
+        ("reminder.review.delayed", waiting.number): "",
+        ("reminder.review.nudge", public.number): f"https://mashangyi.test/t/{public.number}",
+        ("reminder.review.delayed", public.number): f"https://mashangyi.test/t/{public.number}",
+    }
+    assert all("/t/" not in body["text"] for body in rows.values())
 
 
 async def test_office_hours_are_half_open_and_configurable(world: World) -> None:
