@@ -24,7 +24,7 @@ from workflow.engine import DomainEvent
 from workflow.lifecycle import Role, public_url
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
-from workflow.texts import catalogue, label, text
+from workflow.texts import by_day, catalogue, label, text
 from workflow.workdays import WorkdayCalendar
 
 #: Who gets told, besides the submitter, and why: the role that must act next.
@@ -71,6 +71,7 @@ class OutboxWriter:
             undefined=StrictUndefined,
             keep_trailing_newline=False,
         )
+        self.env.filters["by_day"] = by_day
 
     async def __call__(
         self, session: AsyncSession, topic: Topic, events: list[DomainEvent]

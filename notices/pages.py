@@ -13,7 +13,7 @@ from notices.notify import TEMPLATES
 from storage.models import Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
 from workflow.lifecycle import PUBLIC_STATES, State
-from workflow.texts import label
+from workflow.texts import by_day, label
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
@@ -33,7 +33,7 @@ async def topic_page(session: AsyncSession, number: str) -> str | None:
         topic=topic,
         room=room,
         state=label("states", topic.state),
-        due=last_day(topic.review_due_at).isoformat() if topic.review_due_at else None,
+        due=by_day(last_day(topic.review_due_at)) if topic.review_due_at else None,
         outcome=topic.facts.get("approve_outcome") if published else None,
         history=[
             {

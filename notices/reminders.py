@@ -66,7 +66,7 @@ from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
 from workflow.overdue import responsible_roles as _responsible_roles
-from workflow.texts import Catalogue, label
+from workflow.texts import Catalogue, by_day, label
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi.reminders")
@@ -406,6 +406,7 @@ class Sweeper:
             keep_trailing_newline=False,
             autoescape=False,  # plain-text chat messages
         )
+        self.env.filters["by_day"] = by_day
 
     def office_hours(self, now: datetime) -> bool:
         local = now.astimezone(CHINA)

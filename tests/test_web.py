@@ -108,6 +108,6 @@ async def test_a_topic_page_exists_only_once_the_topic_is_public(
         if state not in PUBLIC_STATES:
             assert answer == missing, state  # no way to tell it from an unknown number
     assert "&lt;script&gt;x&lt;/script&gt;路灯" in page and "<script>x" not in page
-    assert "协商成果审核中" in page and "本环节应于 2026-03-09 前完成" in page
+    assert "协商成果审核中" in page and "本环节应于3月9日前完成" in page
     assert "沿线3公里没有公厕" in page  # published: the description is public
     assert "13812345678" not in page
