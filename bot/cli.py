@@ -24,6 +24,7 @@ from storage.db import transaction
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
 from workflow.invites import INVITE_ROLES
+from workflow.lifecycle import State
 from workflow.rooms import RoomImportError, get_room, import_rooms, parse_rooms_csv
 from workflow.texts import label
 
@@ -193,8 +194,19 @@ def _topic_summary(topic: Topic, rooms: dict[int, Room]) -> dict[str, Any]:
         "state_label": label("states", topic.state),
         "step_started_at": topic.step_started_at.isoformat(),
         "review_due_at": topic.review_due_at.isoformat() if topic.review_due_at else None,
+        "due": _due(topic.review_due_at) if topic.review_due_at else None,
         "created_at": topic.created_at.isoformat(),
     }
+
+
+def _state(given: str) -> State:
+    """A state as ``topics list`` shows it (待初审) or by its key (submitted)."""
+    shown = {label("states", state): state for state in State}
+    if given in shown:
+        return shown[given]
+    if given in set(State):
+        return State(given)
+    raise CliError(f"unknown state {given!r}; valid states: {', '.join(shown)}")
 
 
 async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
@@ -207,7 +219,7 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
                     raise CliError(f"no room with code {args.room!r}")
                 query = query.where(Topic.room_id == room.id)
             if args.state:
-                query = query.where(Topic.state == args.state)
+                query = query.where(Topic.state == _state(args.state))
             topics = (await session.exec(query)).all()
             rooms = await _names(session, Room)
         rows = [_topic_summary(t, rooms) for t in topics]
@@ -217,7 +229,7 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
         for t, row in zip(topics, rows, strict=True):
             print(
                 f"{row['number']}  {row['room']:<10} {row['state_label']:<14} "
-                f"due {_when(t.review_due_at):<16}  {row['title']}"
+                f"due {_due(t.review_due_at):<10}  {row['title']}"
             )
         print(f"{len(rows)} topics")
         return 0
@@ -300,7 +312,7 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
         print(f"  source:    {label('sources', topic.source)}   category: {topic.category or '-'}")
         print(f"  submitter: {summary['submitter']}")
         print(
-            f"  step since {_when(topic.step_started_at)}, review due {_when(topic.review_due_at)}"
+            f"  step since {_when(topic.step_started_at)}, review due {_due(topic.review_due_at)}"
         )
         if topic.background:
             print(f"  background: {topic.background}")
@@ -509,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="topics").add_subparsers(dest="topics", required=True)
     listing = add(topics, "list", cmd_topics_list, "list topics")
     listing.add_argument("--room", help="only this room's topics (room code)")
-    listing.add_argument("--state", help="only topics in this state (e.g. submitted)")
+    listing.add_argument(
+        "--state", help="only topics in this state, as the list shows it (e.g. 待初审)"
+    )
     listing.add_argument("--json", action="store_true")
     show = add(topics, "show", cmd_topics_show, "a topic with its whole history")
     show.add_argument("number", help="topic number, e.g. DH-2026-000001")

@@ -15,6 +15,7 @@ from workflow.clock import last_day
 from workflow.engine import Lifecycle
 from workflow.lifecycle import Source
 from workflow.permissions import Actor
+from workflow.texts import by_day
 
 
 async def open_draft(
@@ -84,7 +85,7 @@ def receipt(topic: Topic, room: Room) -> str:
         "receipt",
         number=topic.number,
         room=room.name,
-        due=f"{due.year}年{due.month}月{due.day}日",
+        due=by_day(due),
     )
 
 

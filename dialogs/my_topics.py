@@ -10,7 +10,7 @@ from storage.models import Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
 from workflow.errors import WorkflowError
 from workflow.permissions import visible_topic
-from workflow.texts import label
+from workflow.texts import by_day, label
 
 NAME = "my_topics"
 LIST_SIZE = 10
@@ -72,7 +72,7 @@ async def show(conv: Conversation, topic: Topic) -> None:
     due = ""
     if topic.review_due_at is not None:
         day = last_day(topic.review_due_at)
-        due = say("mine", "due", date=f"{day.year}年{day.month}月{day.day}日")
+        due = say("mine", "due", by=by_day(day))
     lines = [
         say(
             "mine",

@@ -24,7 +24,7 @@ from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, FINAL_STATES, TRANSITIONS
 from workflow.permissions import visible_topic
 from workflow.rooms import nearby_rooms
-from workflow.texts import label
+from workflow.texts import by_day, label
 
 NAME = "review"
 PENDING_WORDS = {"待办", "/todo"}
@@ -298,4 +298,4 @@ def _due(conv: Conversation, topic: Topic) -> str:
     if topic.review_due_at <= conv.now:
         return say("review", "todo_overdue", waited=waited)
     day = last_day(topic.review_due_at.astimezone(CHINA))
-    return say("review", "todo_due", month=day.month, day=day.day, waited=waited)
+    return say("review", "todo_due", by=by_day(day), waited=waited)

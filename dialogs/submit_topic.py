@@ -9,7 +9,6 @@ and whose phone replaces the optional phone step).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlmodel import col, select
@@ -22,12 +21,11 @@ from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
 from workflow.permissions import Actor
+from workflow.phones import contact_number
 from workflow.texts import label
 
 NAME = "submit_topic"
 MAX_ATTACHMENTS = 9
-#: Mainland mobile numbers; spaces, dashes and a +86 prefix are tolerated.
-PHONE = re.compile(r"1[3-9]\d{9}")
 RESIDENT_NAME_MAX = 20
 MAX_COSIGNERS = 10
 
@@ -410,11 +408,8 @@ async def _candidates(conv: Conversation) -> dict[int, str]:
 
 
 def _phone(conv: Conversation) -> str | None:
-    """A mainland mobile number typed as text, normalised; None if it is not one."""
-    digits = re.sub(r"[\s-]", "", conv.inbound.text).removeprefix("+86")
-    if conv.inbound.kind != "text" or not PHONE.fullmatch(digits):
-        return None
-    return digits
+    """A contact number (mobile or landline) typed as text, normalised; None if not one."""
+    return contact_number(conv.inbound.text) if conv.inbound.kind == "text" else None
 
 
 async def _attach(conv: Conversation, kind: str) -> None:

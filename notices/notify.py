@@ -21,10 +21,10 @@ from storage.models import Attachment, CardMessage, ChannelIdentity, Person, Rol
 from workflow.cards import action_buttons, card_text
 from workflow.clock import CHINA, Clock, last_day
 from workflow.engine import DomainEvent
-from workflow.lifecycle import Role
+from workflow.lifecycle import Role, public_url
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
-from workflow.texts import catalogue, label, text
+from workflow.texts import by_day, catalogue, label, text
 from workflow.workdays import WorkdayCalendar
 
 #: Who gets told, besides the submitter, and why: the role that must act next.
@@ -71,6 +71,7 @@ class OutboxWriter:
             undefined=StrictUndefined,
             keep_trailing_newline=False,
         )
+        self.env.filters["by_day"] = by_day
 
     async def __call__(
         self, session: AsyncSession, topic: Topic, events: list[DomainEvent]
@@ -89,7 +90,7 @@ class OutboxWriter:
                 body: dict[str, Any] = {
                     "text": self.render(recipient.audience, event, topic, room),
                     "topic_number": topic.number,
-                    "url": f"{self.public_base_url}/t/{topic.number}",
+                    "url": public_url(self.public_base_url, topic.number, topic.state),
                 }
                 if recipient.audience == "reviewer":  # the card, with the buttons to act
                     if card is None:
@@ -163,7 +164,7 @@ class OutboxWriter:
             "fields": event.fields,
             "state": catalogue()["states"].get(topic.state, topic.state),
             "due": last_day(topic.review_due_at) if topic.review_due_at else None,
-            "url": f"{self.public_base_url}/t/{topic.number}",
+            "url": public_url(self.public_base_url, topic.number, topic.state),
             "labels": catalogue(),
         }
         return template.render(context).strip()

@@ -1,5 +1,7 @@
-"""Public topic pages (the seed of 码上建议 / 码上查情). Only public facts are shown:
-never the submitter, their phone or location; the description only once published."""
+"""Public topic pages (the seed of 码上建议 / 码上查情). A topic has one only once it is
+publicized (``PUBLIC_STATES``); before that, or declined, redirected or withdrawn, its
+number answers as an unknown one does. Only public facts are shown: never the submitter,
+their phone or location."""
 
 from __future__ import annotations
 
@@ -10,29 +12,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from notices.notify import TEMPLATES
 from storage.models import Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
-from workflow.lifecycle import State
-from workflow.texts import label
-
-#: From publication on, the topic's text belongs to the public notice board.
-PUBLIC_STATES = frozenset(
-    {
-        State.PUBLICIZED,
-        State.RESEARCHING,
-        State.MEETING_SCHEDULED,
-        State.OUTCOME_REVIEW,
-        State.OUTCOME_APPROVED,
-        State.RESULTS_PUBLISHED,
-        State.IMPLEMENTED,
-    }
-)
+from workflow.lifecycle import PUBLIC_STATES, State
+from workflow.texts import by_day, label
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 
 async def topic_page(session: AsyncSession, number: str) -> str | None:
     topic = (await session.exec(select(Topic).where(Topic.number == number))).first()
-    if topic is None:
-        return None
+    if topic is None or topic.state not in PUBLIC_STATES:
+        return None  # not public: indistinguishable from a number never given
     room = await session.get(Room, topic.room_id)
     events = (
         await session.exec(
@@ -44,8 +33,7 @@ async def topic_page(session: AsyncSession, number: str) -> str | None:
         topic=topic,
         room=room,
         state=label("states", topic.state),
-        due=last_day(topic.review_due_at).isoformat() if topic.review_due_at else None,
-        public=topic.state in PUBLIC_STATES,
+        due=by_day(last_day(topic.review_due_at)) if topic.review_due_at else None,
         outcome=topic.facts.get("approve_outcome") if published else None,
         history=[
             {

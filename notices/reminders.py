@@ -63,10 +63,10 @@ from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
 from workflow.clock import CHINA, Clock
-from workflow.lifecycle import Role
+from workflow.lifecycle import Role, public_url
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
 from workflow.overdue import responsible_roles as _responsible_roles
-from workflow.texts import Catalogue, label
+from workflow.texts import Catalogue, by_day, label
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi.reminders")
@@ -132,8 +132,8 @@ class Sweep:
     public_base_url: str
     memo: dict[Any, Any] = field(default_factory=dict)
 
-    def topic_url(self, number: str) -> str:
-        return f"{self.public_base_url}/t/{number}"
+    def topic_url(self, number: str, state: str) -> str:
+        return public_url(self.public_base_url, number, state)
 
 
 Finder = Callable[[AsyncSession, Sweep], Awaitable[list[Due]]]
@@ -235,7 +235,7 @@ def _review_due(sweep: Sweep, step: OverdueStep) -> Due:
             "due": clock.due_on(step),
             "expected": clock.expected_by(step),
             "escalated": clock.escalated(step),
-            "url": sweep.topic_url(step.number),
+            "url": sweep.topic_url(step.number, step.state),
         },
     )
 
@@ -406,6 +406,7 @@ class Sweeper:
             keep_trailing_newline=False,
             autoescape=False,  # plain-text chat messages
         )
+        self.env.filters["by_day"] = by_day
 
     def office_hours(self, now: datetime) -> bool:
         local = now.astimezone(CHINA)

@@ -91,7 +91,7 @@ async def test_scan_submit_and_receipt(services: Services) -> None:
     assert [b.payload for b in welcome.buttons] == ["m:submit", "m:mine", "m:room"]
     receipt = await submit(person, title="路灯不亮😢 ＡＢＣ 臺灣")
     assert "编号：D1-2026-000001" in receipt
-    assert "召集人将在 2026年3月9日 前完成初审" in receipt  # Mon 03-02 + 5 working days
+    assert "召集人将在3月9日前完成初审" in receipt  # Mon 03-02 + 5 working days
     [topic] = await topics(services)
     assert (topic.title, topic.background, topic.source) == (
         "路灯不亮😢 ＡＢＣ 臺灣",
@@ -195,11 +195,56 @@ async def test_wrong_input_gets_a_clear_answer(services: Services) -> None:
     await person.say("标题")
     await person.say("描述")
     await person.say("下一步")
-    assert (await person.say("12345")).startswith("手机号格式不正确")
+    assert (await person.say("12345")).startswith("电话号码格式不正确")
     assert (await person.say("+86 138-1234-5678")).startswith("请确认您的议题")
     assert (await person.send("button", payload="t:999999"))[
         0
     ].text == "找不到这个议题，或您无权查看。"
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("１３９１２３４５６７８", "13912345678"),  # full-width, as a Chinese keyboard types it
+        ("139 1234 5678", "13912345678"),
+        ("+86 139-1234-5678", "13912345678"),
+        ("0517-83661234", "0517-83661234"),
+        ("051783661234", "0517-83661234"),
+        ("(0517)83661234", "0517-83661234"),
+        ("（０５１７）８３６６１２３４", "0517-83661234"),
+        ("0517 － 8366 1234", "0517-83661234"),
+        ("010-6512345", "010-6512345"),
+        ("01065123456", "010-65123456"),
+    ],
+)
+async def test_a_contact_number_is_normalised_before_it_is_checked(
+    services: Services, typed: str, stored: str
+) -> None:
+    person = Person(services)
+    await person.scan("V1")
+    for text in ("提议题", "路灯坏了", "3号楼前路灯不亮", "下一步"):
+        await person.say(text)
+    assert f"联系电话：{stored}" in await person.say(typed)
+    await person.say("1")
+    [topic] = await topics(services)
+    assert topic.contact_phone == stored
+
+
+@pytest.mark.parametrize(
+    "typed", ["12345678901", "1391234567", "0517-836612", "0517-836612345", "5178366123", "电话"]
+)
+async def test_anything_else_is_refused_naming_both_kinds_of_number(
+    services: Services, typed: str
+) -> None:
+    person = Person(services)
+    await person.scan("V1")
+    for text in ("提议题", "路灯坏了", "3号楼前路灯不亮", "下一步"):
+        await person.say(text)
+    assert await person.say(typed) == (
+        "电话号码格式不正确，请发送 11 位手机号，或带区号的固定电话（如 0517-83661234），"
+        "或点“跳过”。"
+    )
+    assert await topics(services) == []
 
 
 async def test_room_search_by_name(services: Services) -> None:

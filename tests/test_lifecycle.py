@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -427,8 +428,46 @@ async def test_changes_reach_the_outbox_in_the_same_transaction(world: World) ->
         ("topic.declined", "-:resident"),  # the convener acted; the resident is told
     ]
     assert "属个人纠纷" in rows[1].body["text"]
-    assert rows[1].body["url"] == f"https://mashangyi.test/t/{topic.number}"
-    assert "2026年03月09日 前完成初审" in rows[0].body["text"]
+    assert rows[1].body["url"] == ""  # issue 11: a declined topic has no public page
+    assert "请于3月9日前完成初审" in rows[0].body["text"]
+
+
+async def test_notices_link_the_public_page_only_once_the_topic_is_public(world: World) -> None:
+    """Issue 11: no /t/ link goes out for a topic still in review, declined, redirected or
+    withdrawn (the page would be a 404); from publication on every notice carries it."""
+    done = await world.at(State.IMPLEMENTED)
+    closed = [
+        await world.at(state) for state in (State.DECLINED, State.REDIRECTED, State.WITHDRAWN)
+    ]
+    async with world.sessions() as session:
+        rows = list(await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))))
+    url = f"https://mashangyi.test/t/{done.number}"
+    linked = [r.kind for r in rows if r.topic_id == done.id and r.body["url"] == url]
+    unlinked = [r.kind for r in rows if r.topic_id == done.id and r.body["url"] == ""]
+    assert set(unlinked) == {"topic.submitted", "topic.accepted", "topic.approved"}
+    assert set(linked) == {
+        "topic.publicized",
+        "topic.research_planned",
+        "topic.meeting_scheduled",
+        "topic.meeting_recorded",
+        "topic.outcome_approved",
+        "topic.results_published",
+        "topic.implemented",
+    }
+    assert len(linked) + len(unlinked) == len([r for r in rows if r.topic_id == done.id])
+    for topic in closed:
+        bodies = [r.body for r in rows if r.topic_id == topic.id]
+        assert bodies and all(b["url"] == "" and "/t/" not in b["text"] for b in bodies)
+
+
+async def test_a_due_date_reads_the_same_in_every_notice(world: World) -> None:
+    """Issue 11: one rule (the end of the fifth working day) and one way to show it."""
+    topic = await world.open("V1")  # Mon 03-02: due by the end of Mon 03-09
+    await world.walk(topic, ["refer_to_parent"])  # a new clock the same day
+    async with world.sessions() as session:
+        texts = [m.body["text"] for m in await session.exec(select(OutboxMessage))]
+    dates = [d for t in texts for d in re.findall(r"\d+年\S*|\d+月\d+日\S?", t)]
+    assert len(texts) >= 3 and set(dates) == {"3月9日前"}, texts
 
 
 async def test_a_refused_action_writes_nothing(world: World) -> None:

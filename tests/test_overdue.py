@@ -110,3 +110,36 @@ def test_overdue_under_a_room_and_as_text(config: Path, capsys: pytest.CaptureFi
 def test_overdue_under_an_unknown_room(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config, "overdue", "--under", "NOPE") == 1
     assert "no room with code 'NOPE'" in capsys.readouterr().err
+
+
+def test_topics_list_and_show_give_the_due_day_overdue_gives(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: one rule — a step is due by the end of its fifth working day — shown as that
+    day everywhere (the list showed the exclusive end, "2026-02-15 00:00")."""
+    assert run(config, "overdue", "--json") == 0
+    overdue = {r["number"]: r["due"] for r in json.loads(capsys.readouterr().out)}
+    assert run(config, "topics", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split("due ")[1].split()[0] for line in lines[:-1]}
+    assert listed == overdue | {"D1-2026-000004": "2026-03-03"}  # V3's is not overdue yet
+    assert run(config, "topics", "show", "D1-2026-000004") == 0
+    assert "review due 2026-03-03\n" in capsys.readouterr().out
+    assert run(config, "topics", "list", "--json") == 0
+    assert {t["number"]: t["due"] for t in json.loads(capsys.readouterr().out)} == listed
+
+
+def test_topics_list_takes_the_state_as_it_shows_it(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config, "topics", "list", "--state", "待初审") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "3 topics" and all("待初审" in line for line in out[:-1])
+    assert run(config, "topics", "list", "--state", "submitted") == 0  # the key, as in --json
+    assert capsys.readouterr().out.splitlines() == out
+    assert run(config, "topics", "list", "--state", "已办结") == 0
+    assert capsys.readouterr().out == "0 topics\n"
+    assert run(config, "topics", "list", "--state", "done") == 1
+    err = capsys.readouterr().err
+    assert "unknown state 'done'; valid states: 待初审, 待上级裁定受理议事室, " in err
+    assert "已办结, 不予受理, 已转其他渠道办理, 已撤回" in err

@@ -20,7 +20,7 @@ from notices import reminders as reminders_module
 from notices.reminders import REMINDERS, Reminder, ReminderSettings, Submitter, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, ReminderSent, Topic
-from tests.world import World, build_world
+from tests.world import ROUTES, World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.lifecycle import CLOCKED_STATES, State
 from workflow.overdue import responsible_roles
@@ -178,14 +178,14 @@ async def test_spring_festival_nudges_only_on_working_days_in_office_hours(world
     ]
     assert sent[0].text == (
         "【催办】议题 D1-2026-000001「运河步道增设公厕」在一村议事室「待初审」环节已等待 6 个"
-        "工作日，办理期限（2026年2月14日）已过 1 个工作日，请尽快处理。如 2026年2月26日 前仍未"
+        "工作日，办理期限（2月14日前）已过 1 个工作日，请尽快处理。如2月26日前仍未"
         "处理，将报县区政协督办。"
     )
     assert sent[1].text.startswith("【催办】议题 D1-2026-000002「小区路灯维修」在三村议事室")
     assert sent[2].text == (
         "您的议题「运河步道增设公厕」（编号 D1-2026-000001）目前处于「待初审」环节，已超过规定的"
-        "五个工作日办理期限（2026年2月14日），很抱歉让您久等。我们已提醒一村议事室尽快办理，预计"
-        "于 2026年2月26日 前给您答复；逾期仍未办理的，将报县区政协督办。"
+        "五个工作日办理期限（2月14日前），很抱歉让您久等。我们已提醒一村议事室尽快办理，预计"
+        "于2月26日前给您答复；逾期仍未办理的，将报县区政协督办。"
     )
     last = sent[-2].text  # 03-03: 5 + 7 working days waited, escalated by now
     assert "已等待 12 个工作日" in last and last.endswith("该议题已报县区政协督办。")
@@ -194,7 +194,28 @@ async def test_spring_festival_nudges_only_on_working_days_in_office_hours(world
     delayed = next(m for m in rows if m.kind == "reminder.review.delayed")
     assert nudge.body["buttons"] == [["处理", f"o:{toilets.id}"]]  # the review card
     assert delayed.body["buttons"] == [["查看议题", f"t:{toilets.id}"]]  # the submitter's view
-    assert nudge.body["url"] == f"https://mashangyi.test/t/{a}"
+    assert nudge.body["url"] == ""  # issue 11: a topic not yet public has no page to link
+
+
+async def test_a_reminder_links_the_public_page_only_of_a_public_topic(world: World) -> None:
+    world.clock.set(at("02-09"))
+    waiting = await world.open("V1", title="运河步道增设公厕")  # first review: not public
+    public = await world.walk(
+        await world.open("V3", title="小区路灯维修"), ROUTES[State.OUTCOME_REVIEW]
+    )
+    await Watch(world).sweep(at("02-24", "09:00"))
+    rows = {
+        (m.kind, number): m.body
+        for m, number in await reminder_rows(world.sessions)
+        if m.kind != "reminder.review.escalated"
+    }
+    assert {key: body["url"] for key, body in rows.items()} == {
+        ("reminder.review.nudge", waiting.number): "",
+        ("reminder.review.delayed", waiting.number): "",
+        ("reminder.review.nudge", public.number): f"https://mashangyi.test/t/{public.number}",
+        ("reminder.review.delayed", public.number): f"https://mashangyi.test/t/{public.number}",
+    }
+    assert all("/t/" not in body["text"] for body in rows.values())
 
 
 async def test_office_hours_are_half_open_and_configurable(world: World) -> None:
@@ -238,12 +259,10 @@ async def test_national_day_escalates_on_the_10_10_make_up_saturday(world: World
         ("10-10 10:00", "review.escalated", "D2 supervisor", None),
         ("10-12 10:00", *nudge),
     ]
-    assert sent[1].text.endswith(
-        "预计于 2026年10月9日 前给您答复；逾期仍未办理的，将报县区政协督办。"
-    )
+    assert sent[1].text.endswith("预计于10月9日前给您答复；逾期仍未办理的，将报县区政协督办。")
     assert sent[5].text == (
         "【超期督办】以下 1 个议题超过办理期限已满 3 个工作日仍未处理，请督促办理：\n"
-        "1. D2-2026-000001「村道硬化」四村议事室·待初审，已等待 9 个工作日（期限 2026年9月29日）"
+        "1. D2-2026-000001「村道硬化」四村议事室·待初审，已等待 9 个工作日（期限 9月29日前）"
     )
 
 
@@ -268,14 +287,13 @@ async def test_escalation_lists_each_districts_topics_once(world: World) -> None
     ]
     assert lists[0].text.splitlines() == [
         "【超期督办】以下 2 个议题超过办理期限已满 3 个工作日仍未处理，请督促办理：",
-        f"1. {a.number}「运河步道增设公厕」一村议事室·待初审，已等待 9 个工作日"
-        "（期限 2026年2月14日）",
+        f"1. {a.number}「运河步道增设公厕」一村议事室·待初审，已等待 9 个工作日（期限 2月14日前）",
         f"2. {b.number}「小区路灯维修」三村议事室·待党组织审定，已等待 9 个工作日"
-        "（期限 2026年2月14日）",
+        "（期限 2月14日前）",
     ]
     assert c.number in lists[1].text and a.number not in lists[1].text
     assert lists[2].text.splitlines()[1] == (
-        f"1. {d.number}「河道清淤」二村议事室·待初审，已等待 9 个工作日（期限 2026年3月2日）"
+        f"1. {d.number}「河道清淤」二村议事室·待初审，已等待 9 个工作日（期限 3月2日前）"
     )
     # The town's own supervisor grant is not district supervision.
     assert not [s for s in sent if s.to == "T1 supervisor"]
@@ -289,9 +307,7 @@ async def test_escalate_after_days_is_configurable(world: World) -> None:
         ("02-24 10:00", "review.delayed"),
         ("02-25 10:00", "review.escalated"),
     ]
-    assert sent[1].text.endswith(
-        "预计于 2026年2月24日 前给您答复；逾期仍未办理的，将报县区政协督办。"
-    )
+    assert sent[1].text.endswith("预计于2月24日前给您答复；逾期仍未办理的，将报县区政协督办。")
 
 
 # -- steps move on -------------------------------------------------------------------------------

@@ -274,6 +274,21 @@ async def test_a_cosigner_who_lost_the_role_cannot_confirm(
     assert await topics(world) == []
 
 
+async def test_a_residents_landline_typed_full_width_is_taken_normalised(
+    world: World, services: Services
+) -> None:
+    grid = Chat(services, "V1:grid")
+    await grid.menu()
+    await grid.press("m:grid")
+    await grid.type("张大爷")
+    assert (await grid.type("（０５１７）８３６６ １２３４")).startswith("请用一句话写下议题标题")
+    await grid.write("楼道堆物", "3单元楼道堆满杂物")
+    assert "联系电话：0517-83661234" in await grid.press("s:next")
+    assert "议题已提交" in await grid.press("s:confirm")
+    [topic] = await topics(world)
+    assert topic.contact_phone == "0517-83661234"
+
+
 async def test_grid_worker_pushes_a_topic_for_a_named_resident(
     world: World, services: Services
 ) -> None:
@@ -282,7 +297,9 @@ async def test_grid_worker_pushes_a_topic_for_a_named_resident(
     assert (await grid.press("m:grid")).startswith("请发送您代为反映的居民姓名")
     assert (await grid.type("张" * 21)).startswith("内容太长：最多 20 个字")
     assert (await grid.type("张大爷")).startswith("请发送该居民的手机号")
-    assert await grid.type("12345") == "手机号格式不正确，请发送该居民的 11 位手机号。"
+    assert await grid.type("12345") == (
+        "电话号码格式不正确，请发送该居民的 11 位手机号，或带区号的固定电话（如 0517-83661234）。"
+    )
     assert (await grid.type("139 0000 1111")).startswith("请用一句话写下议题标题")
     await grid.write("楼道堆物", "3单元楼道堆满杂物")
     summary = await grid.press("s:next")  # no phone step: the resident's phone is known

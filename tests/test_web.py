@@ -67,29 +67,47 @@ async def test_healthz_reports_a_database_it_cannot_reach(tmp_path: Path) -> Non
     assert body["checks"]["database"].startswith("error:")
 
 
-async def test_public_topic_page_shows_public_facts_only(
+async def test_a_topic_page_exists_only_once_the_topic_is_public(
     database_url: str,
     engine,
     clock: FixedClock,
     tmp_path: Path,
 ) -> None:
+    """Issue 11: before publication (and when declined, redirected, withdrawn) a topic's
+    number answers exactly as a number never given; sequential numbers list nothing."""
     from storage.db import make_session_factory
-    from tests.world import build_world
+    from tests.world import ROUTES, build_world
+    from workflow.lifecycle import PUBLIC_STATES, State
 
     world = await build_world(make_session_factory(engine), clock)
-    topic = await world.open("V1", title="<script>x</script>路灯", contact_phone="13812345678")
+    topics = {state: await world.at(state) for state in State}
+    public = await world.walk(
+        await world.open("V1", title="<script>x</script>路灯", contact_phone="13812345678"),
+        ROUTES[State.OUTCOME_REVIEW],
+    )
     path = tmp_path / "c.toml"
     path.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
     services = build_services(load_config(path, env={}), clock=clock)
     client = TestClient(TestServer(create_app(services, run_outbox=False)))
     await client.start_server()
+
+    async def get(number: str) -> tuple[int, str]:
+        response = await client.get(f"/t/{number}")
+        return response.status, await response.text()
+
     try:
-        page = await (await client.get(f"/t/{topic.number}")).text()
-        missing = await client.get("/t/NO-2026-000001")
+        pages = {state: await get(topic.number) for state, topic in topics.items()}
+        page = (await get(public.number))[1]
+        missing = await get("NO-2026-000001")
     finally:
         await client.close()
         await services.close()
+    assert missing[0] == 404
+    assert {s for s, (status, _) in pages.items() if status == 200} == PUBLIC_STATES
+    for state, answer in pages.items():
+        if state not in PUBLIC_STATES:
+            assert answer == missing, state  # no way to tell it from an unknown number
     assert "&lt;script&gt;x&lt;/script&gt;路灯" in page and "<script>x" not in page
-    assert "待初审" in page and "本环节应于 2026-03-09 前完成" in page
-    assert "13812345678" not in page and "沿线3公里没有公厕" not in page  # not yet published
-    assert missing.status == 404
+    assert "协商成果审核中" in page and "本环节应于3月9日前完成" in page
+    assert "沿线3公里没有公厕" in page  # published: the description is public
+    assert "13812345678" not in page

@@ -20,7 +20,7 @@ from workflow.engine import available_actions
 from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES
 from workflow.permissions import Actor, load_actor
 from workflow.similar import most_similar
-from workflow.texts import label, text
+from workflow.texts import by_day, label, text
 from workflow.workdays import WorkdayCalendar
 
 BUTTON_PREFIX = "b:"
@@ -59,7 +59,7 @@ async def card_text(
         waited = calendar.workdays_between(
             topic.step_started_at.astimezone(CHINA).date(), now.astimezone(CHINA).date()
         )
-        due = text("cards", "due", date=f"{day.month}月{day.day}日", waited=waited)
+        due = text("cards", "due", by=by_day(day), waited=waited)
     lines = [
         text(
             "cards",

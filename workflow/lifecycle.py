@@ -31,6 +31,26 @@ class State(StrEnum):
 
 FINAL_STATES = frozenset({State.IMPLEMENTED, State.DECLINED, State.REDIRECTED, State.WITHDRAWN})
 
+#: From publication (码上建议) on, a topic belongs to the public notice board: it has a
+#: public page and links to it may be sent. Before that, and when withdrawn, declined or
+#: redirected, it is the submitter's and the reviewers' business only.
+PUBLIC_STATES = frozenset(
+    {
+        State.PUBLICIZED,
+        State.RESEARCHING,
+        State.MEETING_SCHEDULED,
+        State.OUTCOME_REVIEW,
+        State.OUTCOME_APPROVED,
+        State.RESULTS_PUBLISHED,
+        State.IMPLEMENTED,
+    }
+)
+
+
+def public_url(base_url: str, number: str, state: str) -> str:
+    """The topic's public page, or "" while it has none (nothing to link to)."""
+    return f"{base_url.rstrip('/')}/t/{number}" if state in PUBLIC_STATES else ""
+
 
 class Role(StrEnum):
     CONVENER = "convener"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,9 @@ text, label = WORKFLOW.text, WORKFLOW.label
 
 def catalogue() -> dict[str, dict[str, str]]:
     return WORKFLOW.sections
+
+
+def by_day(day: date) -> str:
+    """A review step's due date as every Chinese text shows it, "3月9日前": the last day
+    of its five working days (``workflow.clock.last_day``)."""
+    return text("dates", "by_day", month=day.month, day=day.day)
