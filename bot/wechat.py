@@ -29,46 +29,37 @@ import hashlib
 import logging
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
 from aiohttp import web
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
-from wechatpy.events import ScanEvent, SubscribeEvent, SubscribeScanEvent
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.messages import (
     BaseMessage,
-    ImageMessage,
-    LocationMessage,
-    TextMessage,
-    VoiceMessage,
 )
-from wechatpy.replies import TextReply
 
 from bot.pieces import split_text, utf8_bytes
 from bot.wechat_api import TEXT_BYTES, WeChatAPI
+from bot.wechat_messages import CHANNEL, SAY, render_text_reply, reply_text, to_inbound
 from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
-from dialogs.types import Inbound, Location, Media, Reply
+from dialogs.types import Inbound
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
 from workflow.signatures import same_secret
-from workflow.texts import Catalogue
 
 if TYPE_CHECKING:
     from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
-CHANNEL = "wechat"
 #: WeChat's messages are a few kilobytes; anything much larger is not from WeChat.
 MAX_BODY = 64 * 1024
 #: A signed request older (or newer) than this is refused: a captured request cannot be
@@ -85,7 +76,6 @@ PARSE_ERRORS = (
     struct.error,  # ciphertext that decrypts to fewer bytes than a length prefix
     InvalidAppIdException,  # encrypted for another account
 )
-VOICE_TYPES = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}
 #: The running webhook, for tests and operators that tune it.
 WEBHOOK: web.AppKey[WeChatWebhook] = web.AppKey("wechat_webhook")
 #: Seconds we wait for the dialogs before answering; WeChat gives up at 5.
@@ -100,9 +90,6 @@ DRAIN_SECONDS = 10.0
 MAX_SPOOLED = 10_000
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
-#: An openid is 28 characters (a UnionID 29); this leaves room for a format change and
-#: stays well inside the identity column (128). Longer is not WeChat: refused with SUCCESS.
-OPENID_MAX = 64
 
 
 class Forbidden(Exception):
@@ -411,113 +398,3 @@ async def read_capped(request: web.Request, cap: int) -> bytes | None:
 
 def sign(token: str, *parts: str) -> str:
     return hashlib.sha1("".join(sorted((token, *parts))).encode()).hexdigest()
-
-
-# -- translation -------------------------------------------------------------------------------
-
-
-def to_inbound(message: BaseMessage) -> Inbound | None:
-    """The dialogs' view of a WeChat message or event; None for events we only acknowledge
-    and for senders WeChat cannot have (answered ``success``, so it is not sent again).
-    Texts are made storable, and over-long ids shortened, by ``Inbound`` itself."""
-    data: dict[str, Any] = message._data
-    openid = message.source
-    if not openid:
-        raise ValueError("no FromUserName")
-    if len(openid) > OPENID_MAX:
-        log.warning("wechat: refused a FromUserName of %d characters", len(openid))
-        return None
-    msg_type = str(data.get("MsgType", "")).lower()
-    if msg_type == "event":
-        return _event(message, openid, data)
-    # MsgId should always be there; without it, fall back to what identifies an event.
-    message_id = str(message.id) if message.id else f"{openid}:{data.get('CreateTime', '')}"
-    common: dict[str, Any] = {"channel": CHANNEL, "user_ref": openid, "message_id": message_id}
-    if isinstance(message, TextMessage):
-        text = message.content or ""
-        menu_id = data.get("bizmsgmenuid")
-        if menu_id:  # a tapped option of a msgmenu we sent
-            return Inbound(kind="button", text=text, payload=str(menu_id), **common)
-        return Inbound(kind="text", text=text, **common)
-    if isinstance(message, ImageMessage):
-        return Inbound(
-            kind="image",
-            media=Media(ref=_required(message.media_id), content_type="image/jpeg"),
-            **common,
-        )
-    if isinstance(message, VoiceMessage):
-        fmt = (message.format or "").lower()
-        media = Media(
-            ref=_required(message.media_id),
-            content_type=VOICE_TYPES.get(fmt, f"audio/{fmt}" if fmt else ""),
-            recognition=message.recognition or "",
-        )
-        return Inbound(kind="voice", media=media, **common)
-    if isinstance(message, LocationMessage):
-        where = Location(
-            latitude=float(message.location_x),
-            longitude=float(message.location_y),
-            label=message.label or "",
-        )
-        return Inbound(kind="location", location=where, **common)
-    # video, shortvideo, link, file, miniprogrampage…: told politely what we can take.
-    return Inbound(kind="unsupported", unsupported=msg_type or "other", **common)
-
-
-def _event(message: BaseMessage, openid: str, data: Mapping[str, Any]) -> Inbound | None:
-    # Events carry no MsgId; WeChat's retries repeat FromUserName + CreateTime.
-    message_id = f"{openid}:{data.get('CreateTime', '')}:{data.get('Event', '')}"
-    if isinstance(message, SubscribeScanEvent | ScanEvent):
-        payload = message.scene_id or ""  # wechatpy already stripped "qrscene_"
-    elif isinstance(message, SubscribeEvent):
-        payload = ""
-    else:  # unsubscribe, menu clicks and views, template delivery reports…
-        return None
-    return Inbound(
-        channel=CHANNEL, user_ref=openid, kind="start", payload=payload, message_id=message_id
-    )
-
-
-def _required(value: str | None) -> str:
-    if not value:
-        raise ValueError("no MediaId")
-    return value
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-
-def reply_text(replies: Sequence[Reply]) -> str:
-    """All replies as one text: a passive reply is a single message without buttons.
-
-    Only the last reply's buttons become numbered lines, because a typed digit picks from
-    the last buttons offered (see dialogs.router._numbered_choice).
-    """
-    last_with_buttons = max((i for i, r in enumerate(replies) if r.buttons), default=None)
-    parts = []
-    for index, reply in enumerate(replies):
-        lines = [reply.text] if reply.text else []
-        if index == last_with_buttons:
-            lines.append(SAY.text("wechat", "choose_number"))
-            lines += [
-                SAY.text("wechat", "option", number=n, label=button.label)
-                for n, button in enumerate(reply.buttons, start=1)
-            ]
-        if lines:
-            parts.append("\n".join(lines))
-    return "\n\n".join(parts)
-
-
-def render_text_reply(message: BaseMessage, text: str, timestamp: int) -> str:
-    return TextReply(
-        source=cdata(message.target or ""),
-        target=cdata(message.source or ""),
-        content=cdata(text),
-        time=timestamp,
-    ).render()
-
-
-def cdata(text: str) -> str:
-    """Make ``text`` safe inside wechatpy's ``<![CDATA[…]]>`` (which it does not escape):
-    a ``]]>`` would end the section and let the rest be read as XML elements."""
-    return text.replace("]]>", "]]]]><![CDATA[>")

@@ -28,8 +28,9 @@ from bot.config import load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.web import create_app
-from bot.wechat import MAX_BODY, OPENID_MAX, WEBHOOK, cdata, reply_text, to_inbound
+from bot.wechat import MAX_BODY, WEBHOOK
 from bot.wechat_api import TEXT_BYTES, WeChatAPIError, WeChatSender
+from bot.wechat_messages import OPENID_MAX, cdata, reply_text, to_inbound
 from dialogs.router import Handled
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import enqueue
