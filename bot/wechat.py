@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
 from aiohttp import web
+from sqlalchemy import exc as sa_exc
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
@@ -205,6 +206,12 @@ class WeChatWebhook:
             )
         except Exception as exc:
             log.warning("wechat: the database cannot keep %s (%r)", inbound.message_id, exc)
+            if busy(exc):
+                # The database answers, slowly: leave it unacknowledged (WeChat delivers it
+                # again, and its receipt answers then). The spool is for a database that is
+                # away; a busy one may still commit this step, and a copy on disk of a
+                # message already answered could not be told from one that was not.
+                return None
             return await self._spool(inbound, task, now)
         if receipt.status == "queued":
             return SAY.text("wechat", "kept")
@@ -380,6 +387,15 @@ class WeChatWebhook:
             assert self.crypto is not None
             xml = self.crypto.encrypt_message(xml, query.get("nonce", ""), str(now))
         return web.Response(text=xml, content_type="application/xml")
+
+
+def busy(exc: BaseException) -> bool:
+    """A database that is there but too busy: a wait that ran out (the pool, our deadline)
+    or SQLite's lock held by another writer."""
+    if isinstance(exc, TimeoutError | sa_exc.TimeoutError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sa_exc.OperationalError) and ("locked" in text or "busy" in text)
 
 
 async def read_capped(request: web.Request, cap: int) -> bytes | None:

@@ -319,3 +319,28 @@ async def test_a_step_that_starts_after_its_message_was_spooled_replies_through_
         Inbound("wechat", test_wechat.OPENID, "text", text="菜单", message_id="1401")
     )
     assert again.deferred  # another process's retry would not reply passively either
+
+
+def exhausted_pool() -> Any:
+    raise sa_exc.TimeoutError("QueuePool limit of size 2 overflow 0 reached")
+
+
+async def test_a_busy_database_leaves_a_late_message_unacknowledged_not_spooled(
+    start: Start, engine: AsyncEngine
+) -> None:
+    """Overload, not an outage: the step may still commit, so no copy goes to disk."""
+    h = await start()
+    slow = SlowDialogs(h.dialogs)
+    h.services.dialogs = slow  # type: ignore[assignment]
+    h.services.priority_sessions = exhausted_pool  # type: ignore[assignment]
+    h.client.app[WEBHOOK].reply_deadline = 0.01
+    status, _ = await post_text(h, "菜单", "1501")
+    assert status == 503
+    assert not h.services.spool.directory.exists() or not any(h.services.spool.directory.iterdir())
+    slow.release.set()
+    await wait_for_rows(engine, InboundReceipt)
+    await asyncio.sleep(0.05)
+    h.client.app[WEBHOOK].reply_deadline = 5.0
+    status, text = await post_text(h, "菜单", "1501")  # WeChat's retry: the stored reply
+    assert status == 200 and text not in ("success", KEPT)
+    assert await count(engine, OutboxMessage) == 0
