@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from aiohttp import web
@@ -86,36 +86,29 @@ async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
     await scheduler.stop()
 
 
-async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        services.dispatcher().run_forever(stop, services.config["outbox"]["poll_seconds"])
-    )
-    yield
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=10)
+def _loop(
+    start: Callable[[Services, asyncio.Event], Awaitable[None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A background loop for the app's lifetime: ``start(services, stop)`` runs until
+    ``stop`` is set at shutdown, and is given 10 seconds to finish its round."""
+
+    async def loop(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(start(app[SERVICES], stop))
+        yield
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+    return loop
 
 
-async def _inbox_loop(app: web.Application) -> AsyncIterator[None]:
-    """Handle messages that were kept before they were handled (dialogs/inbox.py)."""
-    services = app[SERVICES]
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        services.inbox().run_forever(stop, services.config["outbox"]["poll_seconds"])
-    )
-    yield
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=10)
+def _poll_seconds(services: Services) -> float:
+    return services.config["outbox"]["poll_seconds"]
 
 
-async def _media_loop(app: web.Application) -> AsyncIterator[None]:
-    """Download photos and recordings soon after they arrive, off the request path."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(app[SERVICES].media_downloader().run_forever(stop))
-    yield
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=10)
+#: Outbound delivery; kept messages (dialogs/inbox.py); photos and recordings downloaded
+#: soon after they arrive, off the request path.
+_outbox_loop = _loop(lambda s, stop: s.dispatcher().run_forever(stop, _poll_seconds(s)))
+_inbox_loop = _loop(lambda s, stop: s.inbox().run_forever(stop, _poll_seconds(s)))
+_media_loop = _loop(lambda s, stop: s.media_downloader().run_forever(stop))

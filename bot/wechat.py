@@ -49,7 +49,7 @@ from bot.wechat_messages import CHANNEL, SAY, render_text_reply, reply_text, to_
 from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
-from dialogs.types import Inbound
+from dialogs.types import Inbound, reply_bodies
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -253,10 +253,6 @@ class WeChatWebhook:
             return  # failed: the spooled copy is queued and handled from there
         if handled.deferred or handled.repeated or handled.refused or not handled.replies:
             return
-        bodies = [
-            {"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]}
-            for r in handled.replies
-        ]
         try:
             async with transaction(self.services.sessions) as session:
                 await reply_later(
@@ -264,7 +260,7 @@ class WeChatWebhook:
                     channel=CHANNEL,
                     address=inbound.user_ref,
                     message_id=inbound.message_id,
-                    bodies=bodies,
+                    bodies=reply_bodies(handled.replies),
                     now=self.services.clock.now(),
                 )
         except Exception:

@@ -29,7 +29,7 @@ from dialogs import home, invites, joint, my_topics, review, state, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, say
 from dialogs.inbox import keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
-from dialogs.types import Inbound, Reply
+from dialogs.types import Inbound, Reply, reply_bodies
 from storage.db import SessionFactory, transaction
 from workflow.clock import Clock
 from workflow.engine import Lifecycle
@@ -146,7 +146,7 @@ class Dialogs:
                     conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
                 await self._step(conv)
                 _remember_buttons(conv, before)
-                bodies = _jsonable(conv.replies)
+                bodies = reply_bodies(conv.replies)
                 deferred = await state.save(
                     conn,
                     inbound,
@@ -269,7 +269,3 @@ def chosen(text: str, offered: Sequence[Sequence[str]]) -> str | None:
         return exact[0]
     starting = [p for label, p in labels if label.startswith(typed)]
     return starting[0] if len(starting) == 1 else None
-
-
-def _jsonable(replies: list[Reply]) -> list[dict]:
-    return [{"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]} for r in replies]

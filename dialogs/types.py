@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from storage.models import Attachment, ChannelIdentity, InboundReceipt, Person
 
@@ -148,3 +149,8 @@ def invite_payload(secret: str) -> str:
 def invite_from_payload(payload: str) -> str | None:
     """The invite secret a start payload carries, or None if it is not an invite."""
     return payload[len(INVITE_PREFIX) :] if payload.startswith(INVITE_PREFIX) else None
+
+
+def reply_bodies(replies: Sequence[Reply]) -> list[dict[str, Any]]:
+    """Replies as stored in a receipt and written to the outbox (``text``, ``buttons``)."""
+    return [{"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]} for r in replies]
