@@ -9,9 +9,11 @@ Writers and the importer share files without losing a line:
 - a writer opens ``<dir>/<pid>.jsonl`` for appending, takes an exclusive ``flock``, checks
   that the name still leads to the file it opened (else the importer took that file, and
   it opens the name again, making a new one), appends, fsyncs and unlocks;
-- the importer renames a file to ``*.taken`` (a writer never opens that name), takes the
-  lock (waiting for a writer that opened the file before the rename), reads it, and
-  deletes it only once every line is in the database.
+- the importer renames a file to a new ``<time>.<name>.taken`` (a writer never opens that
+  name; a new one each time, since a taken file a failed import left must not be
+  replaced by the next one taken from the same writer), takes the lock (waiting for a
+  writer that opened the file before the rename), reads it, and deletes it only once
+  every line is in the database.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +65,7 @@ class Spool:
             return []
         for path in self.directory.glob("*.jsonl"):
             try:
-                path.rename(path.with_name(path.name + TAKEN))
+                path.rename(path.with_name(f"{time.time_ns():020d}.{path.name}{TAKEN}"))
             except FileNotFoundError:  # another importer was quicker
                 continue
         return sorted(self.directory.glob(f"*{TAKEN}"))

@@ -9,15 +9,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from bot.config import load_config
+from bot.edge import is_transient
 from bot.services import build_services
 from bot.web import create_app
 from bot.wechat import WEBHOOK
-from dialogs.inbox import spool_record
+from dialogs.inbox import Inbox, spool_record
 from dialogs.router import Handled
 from dialogs.types import Inbound
 from storage.db import make_engine, make_session_factory
@@ -242,6 +244,32 @@ async def test_while_the_database_is_down_a_message_is_kept_on_disk_and_handled_
     assert [key for key, _ in await texts(engine)] == ["wechat:late:1001:0"]
     assert list(h.services.spool.directory.iterdir()) == []
     assert await h.services.inbox().drain_once() == 0  # imported once
+
+
+async def test_messages_spooled_across_failed_imports_are_all_handled(
+    start: Start, engine: AsyncEngine
+) -> None:
+    """The database stays away for several import rounds while more messages are spooled:
+    a round that could not import its file must not have that file replaced by the next
+    one's (the drill's database outage lost 60 acknowledged messages this way)."""
+    h = await start()
+    h.services.dialogs = DatabaseDown(h.dialogs)  # type: ignore[assignment]
+    h.services.priority_sessions = make_session_factory(make_engine(DEAD_DATABASE))
+    away = Inbox(
+        make_session_factory(make_engine(DEAD_DATABASE)), h.dialogs, is_transient, h.services.spool
+    )
+    for msg_id in ("1011", "1012", "1013"):
+        assert await post_text(h, f"菜单{msg_id}", msg_id) == (200, KEPT)
+        with pytest.raises(OSError):
+            await away.drain_once()  # the database is still away: nothing imported
+    h.services.dialogs = h.dialogs  # type: ignore[assignment]  # the database is back
+    assert await h.services.inbox().drain_once() == 3
+    assert [key for key, _ in await texts(engine)] == [
+        "wechat:late:1011:0",
+        "wechat:late:1012:0",
+        "wechat:late:1013:0",
+    ]
+    assert list(h.services.spool.directory.iterdir()) == []
 
 
 class UnawareDialogs(SlowDialogs):
