@@ -57,7 +57,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.config import Config, ConfigError
-from bot.edge import MAX_DEPTH, Refused, body_key, record_or_retry, too_deep
+from bot.edge import MAX_DEPTH, Refused, body_key, is_transient, record_or_retry, too_deep
 from bot.media import MediaTooLarge
 from bot.pieces import split_text, utf16_units
 from dialogs.throttle import Verdict
@@ -92,6 +92,10 @@ ALLOWED_UPDATES = ("message", "callback_query")
 #: How long an immediate reply's outbox row is kept from the delivery loop while the webhook
 #: sends it itself. Longer than PTB's request timeouts, so both never send the same row.
 REPLY_HOLD = timedelta(minutes=2)
+#: A send not recorded (the database away) is retried this often, until this long before
+#: the hold runs out: after that the delivery loop may take the row.
+RECORD_RETRY = 0.5
+RECORD_MARGIN = timedelta(seconds=10)
 #: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
 #: The outbox keeps it when it drains a backlog. The other limit, about 30 messages a
 #: second over all chats, a dispatcher stays under by sending one message at a time (a
@@ -500,6 +504,8 @@ class TelegramChannel:
         self.services = services
         self.secret = services.config["telegram"]["webhook_secret"].encode()
         self._application: Application | None = None
+        #: Results of sends still to be recorded (the database was away at the time).
+        self._recording: set[asyncio.Task[None]] = set()
 
     @property
     def application(self) -> Application:
@@ -525,6 +531,11 @@ class TelegramChannel:
         await self._application.start()
 
     async def stop(self) -> None:
+        for task in self._recording:  # what they did not record is sent again after the hold
+            task.cancel()
+        if self._recording:
+            log.warning("telegram: %d sends not recorded at shutdown", len(self._recording))
+            await asyncio.wait(self._recording)
         application, self._application = self._application, None
         if application is None:
             return
@@ -725,9 +736,36 @@ class TelegramChannel:
         hold ran out, or a restart released them: then ``claimed_until`` is no longer ours).
 
         Runs on the services' own small pool for results (``records``): a reply sent but not
-        recorded is sent again later, so nothing here may wait behind the dialogs' work."""
+        recorded is sent again later, so nothing here may wait behind the dialogs' work.
+        When the database is away, the record is retried in the background until the hold
+        runs out; the update is answered meanwhile (its replies went, or wait in the outbox).
+        """
         if not keys:
             return
+        try:
+            await self._record(keys, hold, values)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("telegram: %s not recorded yet (%r); retrying", keys, exc)
+            task = asyncio.ensure_future(self._record_until(keys, hold, values))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def _record_until(self, keys: list[str], hold: datetime, values: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + (REPLY_HOLD - RECORD_MARGIN).total_seconds()
+        while loop.time() < give_up:
+            await asyncio.sleep(RECORD_RETRY)
+            try:
+                await self._record(keys, hold, values)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    break
+        log.error("telegram: %s never recorded; the outbox sends them again", keys)
+
+    async def _record(self, keys: list[str], hold: datetime, values: dict[str, Any]) -> None:
         async with transaction(self.services.records) as session:
             await session.exec(
                 update(OutboxMessage)

@@ -38,7 +38,7 @@ from dialogs.router import Handled
 from dialogs.throttle import LocalThrottle
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.outbox import PermanentFailure, TemporaryFailure, enqueue
-from storage.db import transaction
+from storage.db import make_engine, make_session_factory, transaction
 from storage.models import (
     Attachment,
     ChannelIdentity,
@@ -57,6 +57,8 @@ from workflow.rooms import import_rooms, parse_rooms_csv
 
 SECRET = "webhook-Secret_0123456789"
 PAYLOADS = Path(__file__).parent / "payloads" / "telegram"
+#: Nothing listens here: connections are refused at once.
+DEAD_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
 USER = 1001  # the resident in the payloads (private chat id == user id)
 NAME = "伟 李"  # PTB's full_name: first name, then last name
 
@@ -473,6 +475,28 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
     assert await services.dispatcher().run_once() == 1
     assert len(fake.sent_texts()) == 1
     assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+
+
+async def test_a_reply_sent_while_the_database_drops_is_recorded_later_and_not_resent(
+    client: TestClient, services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """The Bot API took the reply, then the database went away before the send was
+    recorded: it must be recorded once the database is back, not sent again when the
+    hold runs out (the drill's database outage sent one reply twice)."""
+    records = services.records
+    services.records = make_session_factory(make_engine(DEAD_DATABASE))
+    assert await post(client, payload("start")) == 200  # sent: nothing to deliver again
+    assert len(fake.sent_texts()) == 1
+    services.records = records  # the database is back
+    for _ in range(100):
+        (row,) = await outbox(services)
+        if row.status == "sent":
+            break
+        await asyncio.sleep(0.05)
+    assert row.status == "sent"
+    clock.advance(REPLY_HOLD + timedelta(seconds=1))
+    assert await services.dispatcher().run_once() == 0
+    assert len(fake.sent_texts()) == 1
 
 
 def later_update(number: int) -> dict[str, Any]:
