@@ -62,7 +62,14 @@ from bot.media import MediaTooLarge
 from bot.pieces import split_text, utf16_units
 from dialogs.throttle import Verdict
 from dialogs.types import Button, Inbound, Location, Media, Reply
-from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure, enqueue
+from notices.outbox import (
+    RECORD_MARGIN,
+    RECORD_RETRY,
+    DeliveryError,
+    PermanentFailure,
+    TemporaryFailure,
+    enqueue,
+)
 from storage.db import SessionFactory, transaction
 from storage.models import UNSENT, CardMessage, OutboxMessage
 from workflow.clock import Clock
@@ -92,10 +99,6 @@ ALLOWED_UPDATES = ("message", "callback_query")
 #: How long an immediate reply's outbox row is kept from the delivery loop while the webhook
 #: sends it itself. Longer than PTB's request timeouts, so both never send the same row.
 REPLY_HOLD = timedelta(minutes=2)
-#: A send not recorded (the database away) is retried this often, until this long before
-#: the hold runs out: after that the delivery loop may take the row.
-RECORD_RETRY = 0.5
-RECORD_MARGIN = timedelta(seconds=10)
 #: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
 #: The outbox keeps it when it drains a backlog. The other limit, about 30 messages a
 #: second over all chats, a dispatcher stays under by sending one message at a time (a
@@ -497,6 +500,22 @@ def _fallback(data: dict[str, Any]) -> Incoming | None:
     return Incoming(inbound, int(bot_api_id(chat.get("id"), "chat")))
 
 
+@dataclass
+class _Batch:
+    """A turn's replies as written to the outbox, for ``TelegramChannel._send``."""
+
+    chat_id: int
+    hold: datetime  # the held rows' claimed_until
+    fresh: list[tuple[str, Reply]]  # rows this delivery wrote (key, reply), in order
+    waiting: int  # the chat's older unsent rows (up to CATCH_UP + 1)
+    backlog: bool  # one of those has failed before
+
+
+@dataclass
+class _Turn:
+    batch: _Batch | None = None
+
+
 class TelegramChannel:
     """The webhook's state: the PTB Application (built at start-up) and the services."""
 
@@ -506,6 +525,9 @@ class TelegramChannel:
         self._application: Application | None = None
         #: Results of sends still to be recorded (the database was away at the time).
         self._recording: set[asyncio.Task[None]] = set()
+        #: Turns answered whose replies are being sent, and each chat's latest such turn.
+        self._background: set[asyncio.Task[bool]] = set()
+        self._tails: dict[int, asyncio.Task[bool]] = {}
 
     @property
     def application(self) -> Application:
@@ -531,6 +553,9 @@ class TelegramChannel:
         await self._application.start()
 
     async def stop(self) -> None:
+        # Replies being sent finish first (each send is bounded by PTB's timeouts); what is
+        # left is held by this worker identity, which the next start reclaims at once.
+        await self.idle()
         for task in self._recording:  # what they did not record is sent again after the hold
             task.cancel()
         if self._recording:
@@ -596,20 +621,66 @@ class TelegramChannel:
     async def serve(
         self, update_id: int, incoming: Incoming | None, query: CallbackQuery | None
     ) -> None:
+        """Handle one update and return once its replies are in the outbox; they are sent
+        right after, in the background (a slow Bot API does not hold the webhook)."""
         if query is not None:
             await self._answer(query)
         if incoming is None:
             return
-        handled = await self.services.dialogs.process(incoming.inbound)
+        turn = _Turn()
+
+        async def write(session: AsyncSession, replies: Sequence[Reply], now: datetime) -> None:
+            turn.batch = await self._write(session, update_id, incoming.chat_id, replies, "reply")
+
+        handled = await self.services.dialogs.process(incoming.inbound, write_replies=write)
         if handled.refused is Verdict.REFUSE_QUIETLY:
             # The rest of a flood (already told once): not handled, so not acknowledged
             # either; Telegram delivers it again later, when the window may have room.
             raise NotNow(update_id)
-        replies = handled.replies
+        if turn.batch is None:
+            # Not handled by this delivery: refused (its notice has keys of its own, so a
+            # later delivery, handled, still sends the real replies), or answered from its
+            # receipt (the rows exist: a re-delivery writes and sends nothing).
+            tag = "refused" if handled.refused else "reply"
+            async with transaction(self.services.sessions) as session:
+                turn.batch = await self._write(
+                    session, update_id, incoming.chat_id, handled.replies, tag
+                )
+        chat = incoming.chat_id
+        task = asyncio.ensure_future(self._finish(query, turn.batch, self._tails.get(chat)))
+        self._tails[chat] = task
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[bool]) -> None:
+            self._background.discard(finished)
+            if self._tails.get(chat) is finished:
+                del self._tails[chat]
+            if not finished.cancelled() and finished.exception() is not None:
+                # The rows stay held: the delivery loop sends them when the hold runs out.
+                log.warning("telegram: sending a turn's replies failed: %r", finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _finish(
+        self, query: CallbackQuery | None, batch: _Batch, previous: asyncio.Task[bool] | None
+    ) -> bool:
+        """Send a turn's replies after the chat's previous turn; True when all went. When
+        the previous turn left some of its replies to the outbox, these queue behind them."""
+        if previous is not None:
+            await asyncio.wait({previous})
+            if previous.cancelled() or previous.exception() is not None or not previous.result():
+                keys = [key for key, _ in batch.fresh]
+                await self._settle(keys, batch.hold, **_released(self.services.clock.now()))
+                return False
         if query is not None:
             await self._show_choice(query)
-        tag = "refused" if handled.refused else "reply"
-        await self.deliver(update_id, incoming.chat_id, replies, tag)
+        return await self._send(batch)
+
+    async def idle(self) -> None:
+        """Wait until the replies of the updates answered so far have been sent (or left to
+        the outbox); for shutdown and tests."""
+        while self._background:
+            await asyncio.wait(set(self._background))
 
     async def _answer(self, query: CallbackQuery) -> None:
         """Stop the client's spinner. A re-delivered or late query is refused: harmless."""
@@ -647,54 +718,63 @@ class TelegramChannel:
         except TelegramError as exc:
             log.info("telegram: could not mark the choice on %s: %s", message.message_id, exc)
 
-    async def deliver(
-        self, update_id: int, chat_id: int, replies: Sequence[Reply], tag: str = "reply"
-    ) -> None:
-        """Send the replies now; whatever does not go through stays in the outbox.
+    async def _write(
+        self,
+        session: AsyncSession,
+        update_id: int,
+        chat_id: int,
+        replies: Sequence[Reply],
+        tag: str,
+    ) -> _Batch:
+        """Write the replies as outbox rows in the caller's transaction.
 
         ``tag`` names them in their keys: a refusal ("refused") must not take the keys of
         the replies a later delivery of the same update, handled, will send.
 
-        Each reply is an outbox row held (``sending``, by this process's worker identity)
-        while it is sent here, and recorded right after the Bot API accepts it. When the chat
-        still has older messages waiting (a reply that failed, a notice not yet delivered),
-        the replies are left to the outbox instead, behind them: sent here they would
-        overtake them.
+        Each row is held (``sending``, by this process's worker identity) for ``_send``, which
+        sends it and records the send right after the Bot API accepts it. When the chat still
+        has older messages waiting (a reply that failed, a notice not yet delivered), the
+        rows are not held but queued behind them: sent at once they would overtake them.
         """
         clock = self.services.clock
         address = str(chat_id)
         hold = clock.now() + REPLY_HOLD
+        waiting, backlog = await _unsent(session, address, CATCH_UP + 1, self.services.worker_id)
         fresh: list[tuple[str, Reply]] = []
-        async with transaction(self.services.sessions) as session:
-            waiting, backlog = await _unsent(session, address, CATCH_UP + 1)
-            queued = waiting > 0
-            for number, reply in enumerate(replies):
-                key = f"{CHANNEL}:{tag}:{update_id}:{number}"
-                if await enqueue(
-                    session,
-                    key=key,
-                    channel=CHANNEL,
-                    address=address,
-                    kind="reply",
-                    body=reply_body(reply),
-                    now=clock.now(),
-                    held_until=None if queued else hold,
-                    held_by=self.services.worker_id,
-                ):
-                    fresh.append((key, reply))
-        if queued:
+        for number, reply in enumerate(replies):
+            key = f"{CHANNEL}:{tag}:{update_id}:{number}"
+            if await enqueue(
+                session,
+                key=key,
+                channel=CHANNEL,
+                address=address,
+                kind="reply",
+                body=reply_body(reply),
+                now=clock.now(),
+                held_until=None if waiting else hold,
+                held_by=self.services.worker_id,
+            ):
+                fresh.append((key, reply))
+        return _Batch(chat_id, hold, fresh, waiting, backlog)
+
+    async def _send(self, batch: _Batch) -> bool:
+        """Send held rows in order and record each; False when some were left to the
+        outbox (queued behind older rows, or a send failed)."""
+        clock = self.services.clock
+        address, hold, fresh = str(batch.chat_id), batch.hold, batch.fresh
+        if batch.waiting:
             # Catching up is for a turn's own few notices (a new card to the same chat); a
             # backlog left by failures drains through the outbox, one a second.
-            if fresh and waiting <= CATCH_UP and not backlog:
-                await self._catch_up(address, waiting + len(fresh))
+            if fresh and batch.waiting <= CATCH_UP and not batch.backlog:
+                await self._catch_up(address, batch.waiting + len(fresh))
             elif fresh:
                 log.info("telegram: chat %s has a backlog; replies queued behind it", address)
-            return
+            return False
         # Rows that already existed were sent (or are being sent) by an earlier delivery of
         # this same update: not sending them again is what makes a re-delivery harmless.
         for number, (key, reply) in enumerate(fresh):
             try:
-                await send_reply(self.bot, chat_id, reply)
+                await send_reply(self.bot, batch.chat_id, reply)
             except TelegramError as exc:
                 failure = delivery_failure(exc)
                 if isinstance(failure, PermanentFailure):
@@ -716,8 +796,9 @@ class TelegramChannel:
                 # The later replies queue behind it (the outbox keeps a chat's order).
                 later = [k for k, _ in fresh[number + 1 :]]
                 await self._settle(later, hold, **_released(clock.now()))
-                return
+                return False
             await self._settle([key], hold, status="sent", sent_at=clock.now(), claimed_until=None)
+        return True
 
     async def _catch_up(self, address: str, rows: int) -> None:
         """Deliver the chat's few waiting messages, then these replies, in order, now: through
@@ -783,12 +864,16 @@ def _released(due: datetime) -> dict[str, Any]:
     return {"status": "pending", "not_before": due, "claimed_until": None, "claimed_by": None}
 
 
-async def _unsent(session: AsyncSession, address: str, limit: int) -> tuple[int, bool]:
+async def _unsent(
+    session: AsyncSession, address: str, limit: int, mine: str | None
+) -> tuple[int, bool]:
     """How many messages to a Telegram chat are neither sent nor given up, counting up to
     ``limit`` (a probe of the partial index ix_outbox_unsent_chat), and whether one of them
-    has failed before (a backlog, not a turn's own notices)."""
+    has failed before (a backlog, not a turn's own notices). Rows held by ``mine`` (this
+    process's turns in flight) are not counted: those turns send in order, one after
+    another (``TelegramChannel._finish``)."""
     found = await session.exec(
-        select(OutboxMessage.last_error)  # type: ignore[call-overload]
+        select(OutboxMessage.last_error, OutboxMessage.status, OutboxMessage.claimed_by)  # type: ignore[call-overload]
         .where(
             col(OutboxMessage.channel) == CHANNEL,
             col(OutboxMessage.address) == address,
@@ -796,8 +881,8 @@ async def _unsent(session: AsyncSession, address: str, limit: int) -> tuple[int,
         )
         .limit(limit)
     )
-    errors = found.all()
-    return len(errors), any(error is not None for error in errors)
+    rows = [r for r in found.all() if not (r.status == "sending" and r.claimed_by == mine)]
+    return len(rows), any(r.last_error is not None for r in rows)
 
 
 def _ok() -> web.Response:

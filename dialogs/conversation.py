@@ -66,6 +66,17 @@ class ReplyLater(Protocol):
     ) -> None: ...
 
 
+class WriteReplies(Protocol):
+    """Writes a handled message's replies into the outbox in the dialog's own transaction,
+    for a channel whose replies always go that way (Telegram): the receipt and its replies
+    commit together, so no crash between the two leaves replies to be written later, behind
+    the person's next message."""
+
+    async def __call__(
+        self, session: AsyncSession, replies: Sequence[Reply], now: datetime
+    ) -> None: ...
+
+
 @dataclass
 class Conversation:
     session: AsyncSession

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from dialogs import home, invites, joint, my_topics, review, state, submit_topic
-from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, say
+from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, WriteReplies, say
 from dialogs.inbox import keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Inbound, Reply, reply_bodies
@@ -104,9 +104,12 @@ class Dialogs:
         *,
         queued_at: datetime | None = None,
         answered: Answered | None = None,
+        write_replies: WriteReplies | None = None,
     ) -> Handled:
         """Handle one message. ``queued_at``: it was kept at that time and is handled now
-        from the queue (already admitted by the flood limit). ``answered``: see there."""
+        from the queue (already admitted by the flood limit). ``answered``: see there.
+        ``write_replies``: called with the replies in the step's transaction when this
+        delivery handled the message (not for a refusal or a repeat)."""
         key = (inbound.channel, inbound.user_ref)
         if queued_at is None:
             verdict = await self.throttle.check(key, inbound.message_id)
@@ -118,13 +121,17 @@ class Dialogs:
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._handle(inbound, queued_at, answered)
+                return await self._handle(inbound, queued_at, answered, write_replies)
         finally:
             if not lock.locked() and not lock._waiters:  # keep the dict small
                 self._locks.pop(key, None)
 
     async def _handle(
-        self, inbound: Inbound, queued_at: datetime | None, answered: Answered | None
+        self,
+        inbound: Inbound,
+        queued_at: datetime | None,
+        answered: Answered | None,
+        write_replies: WriteReplies | None,
     ) -> Handled:
         # No look-up of the receipt first: a retry is rare, so the message is handled and
         # its receipt written; a retry conflicts on the receipt's unique key, everything it
@@ -165,6 +172,8 @@ class Dialogs:
                         bodies=bodies,
                         now=now,
                     )
+                elif write_replies is not None:
+                    await write_replies(session, conv.replies, now)
                 return Handled(conv.replies, deferred=deferred)
         except (state.Duplicate, IntegrityError):
             receipt = await self.stored(inbound)

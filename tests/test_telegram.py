@@ -26,6 +26,7 @@ from bot.telegram import (
     CHAT_INTERVAL,
     REPLY_HOLD,
     SECRET_HEADER,
+    TELEGRAM,
     TelegramMediaFetcher,
     TelegramSender,
     close_outbound,
@@ -123,7 +124,7 @@ class RecordingDialogs:
         self.replies = list(replies)
         self.error = error
 
-    async def process(self, inbound: Inbound) -> Handled:
+    async def process(self, inbound: Inbound, **options: Any) -> Handled:
         self.inbounds.append(inbound)
         if self.error is not None:
             raise self.error
@@ -152,6 +153,8 @@ async def post(
     data = body
     response = await client.post("/telegram", data=data, headers=headers)
     await response.read()
+    # The webhook answers once the replies are in the outbox and sends them right after.
+    await client.app[TELEGRAM].idle()
     return response.status
 
 
@@ -461,11 +464,12 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
     update = payload("start")
     with monkeypatch.context() as patch:
         patch.setattr(bot.telegram, "send_reply", dies)
-        assert await post(client, update) == 500
+        # Answered once the reply was in the outbox, before it was sent.
+        assert await post(client, update) == 200
     (row,) = await outbox(services)
     assert (row.status, row.claimed_until) == ("sending", clock.now() + REPLY_HOLD)
-    # Telegram delivers the update again: the dialogs answer from their receipt, and the
-    # reply, already in the outbox, is not sent a second time.
+    # Should Telegram deliver the update again, the dialogs answer from their receipt, and
+    # the reply, already in the outbox, is not sent a second time.
     assert await post(client, update) == 200
     assert fake.sent_texts() == []
     assert await services.dispatcher().run_once() == 0  # held: the webhook might be sending
@@ -497,6 +501,51 @@ async def test_a_reply_sent_while_the_database_drops_is_recorded_later_and_not_r
     clock.advance(REPLY_HOLD + timedelta(seconds=1))
     assert await services.dispatcher().run_once() == 0
     assert len(fake.sent_texts()) == 1
+
+
+async def test_the_webhook_answers_once_the_replies_are_kept_not_once_they_are_sent(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    """A slow Bot API must not hold the webhook: the update is answered once its replies
+    are in the outbox (written with its receipt), and they are sent right after."""
+    slow = fake.gates["sendMessage"] = asyncio.Event()
+    headers = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
+    response = await asyncio.wait_for(
+        client.post("/telegram", data=json.dumps(payload("start")), headers=headers), 5
+    )
+    assert response.status == 200
+    assert "sendMessage" not in fake.methods()  # not answered yet
+    (row,) = await outbox(services)
+    assert row.status == "sending"  # kept, and held for the webhook's own send
+    assert await count(services, InboundReceipt) == 1
+    slow.set()
+    await client.app[TELEGRAM].idle()
+    assert len(fake.sent_texts()) == 1
+    assert fake.sent_texts()[0].startswith("欢迎来到一村议事室")
+    (row,) = await outbox(services)
+    assert row.status == "sent"
+
+
+async def test_quick_updates_in_one_chat_are_sent_in_order_without_waiting_for_the_loop(
+    client: TestClient, services: Services, fake: FakeBotAPI
+) -> None:
+    """Turns answered before the previous turn's replies went: each turn sends after the
+    one before, at once (not left to the paced delivery loop)."""
+    stand_in(services, Reply("收到"))
+    slow = fake.gates["sendMessage"] = asyncio.Event()
+    headers = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
+    for number in range(3):
+        body = json.dumps(later_update(number))
+        response = await client.post("/telegram", data=body, headers=headers)
+        assert response.status == 200
+    slow.set()
+    await client.app[TELEGRAM].idle()
+    assert len(fake.sent_texts()) == 3
+    assert [row.status for row in await outbox(services)] == ["sent"] * 3
+    sent_keys = [
+        row.idempotency_key for row in sorted(await outbox(services), key=lambda r: r.sent_at)
+    ]
+    assert sent_keys == [row.idempotency_key for row in await outbox(services)]
 
 
 def later_update(number: int) -> dict[str, Any]:
@@ -623,7 +672,7 @@ async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held
     try:
         with monkeypatch.context() as patch:
             patch.setattr(bot.telegram, "send_reply", dies)
-            assert await post(client, payload("text")) == 500
+            assert await post(client, payload("text")) == 200  # answered once in the outbox
         (row,) = await outbox(first)
         assert (row.status, row.claimed_by) == ("sending", name)
     finally:

@@ -87,6 +87,9 @@ class FakeBotAPI:
         self._changed = asyncio.Condition()
         self._released = False
         self._server: TestServer | None = None
+        #: While set, a method named here is answered only once its event is set (a slow
+        #: Bot API).
+        self.gates: dict[str, asyncio.Event] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -205,6 +208,9 @@ class FakeBotAPI:
         params = await _params(request)
         if request.match_info["token"] != self.token:
             return await self._answer(method, params, _error(401, "Unauthorized"))
+        gate = self.gates.get(method)
+        if gate is not None:
+            await gate.wait()
         failures = self._failures.get(method)
         if failures:
             failure = failures.pop(0)
