@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, exists, or_, select, text, true, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 
 #: last_error is a Text column, but a reason is for humans reading a dead letter: keep it short.
 _MAX_REASON = 500
+#: A send whose result cannot be recorded (the database away) is recorded again this
+#: often, until this long before its claim runs out: after that it may be claimed again.
+RECORD_RETRY = 0.5
+RECORD_MARGIN = timedelta(seconds=10)
+#: What a database that is away raises (a bug is not retried).
+_AWAY = (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError)
 
 _table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _c = _table.c
@@ -360,7 +367,7 @@ class OutboxDispatcher:
             outcome = self._retry(message, f"{type(exc).__name__}: {exc}", None)
         else:
             outcome = _Outcome("sent")
-        recorded = await self._record(message, lease_token, outcome)
+        recorded = await self._record_in_time(message, lease_token, outcome)
         if not recorded:
             log.warning(
                 "outbox: %s was no longer claimed by this dispatcher when its result came in",
@@ -406,6 +413,28 @@ class OutboxDispatcher:
         except OverflowError:
             return self._max_backoff
         return min(self._max_backoff, delay)
+
+    async def _record_in_time(
+        self, message: OutboxMessage, lease_token: datetime, outcome: _Outcome
+    ) -> bool:
+        """``_record``, retried while the database is away, until shortly before the lease
+        runs out: a send that is not recorded is sent again after the lease. (The loop
+        waits meanwhile; it could claim nothing anyway.)"""
+        loop = asyncio.get_running_loop()
+        budget = (lease_token - self._clock.now() - RECORD_MARGIN).total_seconds()
+        give_up = loop.time() + budget
+        while True:
+            try:
+                return await self._record(message, lease_token, outcome)
+            except _AWAY as exc:
+                if loop.time() + RECORD_RETRY >= give_up:
+                    raise
+                log.warning(
+                    "outbox: the result of %s not recorded yet (%r); retrying",
+                    message.idempotency_key,
+                    exc,
+                )
+                await asyncio.sleep(RECORD_RETRY)
 
     async def _record(
         self, message: OutboxMessage, lease_token: datetime, outcome: _Outcome

@@ -753,3 +753,32 @@ async def test_tell_writes_once_to_the_chat_last_used_and_skips_a_person_without
             {"text": "请确认联名", "buttons": [["确认联名", "cs:x:y"]]},
         )
     ]
+
+
+class AwayFor:
+    """A session factory whose database is away for the first ``times`` transactions."""
+
+    def __init__(self, sessions: SessionFactory, times: int) -> None:
+        self.sessions, self.times = sessions, times
+
+    def __call__(self) -> Any:
+        if self.times > 0:
+            self.times -= 1
+            raise ConnectionRefusedError(111, "Connect call failed")
+        return self.sessions()
+
+
+async def test_a_send_the_database_cannot_record_at_once_is_recorded_later_not_resent(
+    sessions: SessionFactory, clock: FixedClock
+) -> None:
+    """The platform took the message, then the database went away for a moment: the result
+    is recorded once it is back, so the row is not sent again when the lease runs out."""
+    sender = RecordingSender()
+    await add(sessions, clock, "k1")
+    away = AwayFor(sessions, times=2)
+    d = dispatcher(sessions, clock, {"telegram": sender}, records=away)  # type: ignore[arg-type]
+    assert await d.run_once() == 1
+    assert (await row(sessions, "k1")).status == "sent"
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert await d.run_once() == 0
+    assert sender.sent == ["k1"]
