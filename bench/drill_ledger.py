@@ -117,7 +117,7 @@ def account(
     for m in messages:
         row.server_errors += sum(1 for d in m.deliveries if d.status and d.status >= 500)
     for chat, chat_messages in by_chat.items():
-        lost, doubled = _chat(row, chat_messages, sends[chat], shot)
+        lost, doubled, why = _chat(row, chat_messages, sends[chat], shot)
         row.lost += len(lost)
         row.doubled += len(doubled)
         channel = channel_of[chat]
@@ -129,6 +129,7 @@ def account(
                 row.details.append(
                     f"{what} {channel} {chat} #{m.seq} [{answers}] passive={m.seen_passive[:30]!r}"
                     f" receipt={'yes' if (m.channel, m.key) in shot.receipts else 'no'}"
+                    + why.get(m.key, "")
                 )
         row.doubled += max(0, shot.topics.get((channel, chat), 0) - 1)
         row.out_of_order += _inversions(chat_messages, sends[chat], shot)
@@ -139,20 +140,28 @@ def account(
 
 def _chat(
     row: Row, chat_messages: list[Message], sends: list[Sent], shot: Snapshot
-) -> tuple[set[str], set[str]]:
-    """The keys of this chat's lost and doubled messages.
+) -> tuple[set[str], set[str], dict[str, str]]:
+    """The keys of this chat's lost and doubled messages, and for a doubled one, which
+    reply arrived how often (seconds after the message was due).
 
     A reply text can be expected by several messages of a chat (a prompt asked again), so
     API sends are matched as a pool per text: each message whose passive reply did not carry
     the text takes one send; sends left over are doubles, charged first to a message that
-    was also answered passively (two replies for one message), else to the last one.
+    was also answered passively (two replies for one message), else to the last one. A
+    message handled but never acknowledged in time takes its sends first: its replies
+    reach the person too (as messages through the API), once.
     """
     lost: set[str] = set()
     doubled: set[str] = set()
+    why: dict[str, str] = {}
     needs: dict[str, list[Message]] = defaultdict(list)  # text → messages needing a send
     passive: dict[str, list[Message]] = defaultdict(list)  # text → messages answered so
+    #: Replies of messages handled though never acknowledged in time (the platform gave up
+    #: on them, the service did not): sends of those are expected, neither lost nor doubles.
+    unacknowledged: Counter[str] = Counter()
     for m in chat_messages:
         if not m.acknowledged:
+            unacknowledged.update(shot.receipts.get((m.channel, m.key)) or [])
             continue
         row.acknowledged += 1
         replies = shot.receipts.get((m.channel, m.key))
@@ -164,7 +173,7 @@ def _chat(
             (passive if reply in m.seen_passive else needs)[reply].append(m)
     waiting = Counter(shot.waiting.get((chat_messages[0].channel, chat_messages[0].chat), []))
     for reply in set(needs) | set(passive):
-        pool = sum(1 for s in sends if reply in s.text)
+        pool = max(0, sum(1 for s in sends if reply in s.text) - unacknowledged[reply])
         wanting = needs.get(reply, [])
         for m in wanting[pool:]:  # nothing arrived for these
             if waiting[reply] > 0:
@@ -176,7 +185,10 @@ def _chat(
         candidates = passive.get(reply, []) or wanting[-1:]
         for m in (candidates * extra)[:extra]:
             doubled.add(m.key)
-    return lost, doubled
+            times = ", ".join(f"{s.at - m.due:.1f}" for s in sends if reply in s.text)
+            shown = "passive and " if m in passive.get(reply, []) else ""
+            why[m.key] = f" twice: {reply[:20]!r} ({shown}sent at {times} s)"
+    return lost, doubled, why
 
 
 def _inversions(chat_messages: list[Message], sends: list[Sent], shot: Snapshot) -> int:
