@@ -8,12 +8,12 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import CONFIG_ENV, Config, ConfigError, load_config
@@ -178,8 +178,21 @@ async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
 # -- topics ------------------------------------------------------------------------------
 
 
-async def _names(session: AsyncSession, model: type[Room] | type[Person]) -> dict[int, Any]:
-    return {row.id: row for row in (await session.exec(select(model))).all()}
+NAMES_CHUNK = 500  # ids per IN list (SQLite's old bound parameter limit is 999)
+LIST_LIMIT = 100  # topics a `topics list` shows unless told otherwise
+
+
+async def _names(
+    session: AsyncSession, model: type[Room] | type[Person], ids: Iterable[int | None]
+) -> dict[int, Any]:
+    """The rows of ``model`` with these ids: only what a listing shows, not the table."""
+    wanted = sorted({i for i in ids if i is not None})
+    found: dict[int, Any] = {}
+    for start in range(0, len(wanted), NAMES_CHUNK):
+        chunk = wanted[start : start + NAMES_CHUNK]
+        rows = await session.exec(select(model).where(col(model.id).in_(chunk)))
+        found |= {row.id: row for row in rows}
+    return found
 
 
 def _topic_summary(topic: Topic, rooms: dict[int, Room]) -> dict[str, Any]:
@@ -212,7 +225,9 @@ def _state(given: str) -> State:
 async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
     async def work(services: Services) -> int:
         async with services.sessions() as session:
-            query = select(Topic).order_by(Topic.number)
+            if args.limit < 1 or args.offset < 0:
+                raise CliError("--limit must be at least 1 and --offset at least 0")
+            query = select(Topic)
             if args.room:
                 room = await get_room(session, args.room)
                 if room is None:
@@ -220,8 +235,10 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
                 query = query.where(Topic.room_id == room.id)
             if args.state:
                 query = query.where(Topic.state == _state(args.state))
-            topics = (await session.exec(query)).all()
-            rooms = await _names(session, Room)
+            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+            page = query.order_by(Topic.number).offset(args.offset).limit(args.limit)
+            topics = (await session.exec(page)).all()
+            rooms = await _names(session, Room, (t.room_id for t in topics))
         rows = [_topic_summary(t, rooms) for t in topics]
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -231,7 +248,13 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
                 f"{row['number']}  {row['room']:<10} {row['state_label']:<14} "
                 f"due {_due(t.review_due_at):<10}  {row['title']}"
             )
-        print(f"{len(rows)} topics")
+        after = args.offset + len(rows)
+        if len(rows) == total:
+            print(f"{total} topics")
+        elif after < total:
+            print(f"{len(rows)} of {total} topics; the next with --offset {after}")
+        else:
+            print(f"{len(rows)} of {total} topics")
         return 0
 
     return await _with_services(config, work)
@@ -257,8 +280,16 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
                     .order_by(col(OutboxMessage.id))
                 )
             ).all()
-            rooms = await _names(session, Room)
-            people = await _names(session, Person)
+            rooms = await _names(
+                session,
+                Room,
+                [topic.room_id, *(r for e in events for r in (e.room_id, e.from_room_id))],
+            )
+            people = await _names(
+                session,
+                Person,
+                [topic.submitter_id, *(e.actor_id for e in events), *(m.person_id for m in outbox)],
+            )
 
         def who(person_id: int | None) -> str:
             person = people.get(person_id)
@@ -361,7 +392,7 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
                 escalate_after_days=config["reminders"]["escalate_after_days"],
                 under=under,
             )
-            people = await _names(session, Person)
+            people = await _names(session, Person, (pid for i in items for pid, _ in i.responsible))
 
         def name(person_id: int) -> str:
             person = people.get(person_id)
@@ -525,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", help="only topics in this state, as the list shows it (e.g. 待初审)"
     )
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--limit", type=int, default=LIST_LIMIT, help=f"at most this many (default {LIST_LIMIT})"
+    )
+    listing.add_argument("--offset", type=int, default=0, help="skip this many first")
     show = add(topics, "show", cmd_topics_show, "a topic with its whole history")
     show.add_argument("number", help="topic number, e.g. DH-2026-000001")
     show.add_argument("--json", action="store_true")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.home import find_rooms
@@ -19,16 +19,17 @@ from dialogs.types import Button
 from storage.models import ButtonRef, Room, Topic
 from workflow.cards import BUTTON_PREFIX, action_buttons, card_text, check_ref
 from workflow.clock import CHINA, last_day
-from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
-from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, FINAL_STATES, TRANSITIONS
+from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
 from workflow.permissions import visible_topic
 from workflow.rooms import nearby_rooms
 from workflow.texts import by_day, label
+from workflow.todo import todo_page
 
 NAME = "review"
 PENDING_WORDS = {"待办", "/todo"}
 PENDING_SIZE = 10
+TODO = "m:todo"  # the to-do list; "m:todo:<page>" a later page
 ROOM_CHOICES = 8
 SKIP = "k:skip"
 
@@ -41,8 +42,10 @@ async def on_message(conv: Conversation) -> bool:
         await press(conv, payload.removeprefix(BUTTON_PREFIX))
     elif payload.startswith("o:") and payload[2:].isdigit():
         await show_card(conv, int(payload[2:]))
-    elif payload == "m:todo" or (inbound.kind == "text" and inbound.text.strip() in PENDING_WORDS):
+    elif payload == TODO or (inbound.kind == "text" and inbound.text.strip() in PENDING_WORDS):
         await todo(conv)
+    elif payload.startswith(f"{TODO}:") and payload[len(TODO) + 1 :].isdigit():
+        await todo(conv, max(int(payload[len(TODO) + 1 :]), 1))
     elif conv.state.flow == NAME:
         await answer(conv)
     else:
@@ -63,26 +66,24 @@ async def show_card(conv: Conversation, topic_id: int) -> None:
     )
 
 
-async def todo(conv: Conversation) -> None:
-    """Open items this person can act on, most urgent first."""
+async def todo(conv: Conversation, page: int = 1) -> None:
+    """Open items this person can act on, most urgent first, a page at a time; the last
+    button goes to the next page and says how many are left."""
     actor = await conv.actor()
-    rooms = sorted({room_id for room_id, _ in actor.grants})
-    topics = (
-        await conv.session.exec(
-            select(Topic)
-            .where(
-                col(Topic.room_id).in_(rooms),
-                col(Topic.state).not_in([str(s) for s in FINAL_STATES]),
-            )
-            .order_by(col(Topic.review_due_at).is_(None), col(Topic.review_due_at), col(Topic.id))
-        )
-    ).all()
-    mine = [t for t in topics if await available_actions(conv.session, t, actor)][:PENDING_SIZE]
-    if not mine:
+    offset = (page - 1) * PENDING_SIZE
+    found = await todo_page(conv.session, actor, offset=offset, limit=PENDING_SIZE)
+    if not found.topics:
         conv.reply(say("review", "todo_none"))
         return
+    first, last = found.offset + 1, found.offset + len(found.topics)
+    title = say("review", "todo_title", total=found.total, first=first, last=last)
+    more = []
+    if found.more:
+        title += say("review", "todo_more", more=found.more)
+        next_page = found.offset // PENDING_SIZE + 2
+        more.append(Button(say("review", "todo_next", more=found.more), f"{TODO}:{next_page}"))
     conv.reply(
-        say("review", "todo_title"),
+        title,
         *[
             Button(
                 say(
@@ -94,8 +95,9 @@ async def todo(conv: Conversation) -> None:
                 ),
                 f"o:{t.id}",
             )
-            for t in mine
+            for t in found.topics
         ],
+        *more,
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from bot.cli import main
 from storage.migrate import head_revision
@@ -159,6 +161,52 @@ def test_demo_topics_list_and_show(config: Path, capsys: pytest.CaptureFixture[s
     text = capsys.readouterr().out
     assert "state:     已办结 (implemented)" in text
     assert "12. " in text and "办结情况: 两座公厕已投入使用。" in text
+
+
+def test_topics_list_comes_in_pages_and_reads_only_the_names_shown(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: ``topics list`` is bounded, and only the rooms and people shown are read."""
+    assert run(config, "demo") == 0
+    capsys.readouterr()
+    assert run(config, "topics", "list", "--json") == 0
+    every = json.loads(capsys.readouterr().out)
+    statements: list[tuple[str, Any]] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        statements.append((statement, params))
+
+    event.listen(Engine, "before_cursor_execute", listen)
+    try:
+        assert run(config, "topics", "list", "--limit", "4", "--json") == 0
+    finally:
+        event.remove(Engine, "before_cursor_execute", listen)
+    page = json.loads(capsys.readouterr().out)
+    assert page == every[:4]  # the same rooms' codes and names as the whole list
+    [(rooms, params)] = [(s, p) for s, p in statements if "FROM rooms" in s]
+    assert " IN " in rooms and len(params) == len({t["room"] for t in page}) < 15
+
+    assert run(config, "topics", "list", "--limit", "4") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == [t["number"] for t in every[:4]]
+    assert lines[-1] == "4 of 11 topics; the next with --offset 4"
+    assert run(config, "topics", "list", "--limit", "4", "--offset", "8") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == [t["number"] for t in every[8:]]
+    assert lines[-1] == "3 of 11 topics"
+    assert run(config, "topics", "list", "--limit", "0") == 1
+    assert "--limit must be at least 1" in capsys.readouterr().err
+
+    toilets = next(t for t in every if t["title"] == "运河步道沿线增设公共厕所")
+    assert run(config, "topics", "show", toilets["number"], "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["room_name"], shown["submitter"]) == ("荷北社区协商议事室", "王秀英")
+    assert [h["actor"] for h in shown["history"][:3]] == [
+        "王秀英",
+        "荷北社区召集人",
+        "荷北社区党组织书记",
+    ]
+    assert {d["to"] for d in shown["deliveries"]} >= {"王秀英"}
 
 
 def test_unknown_topic_and_room(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from bot.config import load_config
@@ -16,8 +17,9 @@ from dialogs.router import Dialogs
 from dialogs.types import Inbound, Reply, room_payload
 from storage.db import make_session_factory, transaction
 from storage.models import AuditEntry, OutboxMessage, RoleGrant, Topic
-from tests.world import World, build_world
+from tests.world import ROUTES, World, build_world
 from workflow.clock import FixedClock
+from workflow.engine import available_actions
 from workflow.lifecycle import SUBMITTER, TRANSITIONS, Role, State
 from workflow.permissions import Actor, acting_role
 
@@ -312,6 +314,66 @@ async def test_todo_list_most_urgent_first(world: World, services: Services) -> 
     assert texts(await Reviewer(services.dialogs, "-:resident").type("待办")) == (
         "目前没有待您处理的议题。"
     )
+
+
+async def test_a_long_todo_list_comes_a_page_at_a_time(world: World, services: Services) -> None:
+    """Issue 11: one page of the most urgent, how many more, and a button to the next."""
+    mine = []
+    for n in range(23):
+        mine.append(await world.open("V1", title=f"议题{n:02d}"))
+        world.clock.advance(timedelta(minutes=1))
+    await world.open("V2", title="别村的")  # another room
+    await world.at(State.AWAITING_APPROVAL)  # the secretary's to decide, not the convener's
+    await world.at(State.DECLINED)  # closed
+    convener = Reviewer(services.dialogs, "V1:convener")
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(services.engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        [first] = await convener.type("待办")
+    finally:
+        event.remove(services.engine.sync_engine, "before_cursor_execute", listen)
+    assert first.text == (
+        "待办议题共 23 个（按期限排序），这是第 1–10 个：\n还有 13 个，请点“下一页”查看。"
+    )
+    assert [b.label.split("｜")[0] for b in first.buttons[:10]] == [t.title for t in mine[:10]]
+    assert first.buttons[10].label == "下一页（还有 13 个）" and len(first.buttons) == 11
+    # Loaded a page, not every open topic: how many, then the page; nothing per topic.
+    about_topics = [s for s in statements if "topic" in s]
+    assert len(about_topics) == 2 and "LIMIT" in about_topics[1], about_topics
+
+    [second] = await convener.type("11")  # typed, the number of the next-page button
+    assert second.text.startswith("待办议题共 23 个（按期限排序），这是第 11–20 个：")
+    assert second.text.endswith("还有 3 个，请点“下一页”查看。")
+    [third] = await convener.press(second.buttons[-1].payload)
+    assert third.text == "待办议题共 23 个（按期限排序），这是第 21–23 个："
+    assert [b.payload for b in third.buttons] == [f"o:{t.id}" for t in mine[20:]]
+    seen = [b.payload for r in (first, second, third) for b in r.buttons if b.payload[:2] == "o:"]
+    assert seen == [f"o:{t.id}" for t in mine]
+    # An old page past the end (items handled since) shows the last one.
+    assert (await convener.press("m:todo:9"))[0].text == third.text
+    [card] = await convener.press(third.buttons[0].payload)
+    assert "议题20" in card.text and card.buttons[0].label == "受理"
+
+
+async def test_the_todo_list_has_what_each_role_can_act_on(
+    world: World, services: Services
+) -> None:
+    """The list is filtered in SQL from the transition table: it agrees with the buttons
+    each person gets (withdrawing one's own topic is not review work)."""
+    topics = [await world.at(state) for state in ROUTES]
+    for role in (Role.CONVENER, Role.PARTY, Role.OPERATOR, Role.MEMBER):
+        actor = await world.actor(world.person("V1", role))
+        async with world.sessions() as session:
+            expected = [
+                t.id
+                for t in topics
+                if set(await available_actions(session, t, actor)) - {"withdraw"}
+            ]
+        [listing] = await Reviewer(services.dialogs, f"V1:{role}").type("待办")
+        listed = [int(b.payload[2:]) for b in listing.buttons]
+        assert sorted(listed) == sorted(expected), role
+        assert role == Role.MEMBER or listed, role
 
 
 async def _day():

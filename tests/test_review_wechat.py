@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import xmltodict
 
+from bot.pieces import utf8_bytes
+from bot.wechat_api import TEXT_BYTES
 from tests import review_matrix as matrix
 from tests import test_wechat
 from tests.fakes.wechat_api import CUSTOM_SEND
@@ -137,3 +139,26 @@ async def test_a_tap_on_another_reviewers_menu_is_refused_and_changes_nothing(
     # The option is still good for the one it was made for.
     await first.press("不予受理")
     assert first.shown == "请输入「理由」："
+
+
+async def test_the_secretary_sees_the_category_and_a_long_reason_shortened(start: Start) -> None:
+    """Issue 11: the approval card shows what the convener decided, and why."""
+    h = await start()
+    people = await reviewers(h)
+    await submit(h)
+    convener = people["convener"]
+    reason = ("该小区下水道问题涉及三百余户居民，" + "多次反映未能解决，" * 60)[:500]
+    for step in (convener.press("受理"), convener.press("协商议事"), convener.say(reason)):
+        await deliver(h)
+        await step
+    await deliver(h)
+    [card] = [
+        call.json["msgmenu"]
+        for call in h.fake.calls(CUSTOM_SEND)
+        if call.json["touser"] == OPENIDS["party"]
+    ]
+    assert [option["content"] for option in card["list"]] == ["审定通过", "退回"]
+    text = card["head_content"]
+    assert matrix.TITLE in text and "召集人初审归类：协商议事\n" in text
+    assert "召集人受理理由：" + reason[:299] + "…\n" in text
+    assert utf8_bytes(text) <= TEXT_BYTES

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import Attachment, ButtonRef, Person, Room, Topic
 from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
-from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES
+from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES, State
 from workflow.permissions import Actor, load_actor
 from workflow.similar import most_similar
 from workflow.texts import by_day, label, text
@@ -25,6 +25,17 @@ from workflow.workdays import WorkdayCalendar
 
 BUTTON_PREFIX = "b:"
 SIMILAR_POOL = 200  # the newest open topics of the room that are compared
+BACKGROUND_SHOWN = 300
+
+#: What the person acting in a state decides on, besides the topic itself: fields recorded
+#: by the step that led there (``Topic.facts[action][field]``), with the most characters
+#: shown. The limits keep a whole card, notice and similar topics included, in one Telegram
+#: message (4,096 UTF-16 units); WeChat cuts a long card into pieces (bot/pieces.py). Labels
+#: are ``[cards] deciding_<field>``.
+DECIDING: dict[str, tuple[tuple[str, str, int], ...]] = {
+    State.AWAITING_APPROVAL: (("screen_accept", "category", 20), ("screen_accept", "reason", 300)),
+    State.OUTCOME_REVIEW: (("record_meeting", "consensus", 1000),),
+}
 
 
 def mask_phone(phone: str | None) -> str:
@@ -68,7 +79,8 @@ async def card_text(
             number=topic.number,
             room=room.name if room else "",
             title=topic.title,
-            background=_short(topic.background, 300),
+            background=_short(topic.background, BACKGROUND_SHOWN),
+            deciding=_deciding(topic),
             source=label("sources", topic.source),
             attachments=attachments,
             submitter=submitter,
@@ -136,6 +148,16 @@ async def action_buttons(
         buttons.append((label("actions", action), BUTTON_PREFIX + token))
     await session.flush()
     return buttons
+
+
+def _deciding(topic: Topic) -> str:
+    """The lines of ``DECIDING`` for the topic's state, each ending in a line break."""
+    lines = []
+    for action, name, limit in DECIDING.get(topic.state, ()):
+        value = str(topic.facts.get(action, {}).get(name) or "").strip()
+        if value:
+            lines.append(text("cards", f"deciding_{name}", value=_short(value, limit)) + "\n")
+    return "".join(lines)
 
 
 def _short(value: str, limit: int) -> str:
