@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -178,11 +178,14 @@ async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
 # -- topics ------------------------------------------------------------------------------
 
 
-async def _names(session: AsyncSession, model: type[Room] | type[Person]) -> dict[int, Any]:
+_Row = TypeVar("_Row", Room, Person)
+
+
+async def _names(session: AsyncSession, model: type[_Row]) -> dict[int | None, _Row]:
     return {row.id: row for row in (await session.exec(select(model))).all()}
 
 
-def _topic_summary(topic: Topic, rooms: dict[int, Room]) -> dict[str, Any]:
+def _topic_summary(topic: Topic, rooms: dict[int | None, Room]) -> dict[str, Any]:
     return {
         "number": topic.number,
         "room": rooms[topic.room_id].code,
@@ -367,7 +370,7 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
             person = people.get(person_id)
             return (person.display_name if person else "") or f"#{person_id}"
 
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "number": i.step.number,
                 "title": i.step.title,

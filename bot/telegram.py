@@ -305,7 +305,7 @@ class TelegramSender:
                 raise
 
     async def _remember(self, message: OutboxMessage, sent: Message) -> None:
-        if self.sessions is None or self.clock is None:
+        if self.sessions is None or self.clock is None or message.topic_id is None:
             return
         try:
             async with transaction(self.sessions) as session:
@@ -422,8 +422,8 @@ def to_inbound(update: Update) -> Incoming | None:
         message_id=message_id,
         display_name=user.full_name,
     )
-    inbound = _content(message, base)
-    return Incoming(inbound, chat_id) if inbound is not None else None
+    content = _content(message, base)
+    return Incoming(content, chat_id) if content is not None else None
 
 
 def bot_api_id(value: object, what: str) -> str:
@@ -788,7 +788,7 @@ async def _unsent(session: AsyncSession, address: str, limit: int) -> tuple[int,
     ``limit`` (a probe of the partial index ix_outbox_unsent_chat), and whether one of them
     has failed before (a backlog, not a turn's own notices)."""
     found = await session.exec(
-        select(OutboxMessage.last_error)  # type: ignore[call-overload]
+        select(OutboxMessage.last_error)
         .where(
             col(OutboxMessage.channel) == CHANNEL,
             col(OutboxMessage.address) == address,
