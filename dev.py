@@ -2,7 +2,7 @@
 """Set up and run mashangyi with nothing but Python 3.11+ on the machine.
 
     python3 dev.py demo   # set up, load the demo city into var/demo.db, serve it
-    python3 dev.py test   # set up, lint, run the whole test suite
+    python3 dev.py test   # set up, lint, type-check, run the whole test suite
     python3 dev.py setup  # only set up (.venv from uv.lock)
 
 The set-up is a pinned uv in .tools/ that installs exactly uv.lock into .venv/.
@@ -65,6 +65,7 @@ def demo() -> None:
 def test(extra: list[str]) -> None:
     setup()
     run(tool("ruff"), "check", ".")
+    run(tool("mypy"))  # the packages and settings in pyproject.toml
     run(tool("pytest"), *extra)
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -178,16 +178,17 @@ async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
 # -- topics ------------------------------------------------------------------------------
 
 
+_Row = TypeVar("_Row", Room, Person)
 NAMES_CHUNK = 500  # ids per IN list (SQLite's old bound parameter limit is 999)
 LIST_LIMIT = 100  # topics a `topics list` shows unless told otherwise
 
 
 async def _names(
-    session: AsyncSession, model: type[Room] | type[Person], ids: Iterable[int | None]
-) -> dict[int, Any]:
+    session: AsyncSession, model: type[_Row], ids: Iterable[int | None]
+) -> dict[int | None, _Row]:
     """The rows of ``model`` with these ids: only what a listing shows, not the table."""
     wanted = sorted({i for i in ids if i is not None})
-    found: dict[int, Any] = {}
+    found: dict[int | None, _Row] = {}
     for start in range(0, len(wanted), NAMES_CHUNK):
         chunk = wanted[start : start + NAMES_CHUNK]
         rows = await session.exec(select(model).where(col(model.id).in_(chunk)))
@@ -195,7 +196,7 @@ async def _names(
     return found
 
 
-def _topic_summary(topic: Topic, rooms: dict[int, Room]) -> dict[str, Any]:
+def _topic_summary(topic: Topic, rooms: dict[int | None, Room]) -> dict[str, Any]:
     return {
         "number": topic.number,
         "room": rooms[topic.room_id].code,
@@ -398,7 +399,7 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
             person = people.get(person_id)
             return (person.display_name if person else "") or f"#{person_id}"
 
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "number": i.step.number,
                 "title": i.step.title,

@@ -24,6 +24,7 @@ import sqlalchemy.exc
 import telegram.error
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from dialogs.types import storable
 from storage.db import SessionFactory, transaction
@@ -153,7 +154,7 @@ async def record_failure(
     key = key if len(key) <= KEY_MAX else body_key(key.encode())
     now = clock.now()
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    same = (InboundFailure.channel == channel) & (InboundFailure.key == key)  # type: ignore[arg-type]
+    same = (col(InboundFailure.channel) == channel) & (col(InboundFailure.key) == key)
     for _attempt in range(2):  # two deliveries at once: one inserts, the other counts
         try:
             async with transaction(sessions) as session:
@@ -162,7 +163,7 @@ async def record_failure(
                     .where(same)
                     .values(deliveries=InboundFailure.deliveries + 1, last_seen_at=now)
                 )
-                if counted.rowcount:  # type: ignore[attr-defined]
+                if counted.rowcount:
                     return
                 session.add(
                     InboundFailure(

@@ -143,7 +143,7 @@ class MediaDownloader:
         async with transaction(self.sessions) as session:
             await session.exec(
                 update(Attachment)
-                .where(col(Attachment.id) == row.id, Attachment.status == "pending")
+                .where(col(Attachment.id) == row.id, col(Attachment.status) == "pending")
                 .values(**values)
             )
 

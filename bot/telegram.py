@@ -308,7 +308,7 @@ class TelegramSender:
                 raise
 
     async def _remember(self, message: OutboxMessage, sent: Message) -> None:
-        if self.sessions is None or self.clock is None:
+        if self.sessions is None or self.clock is None or message.topic_id is None:
             return
         try:
             async with transaction(self.sessions) as session:
@@ -425,8 +425,8 @@ def to_inbound(update: Update) -> Incoming | None:
         message_id=message_id,
         display_name=user.full_name,
     )
-    inbound = _content(message, base)
-    return Incoming(inbound, chat_id) if inbound is not None else None
+    content = _content(message, base)
+    return Incoming(content, chat_id) if content is not None else None
 
 
 def bot_api_id(value: object, what: str) -> str:
@@ -873,7 +873,7 @@ async def _unsent(
     process's turns in flight) are not counted: those turns send in order, one after
     another (``TelegramChannel._finish``)."""
     found = await session.exec(
-        select(OutboxMessage.last_error, OutboxMessage.status, OutboxMessage.claimed_by)  # type: ignore[call-overload]
+        select(OutboxMessage.last_error, OutboxMessage.status, OutboxMessage.claimed_by)
         .where(
             col(OutboxMessage.channel) == CHANNEL,
             col(OutboxMessage.address) == address,
@@ -881,8 +881,12 @@ async def _unsent(
         )
         .limit(limit)
     )
-    rows = [r for r in found.all() if not (r.status == "sending" and r.claimed_by == mine)]
-    return len(rows), any(r.last_error is not None for r in rows)
+    rows = [
+        (error, status, holder)
+        for error, status, holder in found.all()
+        if not (status == "sending" and holder == mine)
+    ]
+    return len(rows), any(error is not None for error, _, _ in rows)
 
 
 def _ok() -> web.Response:

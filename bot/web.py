@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import text
@@ -87,7 +88,7 @@ async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
 
 
 def _loop(
-    start: Callable[[Services, asyncio.Event], Awaitable[None]],
+    start: Callable[[Services, asyncio.Event], Coroutine[Any, Any, None]],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A background loop for the app's lifetime: ``start(services, stop)`` runs until
     ``stop`` is set at shutdown, and is given 10 seconds to finish its round."""

@@ -112,7 +112,7 @@ def setup(app: web.Application, services: Services) -> None:
         app.on_cleanup.append(hook.drain)
     # The sender and the media fetcher share one API client (one HTTP session).
     outbound = [*services.senders.values(), *services.fetchers.values()]
-    apis = {id(o.api): o.api for o in outbound if isinstance(getattr(o, "api", None), WeChatAPI)}
+    apis = {id(api): api for o in outbound if isinstance(api := getattr(o, "api", None), WeChatAPI)}
     if apis:
 
         async def close(_app: web.Application) -> None:
@@ -129,7 +129,7 @@ class WeChatWebhook:
         self.reply_deadline = REPLY_DEADLINE
         self.drain_seconds = DRAIN_SECONDS
         #: Steps still running (also those whose delivery was answered already).
-        self._late: set[asyncio.Future[Handled]] = set()
+        self._late: set[asyncio.Future[Any]] = set()
         self._inflight: dict[str, asyncio.Future[Handled]] = {}
         self._answers: dict[str, Answered] = {}
         #: Messages this process kept in the spool: a re-delivery is answered from here.

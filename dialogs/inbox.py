@@ -188,7 +188,7 @@ class Inbox:
         await self.import_spool()
         async with self.sessions() as session:
             rows = (
-                await session.exec(
+                await session.exec(  # type: ignore[call-overload]  # stubs: sqlmodel selects only
                     select(_c.id, _c.inbound, _c.queued_at, _c.attempts)
                     .where(_c.status == "queued")
                     .order_by(_c.queued_at, _c.id)

@@ -162,7 +162,7 @@ async def description(conv: Conversation) -> None:
     inbound = conv.inbound
     if inbound.kind == "voice" and inbound.media and inbound.media.recognition:
         await _attach(conv, "voice")
-        text = inbound.media.recognition.strip()
+        text: str | None = inbound.media.recognition.strip()
     else:
         text = _text(conv, BACKGROUND_MAX, "description_needs_text")
         if text is None:

@@ -63,7 +63,7 @@ class LocalThrottle:
 
     async def check(self, key: Key, message_id: str = "") -> Verdict:
         now = self.now()
-        stamps, told = self.seen.pop(key, None) or (deque(), [-math.inf])
+        stamps, told = self.seen.pop(key) if key in self.seen else (deque(), [-math.inf])
         self.seen[key] = (stamps, told)
         if len(self.seen) > self.max_people:
             self.seen.popitem(last=False)

@@ -192,7 +192,7 @@ async def _holders(session: AsyncSession, room_id: int, roles: Iterable[Role]) -
             col(RoleGrant.role).in_([str(r) for r in roles]),
             col(RoleGrant.revoked_at).is_(None),
         )
-        .order_by(RoleGrant.person_id)
+        .order_by(col(RoleGrant.person_id))
     )
     return list(dict.fromkeys(rows))
 

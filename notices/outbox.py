@@ -38,10 +38,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, or_, select, text, true, update
+from sqlalchemy import and_, exists, or_, text, true, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.bulk import insert_many
@@ -60,7 +61,7 @@ RECORD_MARGIN = timedelta(seconds=10)
 #: What a database that is away raises (a bug is not retried).
 _AWAY = (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError)
 
-_table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_table = OutboxMessage.__table__
 _c = _table.c
 
 
@@ -119,12 +120,9 @@ async def enqueue(
     claimed by ``held_by`` until then, and the caller records the result (Telegram replies).
     """
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert_ = pg_insert
-    elif dialect == "sqlite":
-        insert_ = sqlite_insert
-    else:  # pragma: no cover - only the two supported databases
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the two supported ones
         raise RuntimeError(f"outbox: unsupported database dialect {dialect!r}")
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
     # ON CONFLICT DO NOTHING rather than select-then-insert: two transactions enqueueing the
     # same key at once must not fail the second one with an integrity error.
     statement = (
@@ -316,7 +314,7 @@ class OutboxDispatcher:
                     .limit(self._batch_size - len(ids))
                     .with_for_update(skip_locked=True)
                 )
-                ids += picked.scalars().all()
+                ids += picked.all()
                 if len(ids) >= self._batch_size:
                     break
             if not ids:
@@ -333,10 +331,10 @@ class OutboxDispatcher:
                 return []
             loaded = await session.exec(
                 select(OutboxMessage)
-                .where(OutboxMessage.id.in_(won))  # type: ignore[union-attr]
+                .where(col(OutboxMessage.id).in_(won))
                 .order_by(_c.not_before, _c.id)
             )
-            rows = loaded.scalars().all()
+            rows = loaded.all()
             # Detach: the rows travel to the senders after this session has closed.
             session.expunge_all()
         return list(rows)

@@ -56,11 +56,10 @@ from jinja2.runtime import new_context
 from sqlalchemy import ARRAY, Integer, String, bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select
 
 from notices.outbox import enqueue_many
 from storage.bulk import insert_many
-from storage.db import SessionFactory, transaction
+from storage.db import AnySelect, SessionFactory, select_columns, transaction
 from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
 from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
@@ -332,12 +331,12 @@ async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> l
         Due(
             subject=f"joint:{row.id}",
             occurrence="lapsed",
-            room_id=rooms[row.data["room"]],
+            room_id=room_id,
             submitter_id=int(row.data["initiator"]),
             context={"title": row.data["draft"]["title"]},
         )
         for row in lapsed
-        if rooms.get(row.data["room"]) is not None
+        if (room_id := rooms.get(row.data["room"])) is not None
     ]
 
 
@@ -531,7 +530,7 @@ class Sweeper:
             for person, items in sorted(per_person.items()):
                 items.sort(key=lambda item: order[item[0][0]])
                 contexts = [wanted[key].context for key, _ in items]
-                body = {
+                body: dict[str, Any] = {
                     "text": render({"items": contexts, "count": len(contexts)}),
                     "topic_number": "",
                     "url": "",
@@ -605,8 +604,8 @@ async def _try_lock(session: AsyncSession, name: str) -> bool:
 
 
 def _among(
-    session: AsyncSession, query: Select[Any], column: Any, values: Sequence[Any], kind: Any
-) -> list[Select[Any]]:
+    session: AsyncSession, query: AnySelect, column: Any, values: Sequence[Any], kind: Any
+) -> list[AnySelect]:
     """``query`` limited to rows whose ``column`` is one of ``values``, in as few statements
     as the database allows.
 
@@ -671,7 +670,7 @@ async def _record(
     ]
     result = await insert_many(
         session,
-        ReminderSent.__table__,  # type: ignore[attr-defined]
+        ReminderSent.__table__,
         rows,
         conflict=["kind", "period", "subject", "occurrence", "person_id"],
         returning=["id", "subject", "occurrence", "person_id"],
@@ -684,7 +683,7 @@ async def _record(
 async def reachable(session: AsyncSession, people: Iterable[int]) -> dict[int, tuple[str, str]]:
     """(channel, address) for each person who has a chat identity: the one they wrote from
     last (as ``notices.notify`` chooses), else the newest."""
-    query = select(
+    query = select_columns(
         ChannelIdentity.person_id,
         ChannelIdentity.channel,
         ChannelIdentity.external_id,

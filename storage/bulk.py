@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Row, Table, Text, bindparam, cast, func, select
+from sqlalchemy import ARRAY, JSON, Insert, Row, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -24,7 +24,7 @@ async def insert_many(
     *,
     conflict: Sequence[str],
     returning: Sequence[str] = (),
-) -> list[Row[Any]]:
+) -> list[Row[*tuple[Any, ...]]]:
     """Insert ``rows`` (all with the same keys) in the caller's transaction, skipping those
     that conflict on the unique columns ``conflict``; with ``returning``, the listed columns
     of the rows actually inserted.
@@ -38,10 +38,12 @@ async def insert_many(
     names = list(rows[0])
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
-        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+        statement: Insert = sqlite_insert(table).on_conflict_do_nothing(
+            index_elements=list(conflict)
+        )
         if returning:
             statement = statement.returning(*(table.c[name] for name in returning))
-        result = await session.exec(statement, params=list(rows))  # type: ignore[call-overload]
+        result = await session.exec(statement, params=list(rows))
         return list(result) if returning else []
 
     # A column with one value for every row (kind, status, timestamps) goes as one scalar;
@@ -71,5 +73,5 @@ async def insert_many(
     )
     if returning:
         statement = statement.returning(*(table.c[name] for name in returning))
-    result = await session.exec(statement)  # type: ignore[call-overload]
+    result = await session.exec(statement)
     return list(result) if returning else []

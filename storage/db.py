@@ -10,9 +10,13 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 SessionFactory = async_sessionmaker[AsyncSession]
+#: A select of any number of columns of any types.
+AnySelect = Select[*tuple[Any, ...]]
 
 
 def is_sqlite(url: str) -> bool:
@@ -66,6 +70,12 @@ def make_priority_engine(url: str, timeout: float) -> AsyncEngine:
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def select_columns(*columns: Any) -> AnySelect:
+    """``sqlmodel.select`` of more than four columns: its stubs stop at four, past which a
+    select does not type-check at all. The rows come back as tuples of ``Any``."""
+    return select(*columns)
 
 
 @asynccontextmanager

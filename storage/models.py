@@ -7,9 +7,9 @@ Nothing here is ever hard-deleted: rows are closed (``revoked_at``, a terminal s
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, Index, Table, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import JSONData, UTCDateTime
@@ -19,11 +19,21 @@ from storage.types import JSONData, UTCDateTime
 UNSENT = "status IN ('pending', 'sending')"
 
 
+if TYPE_CHECKING:
+
+    class _Table(SQLModel):
+        # SQLModel's stubs leave out the Core table that a table model gets at class creation.
+        __table__: ClassVar[Table]
+
+else:
+    _Table = SQLModel
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Room(SQLModel, table=True):
+class Room(_Table, table=True):
     """A consultation room (协商议事室); rooms form a tree city → district → town → village."""
 
     __tablename__ = "rooms"
@@ -36,7 +46,7 @@ class Room(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class Person(SQLModel, table=True):
+class Person(_Table, table=True):
     __tablename__ = "people"
     id: int | None = Field(default=None, primary_key=True)
     display_name: str = Field(default="", max_length=100)
@@ -45,7 +55,7 @@ class Person(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ChannelIdentity(SQLModel, table=True):
+class ChannelIdentity(_Table, table=True):
     """A chat identity (WeChat openid, Telegram user id, console name) of a person."""
 
     __tablename__ = "channel_identities"
@@ -59,7 +69,7 @@ class ChannelIdentity(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class RoleGrant(SQLModel, table=True):
+class RoleGrant(_Table, table=True):
     __tablename__ = "role_grants"
     __table_args__ = (Index("ix_role_grants_room_role", "room_id", "role"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -74,7 +84,7 @@ class RoleGrant(SQLModel, table=True):
     invite_id: int | None = Field(default=None, foreign_key="invites.id")
 
 
-class TopicCounter(SQLModel, table=True):
+class TopicCounter(_Table, table=True):
     """Per prefix and year sequence behind human topic numbers (QJP-2026-000123)."""
 
     __tablename__ = "topic_counters"
@@ -83,7 +93,7 @@ class TopicCounter(SQLModel, table=True):
     last: int = 0
 
 
-class Topic(SQLModel, table=True):
+class Topic(_Table, table=True):
     __tablename__ = "topics"
     __table_args__ = (
         Index("ix_topics_room_state", "room_id", "state"),
@@ -113,7 +123,7 @@ class Topic(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class TopicEvent(SQLModel, table=True):
+class TopicEvent(_Table, table=True):
     """Append-only audit trail: one row per change of a topic."""
 
     __tablename__ = "topic_events"
@@ -137,7 +147,7 @@ class TopicEvent(SQLModel, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
 
 
-class Attachment(SQLModel, table=True):
+class Attachment(_Table, table=True):
     """A photo, recording or file. Arrives during a dialog (no topic yet), is downloaded
     from the platform by a background loop (``status`` pending → stored | failed) and is
     linked to the topic when the person confirms."""
@@ -166,7 +176,7 @@ class Attachment(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class ButtonRef(SQLModel, table=True):
+class ButtonRef(_Table, table=True):
     """What a reviewer's button stands for. The button carries only ``token``; a press is
     honoured only by the person it was made for, only once, and only while the topic is
     still at ``topic_version`` (and the role and state are checked again on top)."""
@@ -182,7 +192,7 @@ class ButtonRef(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class CardMessage(SQLModel, table=True):
+class CardMessage(_Table, table=True):
     """A review card as sent on a platform that can edit messages (Telegram): when the
     topic moves on, every card of it is edited to say who did what and when."""
 
@@ -196,7 +206,7 @@ class CardMessage(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class JointRecommendation(SQLModel, table=True):
+class JointRecommendation(_Table, table=True):
     """A member's recommendation waiting for its co-signers (联名荐题); the topic opens
     when all agree. ``data`` holds the draft, the room, the initiator and the answers."""
 
@@ -211,7 +221,7 @@ class JointRecommendation(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class InboundReceipt(SQLModel, table=True):
+class InboundReceipt(_Table, table=True):
     """One row per platform message handled: a retry of the same message finds it and
     gets the same replies back, so a message has exactly one effect.
 
@@ -252,7 +262,7 @@ class InboundReceipt(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
-class InboundFailure(SQLModel, table=True):
+class InboundFailure(_Table, table=True):
     """A platform update that was answered 2xx without being handled: refused at the edge
     (an impossible id, JSON nested too deep) or failing for a reason a retry cannot fix.
     The platform would re-deliver it forever on a 5xx; kept here once per update instead
@@ -275,7 +285,7 @@ class InboundFailure(SQLModel, table=True):
     last_seen_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class OutboxMessage(SQLModel, table=True):
+class OutboxMessage(_Table, table=True):
     """One message to one chat identity; written in the transaction that caused it."""
 
     __tablename__ = "outbox_messages"
@@ -316,7 +326,7 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class ReminderSent(SQLModel, table=True):
+class ReminderSent(_Table, table=True):
     """One reminder given to one person: the scheduler's whole memory (notices/reminders.py).
 
     The row is inserted before its outbox message, in the same transaction, and the unique
@@ -350,7 +360,7 @@ class ReminderSent(SQLModel, table=True):
     sent_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class DialogState(SQLModel, table=True):
+class DialogState(_Table, table=True):
     """Where a person is in a conversation; kept here so a restart resumes it."""
 
     __tablename__ = "dialog_states"
@@ -365,7 +375,7 @@ class DialogState(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class Invite(SQLModel, table=True):
+class Invite(_Table, table=True):
     """A one-time, expiring invitation to take ``role`` in a room (``mashangyi invite``).
 
     Only the SHA-256 of the secret is kept: the link or QR code printed once is the only
@@ -387,7 +397,7 @@ class Invite(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(_Table, table=True):
     """Append-only record of who changed what outside topics: role grants and revocations,
     invites made, revoked and refused."""
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,10 +41,7 @@ from workflow.lifecycle import (
 from workflow.permissions import Actor, acting_role, source_role
 from workflow.rooms import get_room, nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
-
-
-class WorkdayCalendar(Protocol):
-    def due_at(self, started: datetime, n: int = 5) -> datetime: ...
+from workflow.workdays import WorkdayCalendar
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ class Lifecycle:
                 update(Attachment)
                 .where(
                     col(Attachment.id).in_(list(attachment_ids)),
-                    Attachment.uploaded_by_id == uploader_id,
+                    col(Attachment.uploaded_by_id) == uploader_id,
                     col(Attachment.topic_id).is_(None),
                 )
                 .values(topic_id=topic.id)
@@ -319,7 +316,7 @@ class Lifecycle:
     ) -> str:
         """``PREFIX-YEAR-NNNNNN`` from an atomic per-prefix, per-year counter."""
         prefix, year = number_prefix(chain), now.astimezone(CHINA).year
-        dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         statement = (
             dialect.insert(TopicCounter)
             .values(prefix=prefix, year=year, last=1)
@@ -387,10 +384,10 @@ async def _coerce(session: AsyncSession, name: str, raw: Any) -> Any:
         return room
     if spec.kind == "datetime":
         try:
-            value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+            moment = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
         except ValueError:
             raise InvalidField("bad_datetime", field=field_label) from None
-        return value if value.tzinfo else value.replace(tzinfo=CHINA)
+        return moment if moment.tzinfo else moment.replace(tzinfo=CHINA)
     try:  # date
         return raw if isinstance(raw, date) else date.fromisoformat(str(raw))
     except ValueError:

@@ -170,7 +170,7 @@ async def redeem(
         )
         return Redemption("unknown")
     room = await session.get(Room, invite.room_id)
-    assert room is not None and invite.id is not None
+    assert room is not None and room.id is not None and invite.id is not None
     # The one check that counts: used, revoked and expired are decided by the database
     # row at the moment of the update, so two people racing cannot both win.
     won = await session.exec(
@@ -207,7 +207,6 @@ async def redeem(
     set_committed_value(invite, "used_at", now)
     set_committed_value(invite, "used_by_id", person_id)
 
-    assert room.id is not None
     grant = await live_grant(session, person_id, room.id, invite.role)
     if grant is not None:
         await audit.record(

@@ -13,12 +13,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
-from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select
 
+from storage.db import AnySelect, select_columns
 from storage.models import RoleGrant, Room, Topic
 from workflow.clock import CHINA, last_day
 from workflow.lifecycle import CLOCKED_STATES, SUBMITTER, TRANSITIONS, Role
@@ -68,7 +67,9 @@ class RoomTree:
 
     @classmethod
     async def load(cls, session: AsyncSession) -> RoomTree:
-        rows = await session.exec(select(Room.id, Room.code, Room.name, Room.level, Room.parent_id))
+        rows = await session.exec(
+            select_columns(Room.id, Room.code, Room.name, Room.level, Room.parent_id)
+        )
         return cls(RoomInfo(*row) for row in rows)
 
     def __getitem__(self, room_id: int) -> RoomInfo:
@@ -170,12 +171,12 @@ class OverdueStep:
         return self.started_at.astimezone(CHINA).strftime("%Y%m%dT%H%M%S.%f")
 
 
-def overdue_query(now: datetime, states: Collection[str] = CLOCKED_STATES) -> Select[Any]:
+def overdue_query(now: datetime, states: Collection[str] = CLOCKED_STATES) -> AnySelect:
     """Topics in a clocked state whose review window ended at or before ``now``, most
     overdue first. Served by ``ix_topics_state_due (state, review_due_at)``: the cost grows
     with the overdue count, not with the number of topics (bench/sweep.py shows both)."""
     return (
-        select(
+        select_columns(
             Topic.id,
             Topic.number,
             Topic.title,

@@ -27,7 +27,10 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("alembic.ini sets no sqlalchemy.url")
+    engine = make_engine(url, poolclass=pool.NullPool)
     async with engine.begin() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()
