@@ -39,6 +39,11 @@ class Snapshot:
     waiting: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     #: (channel, external id) → topics submitted
     topics: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: (channel, message key) of messages whose replies went into the outbox (rows keyed
+    #: ``<channel>:<tag>:<message key>:<n>``; a refusal's notice does not count)
+    outboxed: set[tuple[str, str]] = field(default_factory=set)
+    #: (channel, message key) → texts of its outbox rows recorded sent
+    sent_rows: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 def _json(value: Any) -> Any:
@@ -61,6 +66,15 @@ async def snapshot(engine: AsyncEngine, chats: set[str]) -> Snapshot:
             text("SELECT channel, key, replies FROM inbound_receipts")
         ):
             shot.receipts[(channel, key)] = [r["text"] for r in _json(replies) if r.get("text")]
+        for key, status, body in await conn.execute(
+            text("SELECT idempotency_key, status, body FROM outbox_messages")
+        ):
+            channel, tag, rest = [*key.split(":", 2), "", ""][:3]
+            if tag in {"late", "reply", "overflow"} and ":" in rest:
+                message = (channel, rest.rsplit(":", 1)[0])
+                shot.outboxed.add(message)
+                if status == "sent":
+                    shot.sent_rows.setdefault(message, []).append(_json(body).get("text", ""))
         for channel, address, body in await conn.execute(
             text(
                 "SELECT channel, address, body FROM outbox_messages "
@@ -148,8 +162,10 @@ def _chat(
     API sends are matched as a pool per text: each message whose passive reply did not carry
     the text takes one send; sends left over are doubles, charged first to a message that
     was also answered passively (two replies for one message), else to the last one. A
-    message handled but never acknowledged in time takes its sends first: its replies
-    reach the person too (as messages through the API), once.
+    message handled but never acknowledged in time whose replies went into the outbox takes
+    its sends first: they reach the person too, once. A reply whose own outbox row (keyed
+    with the message's id) is recorded sent, and whose text reached the chat, is delivered
+    without taking part in the pool.
     """
     lost: set[str] = set()
     doubled: set[str] = set()
@@ -157,11 +173,14 @@ def _chat(
     needs: dict[str, list[Message]] = defaultdict(list)  # text → messages needing a send
     passive: dict[str, list[Message]] = defaultdict(list)  # text → messages answered so
     #: Replies of messages handled though never acknowledged in time (the platform gave up
-    #: on them, the service did not): sends of those are expected, neither lost nor doubles.
+    #: on them, the service did not) that went into the outbox: sends of those are
+    #: expected, neither lost nor doubles.
     unacknowledged: Counter[str] = Counter()
+    delivered: Counter[str] = Counter()  # replies matched to their own sent outbox row
     for m in chat_messages:
         if not m.acknowledged:
-            unacknowledged.update(shot.receipts.get((m.channel, m.key)) or [])
+            if (m.channel, m.key) in shot.outboxed:
+                unacknowledged.update(shot.receipts.get((m.channel, m.key)) or [])
             continue
         row.acknowledged += 1
         replies = shot.receipts.get((m.channel, m.key))
@@ -170,10 +189,19 @@ def _chat(
             lost.add(m.key)
             continue
         for reply in replies:
-            (passive if reply in m.seen_passive else needs)[reply].append(m)
+            if reply in m.seen_passive:
+                passive[reply].append(m)
+            elif any(reply in t for t in shot.sent_rows.get((m.channel, m.key), [])) and any(
+                reply in s.text for s in sends
+            ):
+                # Its own outbox row was sent, and the text reached the chat: delivered.
+                delivered[reply] += 1
+            else:
+                needs[reply].append(m)
     waiting = Counter(shot.waiting.get((chat_messages[0].channel, chat_messages[0].chat), []))
-    for reply in set(needs) | set(passive):
-        pool = max(0, sum(1 for s in sends if reply in s.text) - unacknowledged[reply])
+    for reply in set(needs) | set(passive) | set(delivered):
+        arrived = sum(1 for s in sends if reply in s.text)
+        pool = max(0, arrived - unacknowledged[reply] - delivered[reply])
         wanting = needs.get(reply, [])
         for m in wanting[pool:]:  # nothing arrived for these
             if waiting[reply] > 0:

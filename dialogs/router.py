@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dialogs import home, invites, joint, my_topics, review, state, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, WriteReplies, say
-from dialogs.inbox import keep_in_queue, read_receipt
+from dialogs.inbox import Receipt, keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Inbound, Reply, reply_bodies
 from storage.db import SessionFactory, transaction
@@ -54,6 +54,13 @@ class Handled:
     refused: Verdict | None = None
     #: Answered from its receipt: handled by an earlier delivery, not by this one.
     repeated: bool = False
+
+
+def _repeat(receipt: Receipt) -> Handled:
+    """What a message handled before answers a re-delivery."""
+    # A kept message that could not be handled ("failed") has nothing more to say.
+    deferred = receipt.status == "done" and receipt.queued_at is not None
+    return Handled(receipt.replies, deferred=deferred, repeated=True)
 
 
 @dataclass
@@ -144,7 +151,9 @@ class Dialogs:
                 if backlog and inbound.message_id:
                     # An older message of theirs waits: this one goes behind it.
                     if queued_at is None:
-                        await keep_in_queue(conn, inbound, now)
+                        receipt = await keep_in_queue(conn, inbound, now)
+                        if receipt.status != "queued":
+                            return _repeat(receipt)  # handled before: a re-delivery
                     return Handled([], deferred=True)
                 conv = Conversation(session, inbound, person, chat, self.lifecycle, now, self.tell)
                 before = _where(conv)
@@ -176,10 +185,10 @@ class Dialogs:
                     await write_replies(session, conv.replies, now)
                 return Handled(conv.replies, deferred=deferred)
         except (state.Duplicate, IntegrityError):
-            receipt = await self.stored(inbound)
-            if receipt is None:
+            repeat = await self.stored(inbound)
+            if repeat is None:
                 raise
-            return receipt
+            return repeat
 
     async def stored(self, inbound: Inbound) -> Handled | None:
         """What a message handled before answered, or None when it has not been."""
@@ -187,9 +196,7 @@ class Dialogs:
             receipt = await read_receipt(await session.connection(), inbound)
         if receipt is None or receipt.status == "queued":
             return None
-        # A kept message that could not be handled ("failed") has nothing more to say.
-        deferred = receipt.status == "done" and receipt.queued_at is not None
-        return Handled(receipt.replies, deferred=deferred, repeated=True)
+        return _repeat(receipt)
 
     async def _step(self, conv: Conversation) -> None:
         inbound = _numbered_choice(conv)

@@ -119,6 +119,26 @@ async def test_a_late_step_that_fails_is_kept_and_handled_later_in_order(
     assert await h.services.inbox().drain_once() == 0
 
 
+async def test_a_redelivery_of_a_handled_message_gets_its_reply_while_a_newer_one_is_kept(
+    start: Start, engine: AsyncEngine
+) -> None:
+    """WeChat re-delivers a message already handled (its answer was lost on the way) while
+    the person's next message is kept, waiting: the re-delivery must get the stored reply,
+    not "kept" — nothing would send its reply later (the drill's overload lost one so)."""
+    h = await start()
+    status, first = await post_text(h, "菜单", "1101")
+    assert status == 200 and first != KEPT
+    failing = FailingOnce(h.dialogs)
+    h.services.dialogs = failing  # type: ignore[assignment]
+    h.client.app[WEBHOOK].reply_deadline = 0.01
+    assert await post_text(h, "我的议题", "1102") == (200, KEPT)
+    failing.release.set()  # its step fails: it stays kept, to be handled from the queue
+    await asyncio.sleep(0.05)
+    h.client.app[WEBHOOK].reply_deadline = 5.0
+    assert await post_text(h, "菜单", "1101") == (200, first)
+    assert await count(engine, OutboxMessage) == 0
+
+
 async def test_a_message_that_cannot_be_kept_is_not_acknowledged(
     start: Start, engine: AsyncEngine, tmp_path: Path
 ) -> None:
