@@ -664,14 +664,18 @@ class TelegramChannel:
     async def _finish(
         self, query: CallbackQuery | None, batch: _Batch, previous: asyncio.Task[bool] | None
     ) -> bool:
-        """Send a turn's replies after the chat's previous turn; True when all went. When
-        the previous turn left some of its replies to the outbox, these queue behind them."""
+        """Send a turn's replies after the chat's previous turn, a second later; True when
+        all went. When the previous turn left some of its replies to the outbox, these queue
+        behind them."""
         if previous is not None:
             await asyncio.wait({previous})
             if previous.cancelled() or previous.exception() is not None or not previous.result():
                 keys = [key for key, _ in batch.fresh]
                 await self._settle(keys, batch.hold, **_released(self.services.clock.now()))
                 return False
+            # Turns that piled up in one chat (a slow moment) keep Telegram's pace between
+            # them; one turn's replies still go together.
+            await asyncio.sleep(CHAT_INTERVAL.total_seconds())
         if query is not None:
             await self._show_choice(query)
         return await self._send(batch)

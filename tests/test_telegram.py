@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -546,6 +547,8 @@ async def test_quick_updates_in_one_chat_are_sent_in_order_without_waiting_for_t
         row.idempotency_key for row in sorted(await outbox(services), key=lambda r: r.sent_at)
     ]
     assert sent_keys == [row.idempotency_key for row in await outbox(services)]
+    arrived = [call.at for call in fake.calls if call.method == "sendMessage"]
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(arrived))  # one a second
 
 
 def later_update(number: int) -> dict[str, Any]:

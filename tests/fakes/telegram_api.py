@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class Call:
     params: dict[str, Any]
     status: int  # the HTTP status the fake answered with
     result: Any = None  # the "result" of a successful answer (e.g. the Message sent)
+    at: float = field(default_factory=time.monotonic)  # when it was answered
 
 
 @dataclass
