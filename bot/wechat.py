@@ -87,8 +87,9 @@ KEEP_DEADLINE = 1.0
 #: On shutdown, how long late dialog steps may take to finish (their messages are kept
 #: anyway: one that has not finished is handled from the queue after the restart).
 DRAIN_SECONDS = 10.0
-#: How many spooled message ids a process remembers (WeChat retries within 15 s).
-MAX_SPOOLED = 10_000
+#: How many spooled message ids, and answers to handled ones, a process remembers (WeChat
+#: retries within 15 s).
+MAX_SPOOLED = MAX_REMEMBERED = 10_000
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
 
@@ -134,6 +135,8 @@ class WeChatWebhook:
         self._answers: dict[str, Answered] = {}
         #: Messages this process kept in the spool: a re-delivery is answered from here.
         self._spooled: OrderedDict[str, None] = OrderedDict()
+        #: Passive replies to messages handled here, by message id (see ``_remember``).
+        self._replied: OrderedDict[str, str] = OrderedDict()
         self.token: str = wechat["token"]
         self.mode: str = wechat["message_mode"]  # bot.config checked it against the key
         self.crypto = (
@@ -197,7 +200,7 @@ class WeChatWebhook:
             self._track(inbound.message_id, task, answered)
         await asyncio.wait({task}, timeout=self.reply_deadline)
         if task.done() and not task.cancelled() and task.exception() is None:
-            return self._passive(task.result())
+            return self._remember(inbound, task.result())
         now = self.services.clock.now()
         try:
             receipt = await asyncio.wait_for(
@@ -216,7 +219,20 @@ class WeChatWebhook:
         if receipt.status == "queued":
             return SAY.text("wechat", "kept")
         # Handled in the meantime (by this step or another delivery's): its stored answer.
-        return self._passive(Handled(receipt.replies, deferred=receipt.queued_at is not None))
+        handled = Handled(receipt.replies, deferred=receipt.queued_at is not None)
+        return self._remember(inbound, handled)
+
+    def _remember(self, inbound: Inbound, handled: Handled) -> str:
+        """The passive reply to a handled message, remembered for a re-delivery that finds
+        the database away: WeChat retries when our answer did not reach it, maybe just as
+        the database goes, and the person must then get the same answer, not "kept"."""
+        text = self._passive(handled)
+        waiting = handled.deferred and not handled.replies  # kept behind an older one
+        if handled.refused is None and not waiting and inbound.message_id:
+            self._replied[inbound.message_id] = text
+            if len(self._replied) > MAX_REMEMBERED:
+                self._replied.popitem(last=False)
+        return text
 
     async def _spool(
         self, inbound: Inbound, task: asyncio.Future[Handled], now: datetime
@@ -227,7 +243,10 @@ class WeChatWebhook:
         committing from then on, it sends its replies through the outbox; one that
         committed while the spool was written gets them sent by ``_reply_after``."""
         if task.done() and not task.cancelled() and task.exception() is None:
-            return self._passive(task.result())  # it finished meanwhile, just in time
+            return self._remember(inbound, task.result())  # it finished meanwhile, just in time
+        replied = self._replied.get(inbound.message_id)
+        if replied is not None:  # handled here before: what its receipt says
+            return replied
         try:
             await self.services.spool.append(spool_record(inbound, now))
         except OSError as exc:

@@ -266,6 +266,21 @@ async def test_while_the_database_is_down_a_message_is_kept_on_disk_and_handled_
     assert await h.services.inbox().drain_once() == 0  # imported once
 
 
+async def test_a_redelivery_while_the_database_is_away_gets_the_answer_already_given(
+    start: Start, engine: AsyncEngine
+) -> None:
+    """Our answer to a handled message did not reach WeChat, and the database goes away
+    before its retry: the retry must get the same answer, not "kept" (nothing would
+    follow it: the message is handled, the drill's database outage lost one so)."""
+    h = await start()
+    status, first = await post_text(h, "菜单", "1021")
+    assert status == 200 and first != KEPT
+    h.services.dialogs = DatabaseDown(h.dialogs)  # type: ignore[assignment]
+    h.services.priority_sessions = make_session_factory(make_engine(DEAD_DATABASE))
+    assert await post_text(h, "菜单", "1021") == (200, first)
+    assert not h.services.spool.directory.exists() or not any(h.services.spool.directory.iterdir())
+
+
 async def test_messages_spooled_across_failed_imports_are_all_handled(
     start: Start, engine: AsyncEngine
 ) -> None:
