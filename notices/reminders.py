@@ -51,7 +51,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from jinja2 import Template
 from jinja2.runtime import new_context
 from sqlalchemy import ARRAY, Integer, String, bindparam, func
 from sqlmodel import col, select
@@ -59,6 +59,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from notices.outbox import enqueue_many
+from notices.templating import text_environment
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
@@ -66,12 +67,11 @@ from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
 from workflow.overdue import responsible_roles as _responsible_roles
-from workflow.texts import Catalogue, by_day, label
+from workflow.texts import Catalogue, label
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi.reminders")
 
-TEMPLATES = Path(__file__).with_name("templates")
 TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
 #: Namespace of our advisory locks (the first of the two int4 keys), "ms" for mashangyi.
@@ -400,13 +400,7 @@ class Sweeper:
             raise ValueError("reminder names must be unique")
         self.lock = lock
         self._running = asyncio.Lock()  # one sweep at a time in this process
-        self.env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            undefined=StrictUndefined,
-            keep_trailing_newline=False,
-            autoescape=False,  # plain-text chat messages
-        )
-        self.env.filters["by_day"] = by_day
+        self.env = text_environment()
 
     def office_hours(self, now: datetime) -> bool:
         local = now.astimezone(CHINA)
