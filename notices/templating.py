@@ -4,7 +4,7 @@ Both kinds get the same settings: ``StrictUndefined`` (a name a template uses an
 did not pass is an error, never an empty string in a message or on a page), our filters, and
 none of Jinja's default globals (``range``, ``lipsum``, ``cycler``…): no template uses them,
 and ``Template.render`` copies them, a ChainMap slow to iterate, into every context; without
-them a reminder renders in half the time (``bench/render.py``).
+them a reminder renders in two thirds of the time (``bench/render.py``).
 They differ in escaping only: chat messages are plain text and go out as written; HTML pages
 escape every value.
 
