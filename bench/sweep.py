@@ -15,6 +15,10 @@ Per case it reports:
 - ``again``: the same day ten minutes later — all of it already given (the steady state of
   every sweep but the first each day);
 - ``next day``: the next working day — nudges again, the once-only reminders not.
+
+With ``--floor`` each case is measured a second time, interleaved with the first run sweep
+by sweep, with the messages rendered through Jinja's internals (``FloorRenderer``: what
+the sweeper did until issue 11, the least rendering can cost): a yardstick in the same run.
 """
 
 from __future__ import annotations
@@ -24,16 +28,21 @@ import asyncio
 import random
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from jinja2 import Template
+from jinja2.runtime import new_context
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.serve import freeze_start_up_heap
+from notices import reminders
 from notices.reminders import Sweeper
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade
@@ -50,6 +59,28 @@ DISTRICTS, TOWNS_PER_DISTRICT, VILLAGES_PER_TOWN = 10, 10, 16
 RESIDENTS = 50_000
 CALENDAR = WorkdayCalendar.load()
 NOT_CLOCKED = [s for s in State if s not in CLOCKED_STATES]
+SWEEPER_RENDERER = reminders._Renderer
+
+
+class FloorRenderer(SWEEPER_RENDERER):
+    """The sweeper's renderer as it was until issue 11: the compiled template's root render
+    function on a context made by ``jinja2.runtime.new_context`` (Jinja's internals, not a
+    supported API), the values shared instead of copied. A yardstick only."""
+
+    def __init__(self, template: Template, sweep: reminders.Sweep) -> None:
+        super().__init__(template, sweep)
+        self.globals = dict(template.globals)  # once per sweep: a ChainMap is slow to iterate
+
+    def __call__(self, values: Mapping[str, Any]) -> str:
+        template = self.template
+        context = new_context(
+            template.environment,
+            template.name,
+            template.blocks,
+            {**self.globals, **values, **self.common},
+            shared=True,
+        )
+        return "".join(template.root_render_func(context)).strip()
 
 
 def _windows() -> list[tuple[datetime, datetime]]:
@@ -186,8 +217,9 @@ async def explain(conn: asyncpg.Connection) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-async def measure(url: str, overdue: int, repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` for each kind of sweep (the machine may be shared)."""
+async def measure(url: str, overdue: int, repeats: int, floor: bool) -> dict[str, float]:
+    """Best of ``repeats`` for each kind of sweep (the machine may be shared); with ``floor``
+    the same again with ``FloorRenderer`` (keys "floor first"…), alternating run by run."""
     engine = make_engine(url, pool_size=5)
     sessions = make_session_factory(engine)
     clock = FixedClock(TODAY)
@@ -213,13 +245,18 @@ async def measure(url: str, overdue: int, repeats: int) -> dict[str, float]:
                 best["query"] = min(best.get("query", elapsed), elapsed)
             assert len(found) == overdue, (len(found), overdue)
         for n in range(repeats):
-            async with engine.begin() as conn:  # forget what was given: a fresh day again
-                await conn.execute(text("TRUNCATE reminders_sent, outbox_messages"))
-            await timed("first", TODAY)
-            for minutes in (10, 20, 30):
-                await timed("again", TODAY + timedelta(minutes=minutes + 30 * n))
-            await timed("next day", NEXT_DAY)
+            runs = [("", SWEEPER_RENDERER), ("floor ", FloorRenderer)] if floor else [("", None)]
+            for prefix, renderer in runs if n % 2 == 0 else runs[::-1]:
+                if renderer is not None:
+                    reminders._Renderer = renderer  # type: ignore[misc]
+                async with engine.begin() as conn:  # forget what was given: a fresh day again
+                    await conn.execute(text("TRUNCATE reminders_sent, outbox_messages"))
+                await timed(f"{prefix}first", TODAY)
+                for minutes in (10, 20, 30):
+                    await timed(f"{prefix}again", TODAY + timedelta(minutes=minutes + 30 * n))
+                await timed(f"{prefix}next day", NEXT_DAY)
     finally:
+        reminders._Renderer = SWEEPER_RENDERER  # type: ignore[misc]
         await engine.dispose()
     return best
 
@@ -234,6 +271,9 @@ async def main() -> None:
     )
     parser.add_argument("--explain", action="store_true", help="EXPLAIN the due query per case")
     parser.add_argument("--repeats", type=int, default=2, help="report the best of N runs")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure with FloorRenderer, interleaved"
+    )
     args = parser.parse_args()
     cases = [tuple(int(x) for x in case.split(":")) for case in args.cases.split(",")]
 
@@ -257,14 +297,23 @@ async def main() -> None:
             start = time.perf_counter()
             await seed_topics(conn, total, overdue, rooms, residents)
             seeded = time.perf_counter() - start
-            t = await measure(url, overdue, args.repeats)
-            print(
-                f"{total:>9,} {overdue:>8,} | {t['query'] * 1000:>5.0f}ms | "
-                f"{t['first'] * 1000:>5.0f}ms {t['first messages']:>6.0f} | "
-                f"{t['again'] * 1000:>5.0f}ms | {t['next day'] * 1000:>6.0f}ms "
-                f"{t['next day messages']:>6.0f} | {seeded:.0f}s",
-                flush=True,
-            )
+            t = await measure(url, overdue, args.repeats, args.floor)
+            for prefix in ("", "floor ") if args.floor else ("",):
+                row = (
+                    f"{total:>9,} {overdue:>8,} | {t['query'] * 1000:>5.0f}ms | "
+                    f"{t[prefix + 'first'] * 1000:>5.0f}ms {t[prefix + 'first messages']:>6.0f} | "
+                    f"{t[prefix + 'again'] * 1000:>5.0f}ms | "
+                    f"{t[prefix + 'next day'] * 1000:>6.0f}ms "
+                    f"{t[prefix + 'next day messages']:>6.0f} | {seeded:.0f}s {prefix}"
+                )
+                print(row.rstrip(), flush=True)
+            if args.floor:
+                print(
+                    f"{'':>18} | {'/ floor':>7} | {t['first'] / t['floor first']:>7.2f} "
+                    f"{'':>6} | {t['again'] / t['floor again']:>7.2f} | "
+                    f"{t['next day'] / t['floor next day']:>8.2f}",
+                    flush=True,
+                )
             if args.explain:
                 plans.append((total, overdue, await explain(conn)))
         for total, overdue, plan in plans:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue
+from notices.templating import text_environment
 from storage.models import Attachment, CardMessage, ChannelIdentity, Person, RoleGrant, Room, Topic
 from workflow.cards import action_buttons, card_text
 from workflow.clock import CHINA, Clock, last_day
@@ -24,7 +23,7 @@ from workflow.engine import DomainEvent
 from workflow.lifecycle import Role, public_url
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
-from workflow.texts import by_day, catalogue, label, text
+from workflow.texts import catalogue, label, text
 from workflow.workdays import WorkdayCalendar
 
 #: Who gets told, besides the submitter, and why: the role that must act next.
@@ -39,8 +38,6 @@ REVIEWERS: dict[str, tuple[Role, ...]] = {
 }
 #: Changes the submitter is not told of (internal bookkeeping).
 NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})
-
-TEMPLATES = Path(__file__).with_name("templates")
 
 
 @dataclass(frozen=True)
@@ -64,14 +61,7 @@ class OutboxWriter:
         self.review_links = review_links
         self.calendar = calendar
         self.public_base_url = public_base_url.rstrip("/")
-        # Plain-text chat messages are sent without markup; HTML pages get escaping.
-        self.env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            autoescape=select_autoescape(["html"]),
-            undefined=StrictUndefined,
-            keep_trailing_newline=False,
-        )
-        self.env.filters["by_day"] = by_day
+        self.env = text_environment()
 
     async def __call__(
         self, session: AsyncSession, topic: Topic, events: list[DomainEvent]

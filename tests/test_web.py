@@ -111,3 +111,31 @@ async def test_a_topic_page_exists_only_once_the_topic_is_public(
     assert "协商成果审核中" in page and "本环节应于3月9日前完成" in page
     assert "沿线3公里没有公厕" in page  # published: the description is public
     assert "13812345678" not in page
+
+
+async def test_a_published_topic_page_shows_the_agreed_outcome(
+    database_url: str, engine, clock: FixedClock, tmp_path: Path
+) -> None:
+    """The outcome block, rendered only once results are published, under the pages'
+    strict environment (a name missing from it would be a 500, not an empty line)."""
+    from storage.db import make_session_factory
+    from tests.world import build_world
+    from workflow.lifecycle import State
+
+    world = await build_world(make_session_factory(engine), clock)
+    topics = [await world.at(State.RESULTS_PUBLISHED), await world.at(State.IMPLEMENTED)]
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
+    services = build_services(load_config(path, env={}), clock=clock)
+    client = TestClient(TestServer(create_app(services, run_outbox=False)))
+    await client.start_server()
+    try:
+        for topic in topics:
+            response = await client.get(f"/t/{topic.number}")
+            page = await response.text()
+            assert response.status == 200, page
+            assert "落实单位：镇城管科" in page and "落实措施：立项施工" in page
+            assert "完成时限：2026-06-30" in page
+    finally:
+        await client.close()
+        await services.close()

@@ -17,13 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.services import Services
-from notices.notify import TEMPLATES
+from bot.web.pages import PAGES
 from storage.db import transaction
 from storage.models import Attachment, ButtonRef, Room, Topic
 from workflow.audit import LimitedLog, record
@@ -51,8 +50,6 @@ HEADERS = {
         "form-action 'self'"
     ),
 }
-
-_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
 
 
 class Refused(Exception):
@@ -178,7 +175,7 @@ class ReviewPage:
                 )
                 if claimed.rowcount != 1:  # the same link used twice at once
                     raise Refused("used", ref=ref)
-                result = _env.get_template("pages/review_done.html").render(
+                result = PAGES.get_template("review_done.html").render(
                     action=label("actions", action),
                     topic=topic,
                     state=label("states", topic.state),
@@ -249,7 +246,7 @@ class ReviewPage:
             }
             for a in stored
         ]
-        page = _env.get_template("pages/review.html").render(
+        page = PAGES.get_template("review.html").render(
             topic=topic,
             media=media,
             state=label("states", topic.state),
@@ -262,7 +259,7 @@ class ReviewPage:
 
     async def _refused(self, request: web.Request, refused: Refused, now: datetime) -> web.Response:
         await self._audit(refused, now)
-        page = _env.get_template("pages/review_refused.html").render(
+        page = PAGES.get_template("review_refused.html").render(
             reason=refused.reason,
             message=refused.message,
             state=refused.state,

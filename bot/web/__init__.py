@@ -1,4 +1,6 @@
-"""The aiohttp application. Platform routes (WeChat, Telegram) plug in here."""
+"""The aiohttp application. Platform routes (WeChat, Telegram) plug in here; every HTML
+page is a module of this package (``topic_page``, ``review_page``), its templates in
+``templates/``, rendered through ``pages.PAGES``."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import review_page, telegram, wechat
+from bot import telegram, wechat
 from bot.services import Services
-from notices import pages
+from bot.web import review_page, topic_page
 from notices.scheduler import SweepScheduler
 
 log = logging.getLogger("mashangyi.web")
@@ -49,19 +51,11 @@ async def _ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-async def topic_page(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].sessions() as session:
-        page = await pages.topic_page(session, request.match_info["number"])
-    if page is None:
-        raise web.HTTPNotFound(text="没有这个议题。")
-    return web.Response(text=page, content_type="text/html")
-
-
 def create_app(services: Services, *, run_outbox: bool = True) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/t/{number}", topic_page)
+    topic_page.setup(app, services)  # /t/<number>: public topic pages
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured
