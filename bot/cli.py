@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import CONFIG_ENV, Config, ConfigError, load_config
 from bot.services import Services, build_services
-from bot.telegram import run_command as cmd_telegram
+from bot.telegram.commands import run_command as cmd_telegram
 from storage import migrate
 from storage.db import transaction
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent

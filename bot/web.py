@@ -13,8 +13,9 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import review_page, telegram, wechat
+from bot import review_page, wechat
 from bot.services import Services
+from bot.telegram import webhook as telegram
 from notices import pages
 from notices.scheduler import SweepScheduler
 
