@@ -1,4 +1,10 @@
-"""``mashangyi``: the command line for operators."""
+"""``mashangyi``: the command line for operators.
+
+Over 400 lines, for now: every command's parsing and formatting, next to the one parser that
+names them; the queries behind them are in workflow/queries.py. Splitting this by command
+group into bot/cli/ (ARCHITECTURE.md) waits for the concurrent change to ``main`` (an
+injected clock) to land, so that neither has to be redone by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,21 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlmodel import col, func, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from typing import Any
 
 from bot.config import CONFIG_ENV, Config, ConfigError, load_config
 from bot.services import Services, build_services
-from bot.telegram import run_command as cmd_telegram
+from bot.telegram.commands import run_command as cmd_telegram
 from storage import migrate
 from storage.db import transaction
-from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
+from storage.models import Person, Room, Topic
 from workflow.clock import CHINA, last_day
 from workflow.invites import INVITE_ROLES
 from workflow.lifecycle import State
+from workflow.queries import all_rooms, names, topic_page, topic_record
 from workflow.rooms import RoomImportError, get_room, import_rooms, parse_rooms_csv
 from workflow.texts import label
 
@@ -93,7 +97,7 @@ async def cmd_rooms_import(config: Config, args: argparse.Namespace) -> int:
 async def cmd_rooms_list(config: Config, args: argparse.Namespace) -> int:
     async def work(services: Services) -> int:
         async with services.sessions() as session:
-            rooms = (await session.exec(select(Room).order_by(Room.code))).all()
+            rooms = await all_rooms(session)
         by_id = {room.id: room for room in rooms}
         children: dict[int | None, list[Room]] = {}
         for room in rooms:
@@ -178,22 +182,7 @@ async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
 # -- topics ------------------------------------------------------------------------------
 
 
-_Row = TypeVar("_Row", Room, Person)
-NAMES_CHUNK = 500  # ids per IN list (SQLite's old bound parameter limit is 999)
 LIST_LIMIT = 100  # topics a `topics list` shows unless told otherwise
-
-
-async def _names(
-    session: AsyncSession, model: type[_Row], ids: Iterable[int | None]
-) -> dict[int | None, _Row]:
-    """The rows of ``model`` with these ids: only what a listing shows, not the table."""
-    wanted = sorted({i for i in ids if i is not None})
-    found: dict[int | None, _Row] = {}
-    for start in range(0, len(wanted), NAMES_CHUNK):
-        chunk = wanted[start : start + NAMES_CHUNK]
-        rows = await session.exec(select(model).where(col(model.id).in_(chunk)))
-        found |= {row.id: row for row in rows}
-    return found
 
 
 def _topic_summary(topic: Topic, rooms: dict[int | None, Room]) -> dict[str, Any]:
@@ -228,18 +217,17 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
         async with services.sessions() as session:
             if args.limit < 1 or args.offset < 0:
                 raise CliError("--limit must be at least 1 and --offset at least 0")
-            query = select(Topic)
+            room_id = None
             if args.room:
                 room = await get_room(session, args.room)
                 if room is None:
                     raise CliError(f"no room with code {args.room!r}")
-                query = query.where(Topic.room_id == room.id)
-            if args.state:
-                query = query.where(Topic.state == _state(args.state))
-            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-            page = query.order_by(Topic.number).offset(args.offset).limit(args.limit)
-            topics = (await session.exec(page)).all()
-            rooms = await _names(session, Room, (t.room_id for t in topics))
+                room_id = room.id
+            state = _state(args.state) if args.state else None
+            page = await topic_page(
+                session, room_id=room_id, state=state, offset=args.offset, limit=args.limit
+            )
+        topics, total, rooms = page.topics, page.total, page.rooms
         rows = [_topic_summary(t, rooms) for t in topics]
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -264,33 +252,11 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
 async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
     async def work(services: Services) -> int:
         async with services.sessions() as session:
-            topic = (await session.exec(select(Topic).where(Topic.number == args.number))).first()
-            if topic is None:
-                raise CliError(f"no topic numbered {args.number!r}")
-            events = (
-                await session.exec(
-                    select(TopicEvent)
-                    .where(TopicEvent.topic_id == topic.id)
-                    .order_by(col(TopicEvent.seq))
-                )
-            ).all()
-            outbox = (
-                await session.exec(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.topic_id == topic.id)
-                    .order_by(col(OutboxMessage.id))
-                )
-            ).all()
-            rooms = await _names(
-                session,
-                Room,
-                [topic.room_id, *(r for e in events for r in (e.room_id, e.from_room_id))],
-            )
-            people = await _names(
-                session,
-                Person,
-                [topic.submitter_id, *(e.actor_id for e in events), *(m.person_id for m in outbox)],
-            )
+            record = await topic_record(session, args.number)
+        if record is None:
+            raise CliError(f"no topic numbered {args.number!r}")
+        topic, events, outbox = record.topic, record.events, record.outbox
+        rooms, people = record.rooms, record.people
 
         def who(person_id: int | None) -> str:
             person = people.get(person_id)
@@ -393,7 +359,7 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
                 escalate_after_days=config["reminders"]["escalate_after_days"],
                 under=under,
             )
-            people = await _names(session, Person, (pid for i in items for pid, _ in i.responsible))
+            people = await names(session, Person, (pid for i in items for pid, _ in i.responsible))
 
         def name(person_id: int) -> str:
             person = people.get(person_id)

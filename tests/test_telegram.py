@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import col, func, select
 from telegram.error import BadRequest
 
-import bot.telegram
+import bot.telegram.replies
 from bot.cli import main
 from bot.config import ConfigError, load_config
 from bot.edge import MAX_DEPTH, body_key, too_deep
@@ -25,15 +25,15 @@ from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.telegram import (
     CHAT_INTERVAL,
-    REPLY_HOLD,
     SECRET_HEADER,
-    TELEGRAM,
     TelegramMediaFetcher,
     TelegramSender,
     close_outbound,
     file_base_url,
-    poll,
 )
+from bot.telegram.polling import poll
+from bot.telegram.replies import REPLY_HOLD
+from bot.telegram.webhook import TELEGRAM
 from bot.web import create_app
 from dialogs.conversation import say
 from dialogs.router import Handled
@@ -464,7 +464,7 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
 
     update = payload("start")
     with monkeypatch.context() as patch:
-        patch.setattr(bot.telegram, "send_reply", dies)
+        patch.setattr(bot.telegram.replies, "send_reply", dies)
         # Answered once the reply was in the outbox, before it was sent.
         assert await post(client, update) == 200
     (row,) = await outbox(services)
@@ -674,7 +674,7 @@ async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held
     await client.start_server()
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(bot.telegram, "send_reply", dies)
+            patch.setattr(bot.telegram.replies, "send_reply", dies)
             assert await post(client, payload("text")) == 200  # answered once in the outbox
         (row,) = await outbox(first)
         assert (row.status, row.claimed_by) == ("sending", name)

@@ -15,8 +15,9 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import telegram, wechat
+from bot import wechat
 from bot.services import Services
+from bot.telegram import webhook as telegram
 from bot.web import review_page, topic_page
 from notices.scheduler import SweepScheduler
 

@@ -1,0 +1,198 @@
+"""Sending: a reply as Bot API messages, Bot API errors as the outbox's failures, and the
+outbox's sender for the "telegram" channel (``telegram_outbound`` wires it for the services)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.config import Config
+from bot.pieces import split_text, utf16_units
+from bot.telegram.client import CHANNEL, BotClient, TelegramMediaFetcher
+from dialogs.types import Button, Reply
+from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure
+from storage.db import SessionFactory, transaction
+from storage.models import CardMessage, OutboxMessage
+from workflow.clock import Clock
+from workflow.texts import Catalogue
+
+log = logging.getLogger("mashangyi.telegram")
+
+#: The Bot API's limits: message text in UTF-16 code units, callback_data in bytes.
+TEXT_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64
+#: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
+#: The outbox keeps it when it drains a backlog. The other limit, about 30 messages a
+#: second over all chats, a dispatcher stays under by sending one message at a time (a
+#: round trip each); should several dispatchers exceed it, the 429's retry_after is obeyed.
+CHAT_INTERVAL = timedelta(seconds=1)
+
+TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
+
+
+def delivery_failure(exc: TelegramError) -> DeliveryError:
+    """A Bot API error as the outbox understands it. PTB rewrites error texts: match types."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RetryAfter):
+        return TemporaryFailure(reason, retry_after=_retry_after(exc))
+    if isinstance(exc, Forbidden | BadRequest | ChatMigrated):
+        # Blocked by the user, chat not found, a message the API refuses: a retry cannot help.
+        return PermanentFailure(reason)
+    if isinstance(exc, InvalidToken):
+        # Our configuration, not the recipient: worth retrying once the token is fixed.
+        return TemporaryFailure(f"{reason} (check telegram.bot_token)")
+    return TemporaryFailure(reason)  # NetworkError, TimedOut, 5xx, anything new
+
+
+def _retry_after(exc: RetryAfter) -> timedelta:
+    # An int (deprecated) or a timedelta (PTB_TIMEDELTA=1): accept both, without the warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    """One button per row (labels are Chinese phrases; two per row get cut off on phones)."""
+    rows = []
+    for button in buttons:
+        if not 1 <= len(button.payload.encode()) <= CALLBACK_DATA_LIMIT:
+            # The API would refuse the whole message; losing one button is the lesser harm.
+            log.error("telegram: dropped button %r: payload is not 1-64 bytes", button.label)
+            continue
+        rows.append([InlineKeyboardButton(button.label, callback_data=button.payload)])
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> Message | None:
+    """Send one reply; a long text goes as several messages, the buttons under the last
+    (which is returned)."""
+    pieces = split_text(reply.text, TEXT_LIMIT, utf16_units)
+    sent = None
+    for number, piece in enumerate(pieces, 1):
+        markup = keyboard(reply.buttons) if number == len(pieces) else None
+        sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
+    return sent
+
+
+def reply_body(reply: Reply) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": reply.text}
+    if reply.buttons:
+        body["buttons"] = [[b.label, b.payload] for b in reply.buttons]
+    return body
+
+
+def body_reply(body: dict[str, Any]) -> Reply:
+    """An outbox body (``text``, maybe ``url`` and ``buttons``) as one reply."""
+    text = body.get("text") or ""
+    url = body.get("url")
+    if url and url not in text:
+        text = f"{text}\n\n{TEXTS.text('telegram', 'details', url=url)}"
+    buttons = tuple(Button(label, payload) for label, payload in body.get("buttons") or [])
+    return Reply(text, buttons)
+
+
+class TelegramSender:
+    """The outbox's sender for the "telegram" channel; ``address`` is the chat id.
+
+    A body with ``edit_message_id`` edits that message (a review card that has been
+    handled: the text says by whom, the keyboard goes). A review card that is sent is
+    remembered (``CardMessage``) so it can be edited that way later.
+    """
+
+    #: The outbox's pace for one chat (notices/outbox.py).
+    chat_interval = CHAT_INTERVAL
+
+    def __init__(
+        self, client: BotClient, sessions: SessionFactory | None = None, clock: Clock | None = None
+    ) -> None:
+        self.client, self.sessions, self.clock = client, sessions, clock
+
+    async def send(self, message: OutboxMessage) -> None:
+        bot = self.client.get()
+        try:
+            if "edit_message_id" in message.body:
+                await self._edit(bot, message)
+                return
+            sent = await send_reply(bot, message.address, body_reply(message.body))
+        except TelegramError as exc:
+            raise delivery_failure(exc) from exc
+        if sent is not None and message.topic_id is not None and is_card(message.body):
+            await self._remember(message, sent)
+
+    async def _edit(self, bot: Bot, message: OutboxMessage) -> None:
+        try:
+            await bot.edit_message_text(
+                chat_id=message.address,
+                text=message.body["text"],
+                message_id=int(message.body["edit_message_id"]),
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():  # already says so: done
+                raise
+
+    async def _remember(self, message: OutboxMessage, sent: Message) -> None:
+        if self.sessions is None or self.clock is None or message.topic_id is None:
+            return
+        try:
+            async with transaction(self.sessions) as session:
+                session.add(
+                    CardMessage(
+                        topic_id=message.topic_id,
+                        channel=CHANNEL,
+                        chat_id=message.address,
+                        message_id=str(sent.message_id),
+                        created_at=self.clock.now(),
+                    )
+                )
+        except Exception:  # the card went out; only its later edit is lost
+            log.warning("telegram: could not remember card %s", sent.message_id, exc_info=True)
+
+
+def is_card(body: dict[str, Any]) -> bool:
+    """A review card: its buttons are review-button references."""
+    return any(payload.startswith("b:") for _, payload in body.get("buttons") or [])
+
+
+def telegram_outbound(
+    config: Config, sessions: SessionFactory | None = None, clock: Clock | None = None
+) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
+    """The sender and the media fetcher for ``build_services``; none without a bot token."""
+    if not config["telegram"]["bot_token"]:
+        return {}, {}
+    client = BotClient(config)
+    fetcher = TelegramMediaFetcher(client, config["media"]["max_bytes"])
+    return {CHANNEL: TelegramSender(client, sessions, clock)}, {CHANNEL: fetcher}
+
+
+class Outbound(Protocol):
+    """What ``close_outbound`` reads of the services (bot/services.py, which imports this
+    module: hence a protocol, not the class)."""
+
+    @property
+    def senders(self) -> Mapping[str, object]: ...
+
+    @property
+    def fetchers(self) -> Mapping[str, object]: ...
+
+
+async def close_outbound(services: Outbound) -> None:
+    for user in (services.senders.get(CHANNEL), services.fetchers.get(CHANNEL)):
+        client = getattr(user, "client", None)
+        if isinstance(client, BotClient):
+            await client.close()
