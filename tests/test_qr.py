@@ -13,8 +13,7 @@ from PIL import Image, PdfParser
 from sqlmodel import select
 
 from bot import poster
-from bot.cli import CliError, build_parser, main
-from bot.config import load_config
+from bot.cli import CliError, main, run
 from bot.poster import PAGE, FontError, find_font, packaged_font
 from bot.qr import select_rooms
 from storage.db import SessionFactory, transaction
@@ -72,8 +71,7 @@ async def load_rooms(sessions: SessionFactory, text: str = ROOMS) -> None:
 
 
 async def run_qr(config: Path, *args: str) -> None:
-    parsed = build_parser().parse_args(["--config", str(config), "qr", *args])
-    assert await parsed.handler(load_config(config, env={}), parsed) == 0
+    assert await run(["--config", str(config), "qr", *args], env={}) == 0
 
 
 #: A WeChat account needs the key that signs review links (bot/services.py).
