@@ -327,12 +327,9 @@ def test_a_font_without_chinese_glyphs_is_refused() -> None:
         find_font(latin)
 
 
-def test_without_any_chinese_font_the_error_names_the_config_key(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(poster, "packaged_font", lambda: None)
+def test_without_any_chinese_font_the_error_names_the_config_key(tmp_path: Path) -> None:
     with pytest.raises(FontError, match=r"no font with Chinese glyphs.*poster\.font"):
-        find_font(None, system=[str(tmp_path / "none.ttc")])
+        find_font(None, system=[str(tmp_path / "none.ttc")], packaged=False)
 
 
 async def test_a_missing_configured_font_fails_the_command_before_wechat_is_called(
