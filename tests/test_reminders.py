@@ -8,15 +8,17 @@ working Sunday 09-20 and Saturday 10-10.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, inspect
+from sqlalchemy import text as sql_text
 from sqlmodel import col, select
 
-from notices import reminders as reminders_module
 from notices.reminders import REMINDERS, Reminder, ReminderSettings, Submitter, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, ReminderSent, Topic
@@ -418,27 +420,51 @@ async def test_a_restart_catches_up_without_duplicates(world: World, database_ur
         ]
 
 
-async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def outbox_refusing(sessions: SessionFactory, kind: str) -> AsyncIterator[None]:
+    """The database refuses to store outbox messages of ``kind`` (a trigger) until the block
+    ends: a write failing at the end of a reminder kind's transaction."""
+    statements = {
+        "sqlite": [
+            "CREATE TRIGGER refuse_kind BEFORE INSERT ON outbox_messages "
+            f"WHEN NEW.kind = '{kind}' BEGIN SELECT RAISE(ABORT, 'database went away'); END"
+        ],
+        "postgresql": [
+            "CREATE FUNCTION refuse_kind() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'database went away'; END $$",
+            "CREATE TRIGGER refuse_kind BEFORE INSERT ON outbox_messages FOR EACH ROW "
+            f"WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION refuse_kind()",
+        ],
+    }
+    undo = {
+        "sqlite": ["DROP TRIGGER refuse_kind"],
+        "postgresql": ["DROP TRIGGER refuse_kind ON outbox_messages", "DROP FUNCTION refuse_kind"],
+    }
+
+    async def run(given: dict[str, list[str]]) -> None:
+        async with transaction(sessions) as session:
+            conn = await session.connection()
+            for statement in given[conn.dialect.name]:
+                await conn.execute(sql_text(statement))
+
+    await run(statements)
+    try:
+        yield
+    finally:
+        await run(undo)
+
+
+async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(world: World) -> None:
     await open_at(world, at("02-09"), "V1", "运河步道增设公厕")
     await open_at(world, at("02-09"), "V2", "河道清淤")
-    real = reminders_module.enqueue_many
+    async with outbox_refusing(world.sessions, "reminder.review.delayed"):
+        world.clock.set(at("02-24", "09:00"))
+        report = await make_sweeper(world).run_once()
+        assert (report.sent["review.nudge"], report.failed) == (2, ["review.delayed"])
+        async with world.sessions() as session:
+            recorded = await session.exec(select(ReminderSent.kind).order_by(col(ReminderSent.id)))
+            assert list(recorded) == ["review.nudge", "review.nudge"]  # delayed ones rolled back
 
-    async def broken(session: Any, messages: list[dict[str, Any]], *, now: datetime) -> None:
-        if messages and messages[0]["kind"] == "reminder.review.delayed":
-            raise ConnectionError("database went away")
-        await real(session, messages, now=now)
-
-    monkeypatch.setattr(reminders_module, "enqueue_many", broken)
-    world.clock.set(at("02-24", "09:00"))
-    report = await make_sweeper(world).run_once()
-    assert (report.sent["review.nudge"], report.failed) == (2, ["review.delayed"])
-    async with world.sessions() as session:
-        recorded = await session.exec(select(ReminderSent.kind).order_by(col(ReminderSent.id)))
-        assert list(recorded) == ["review.nudge", "review.nudge"]  # delayed ones rolled back
-
-    monkeypatch.setattr(reminders_module, "enqueue_many", real)
     watch = Watch(world)
     sent = await watch.sweep(at("02-24", "09:10"))
     assert [(s.kind, s.to) for s in sent] == [
