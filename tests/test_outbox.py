@@ -672,12 +672,10 @@ async def _race(
     assert [tuple(s) for s in statuses] == [("sent", len(keys))]
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("FOR UPDATE SKIP LOCKED across connections")
 async def test_two_dispatchers_with_separate_engines_send_each_key_once(
-    database_url: str, on_postgres: bool, sessions: SessionFactory, clock: FixedClock
+    database_url: str, sessions: SessionFactory, clock: FixedClock
 ) -> None:
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (FOR UPDATE SKIP LOCKED across connections)")
     keys = await _enqueue_many(sessions, clock, 300)
     other_engine = make_engine(database_url)
     try:

@@ -479,13 +479,11 @@ async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(world: World
 # -- two processes on PostgreSQL -------------------------------------------------------------
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("two processes on one database")
 @pytest.mark.parametrize("lock", [True, False], ids=["advisory-lock", "unique-key-only"])
 async def test_two_sweepers_on_postgresql_never_send_twice(
-    world: World, database_url: str, on_postgres: bool, lock: bool
+    world: World, database_url: str, lock: bool
 ) -> None:
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (two processes on one database)")
     rooms = ["V1", "V2", "V3", "V4", "T1", "T2", "T3", "X"]
     topics = [
         await open_at(world, at("02-09"), rooms[n % len(rooms)], f"议题{n}") for n in range(40)

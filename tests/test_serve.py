@@ -69,12 +69,10 @@ def signed_url(port: int) -> str:
 
 @pytest.fixture
 async def workers(
-    database_url: str, engine: AsyncEngine, on_postgres: bool, tmp_path: Path
+    database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> AsyncIterator[tuple[Process, int]]:
-    """``mashangyi serve --workers 2`` on the test database, with the test rooms."""
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (several serving processes)")
-
+    """``mashangyi serve --workers 2`` on the test database, with the test rooms (the tests
+    that use it are ``postgres_only``: SQLite serves with one process)."""
     async with transaction(make_session_factory(engine)) as session:
         await import_rooms(session, parse_rooms_csv(ROOMS.encode()), SystemClock().now())
     port = free_port()
@@ -101,6 +99,7 @@ def _answers(port: int) -> bool:
     return False
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_several_workers_answer_on_one_port(
     workers: tuple[Process, int], engine: AsyncEngine
 ) -> None:
@@ -127,6 +126,7 @@ async def test_several_workers_answer_on_one_port(
     assert {(s.flow, s.step) for s in states} == {("submit_topic", "title")}
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_sigterm_stops_every_worker(workers: tuple[Process, int]) -> None:
     proc, _ = workers
     pids = children(proc.pid)
@@ -135,6 +135,7 @@ async def test_sigterm_stops_every_worker(workers: tuple[Process, int]) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_a_dead_worker_stops_the_rest_and_fails(
     workers: tuple[Process, int],
 ) -> None:
@@ -146,6 +147,7 @@ async def test_a_dead_worker_stops_the_rest_and_fails(
     assert not alive(first)
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_workers_stop_when_their_parent_is_killed(
     workers: tuple[Process, int],
 ) -> None:
