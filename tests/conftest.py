@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401
-from storage.db import SessionFactory, is_sqlite, make_engine, make_session_factory
+from storage.db import SessionFactory, make_engine, make_session_factory
 from storage.migrate import upgrade
 from workflow.clock import CHINA, FixedClock
 
@@ -49,11 +49,6 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
     asyncio.run(upgrade(url))
     return url
-
-
-@pytest.fixture
-def on_postgres(database_url: str) -> bool:
-    return not is_sqlite(database_url)
 
 
 async def empty_database(engine: AsyncEngine) -> None:

@@ -15,11 +15,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect
+from sqlalchemy import func
 from sqlalchemy import text as sql_text
 from sqlmodel import col, select
 
-from notices.reminders import REMINDERS, Reminder, ReminderSettings, Submitter, Sweeper
+from notices.reminders import REMINDERS, ReminderSettings, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, ReminderSent, Topic
 from tests.world import ROUTES, World, build_world
@@ -520,53 +520,6 @@ async def test_two_sweepers_on_postgresql_never_send_twice(
         assert escalated.one() == 35
     nudged = [(m.person_id, m.topic_id, m.created_at) for m, _ in rows if m.kind.endswith("nudge")]
     assert len(nudged) == len(set(nudged))
-
-
-async def test_kinds_are_given_side_by_side_on_postgresql_one_by_one_on_sqlite(
-    world: World, on_postgres: bool
-) -> None:
-    """On PostgreSQL each kind has its own transaction and they run at the same time (the
-    server inserts one kind's rows while this process renders another's); SQLite has one
-    writer, so there each kind starts when the previous one has finished."""
-    events: list[str] = []
-    second_started = asyncio.Event()
-
-    async def first(session: Any, sweep: Any) -> list[Any]:
-        events.append("first started")
-        if on_postgres:  # times out unless the second kind runs meanwhile
-            await asyncio.wait_for(second_started.wait(), 10)
-        events.append("first done")
-        return []
-
-    async def second(session: Any, sweep: Any) -> list[Any]:
-        events.append("second started")
-        second_started.set()
-        return []
-
-    kinds = [Reminder(name, find, Submitter()) for name, find in (("a", first), ("b", second))]
-    world.clock.set(at("02-24", "10:00"))
-    report = await Sweeper(world.sessions, world.clock, CALENDAR, reminders=kinds).run_once()
-    assert (report.failed, report.sent) == ([], {"a": 0, "b": 0})
-    if on_postgres:
-        assert events == ["first started", "second started", "first done"]
-    else:
-        assert events == ["first started", "first done", "second started"]
-
-
-#: The tables a sweep inserts into.
-SWEEP_WRITES = ("reminders_sent", "outbox_messages")
-
-
-async def test_the_tables_a_sweep_writes_have_no_foreign_keys(world: World) -> None:
-    """A sweep plans its statements for their values (``force_custom_plan`` on PostgreSQL);
-    a foreign key on a table it fills would have its check re-planned for every row: 2.5
-    times the insert time (bench/README.md, migrations 0006 and 0009)."""
-    async with world.sessions() as session:
-        conn = await session.connection()
-        keys = await conn.run_sync(
-            lambda sync: {t: inspect(sync).get_foreign_keys(t) for t in SWEEP_WRITES}
-        )
-    assert keys == {"reminders_sent": [], "outbox_messages": []}
 
 
 # -- yearly activity ----------------------------------------------------------------------------

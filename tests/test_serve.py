@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import os
 import signal
@@ -21,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from bot.cli import main
-from bot.config import load_config
-from bot.serve import serve
 from storage.db import make_session_factory, transaction
 from storage.models import DialogState
 from tests.test_wechat import payload
@@ -171,29 +168,6 @@ def test_several_workers_need_postgresql(
     assert "need PostgreSQL" in capsys.readouterr().err
     assert main(["--config", str(config), "serve", "--workers", "0"]) == 1
     assert "at least 1" in capsys.readouterr().err
-
-
-async def test_serve_exempts_its_start_up_heap_from_full_collections(
-    database_url: str, engine: AsyncEngine, tmp_path: Path
-) -> None:
-    """Once serving, what start-up allocated is frozen (gc.freeze): full collections during
-    a heavy sweep no longer walk it (bench/README.md)."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
-    port = free_port()
-    gc.unfreeze()
-    task = asyncio.create_task(serve(load_config(config), "127.0.0.1", port))
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            assert not task.done(), "serve exited"
-            assert time.monotonic() < deadline, "serve did not start"
-            await asyncio.sleep(0.1)
-        assert gc.get_freeze_count() > 0
-    finally:
-        os.kill(os.getpid(), signal.SIGTERM)  # serve's own way to stop
-        await asyncio.wait_for(task, 30)
-        gc.unfreeze()
 
 
 @pytest.mark.parametrize(
