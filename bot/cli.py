@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from bot.telegram.commands import run_command as cmd_telegram
 from storage import migrate
 from storage.db import transaction
 from storage.models import Person, Room, Topic
-from workflow.clock import CHINA, last_day
+from workflow.clock import CHINA, Clock, last_day
 from workflow.invites import INVITE_ROLES
 from workflow.lifecycle import State
 from workflow.queries import all_rooms, names, topic_page, topic_record
@@ -49,8 +49,10 @@ def _due(due_at: datetime | None) -> str:
     return last_day(due_at).isoformat() if due_at else "-"
 
 
-async def _with_services(config: Config, work: Callable[[Services], Awaitable[int]]) -> int:
-    services = build_services(config)
+async def _with_services(
+    config: Config, args: argparse.Namespace, work: Callable[[Services], Awaitable[int]]
+) -> int:
+    services = build_services(config, args.clock)
     try:
         return await work(services)
     finally:
@@ -91,7 +93,7 @@ async def cmd_rooms_import(config: Config, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 async def cmd_rooms_list(config: Config, args: argparse.Namespace) -> int:
@@ -113,7 +115,7 @@ async def cmd_rooms_list(config: Config, args: argparse.Namespace) -> int:
         print(f"{len(rooms)} rooms")
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 async def cmd_qr(config: Config, args: argparse.Namespace) -> int:
@@ -128,23 +130,25 @@ async def cmd_qr(config: Config, args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 # -- invites and roles --------------------------------------------------------------------
 
 
-async def _roles_command(config: Config, work: Callable[[Services], Awaitable[object]]) -> int:
+async def _roles_command(
+    config: Config, args: argparse.Namespace, work: Callable[[Services], Awaitable[object]]
+) -> int:
     from bot.invites import CommandError
 
-    async def run(services: Services) -> int:
+    async def guarded(services: Services) -> int:
         try:
             await work(services)
         except CommandError as exc:
             raise CliError(str(exc)) from None
         return 0
 
-    return await _with_services(config, run)
+    return await _with_services(config, args, guarded)
 
 
 async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
@@ -157,26 +161,26 @@ async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     except CommandError as exc:
         raise CliError(str(exc)) from None
     return await _roles_command(
-        config, lambda s: make_invite(s, args.room, args.role, validity, args.out)
+        config, args, lambda s: make_invite(s, args.room, args.role, validity, args.out)
     )
 
 
 async def cmd_invite_revoke(config: Config, args: argparse.Namespace) -> int:
     from bot.invites import withdraw_invite
 
-    return await _roles_command(config, lambda s: withdraw_invite(s, args.id, print))
+    return await _roles_command(config, args, lambda s: withdraw_invite(s, args.id, print))
 
 
 async def cmd_roles_list(config: Config, args: argparse.Namespace) -> int:
     from bot.invites import list_roles
 
-    return await _roles_command(config, lambda s: list_roles(s, args.room, args.json, print))
+    return await _roles_command(config, args, lambda s: list_roles(s, args.room, args.json, print))
 
 
 async def cmd_roles_revoke(config: Config, args: argparse.Namespace) -> int:
     from bot.invites import take_back_role
 
-    return await _roles_command(config, lambda s: take_back_role(s, args.grant_id, print))
+    return await _roles_command(config, args, lambda s: take_back_role(s, args.grant_id, print))
 
 
 # -- topics ------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
             print(f"{len(rows)} of {total} topics")
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
@@ -335,7 +339,7 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
             print("  (none)")
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 # -- overdue -----------------------------------------------------------------------------
@@ -401,14 +405,14 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
         print(f"{len(rows)} overdue")
         return 0
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 # -- calendar, demo, serve, worker --------------------------------------------------------
 
 
 async def cmd_calendar_status(config: Config, args: argparse.Namespace) -> int:
-    services = build_services(config)
+    services = build_services(config, args.clock)
     try:
         warning = services.calendar_warning()
     finally:
@@ -421,7 +425,7 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from bot.demo import load_demo
 
     await migrate.upgrade(config.database_url)
-    return await _with_services(config, load_demo)
+    return await _with_services(config, args, load_demo)
 
 
 async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -433,7 +437,7 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         raise CliError("--workers must be at least 1")
     if args.workers > 1:
         return await serve_many(config, host, port, args.workers)
-    await serve(config, host, port)
+    await serve(config, host, port, clock=args.clock)
     return 0
 
 
@@ -441,7 +445,7 @@ async def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from bot.serve import stop_event
     from bot.worker import run_worker
 
-    services = build_services(config)
+    services = build_services(config, args.clock)
     warning = services.calendar_warning()
     if warning:
         log.warning("%s", warning)
@@ -470,12 +474,13 @@ async def cmd_chat(config: Config, args: argparse.Namespace) -> int:
         await services.take_worker_id("chat")
         return await chat(services, args.room, args.name)
 
-    return await _with_services(config, work)
+    return await _with_services(config, args, work)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mashangyi", description="码上议 consultation-room bot")
     parser.add_argument("--config", help=f"TOML config file (default: ${CONFIG_ENV})")
+    parser.set_defaults(clock=None)  # the system clock (``parse_args`` gives another)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(parent: Any, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
@@ -558,11 +563,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None, clock: Clock | None = None) -> argparse.Namespace:
+    """The command line as the handlers take it: ``clock`` (None: the system clock) is the
+    one the command's services run on."""
+    return build_parser().parse_args(argv, namespace=argparse.Namespace(clock=clock))
+
+
+async def run(
+    argv: Sequence[str], *, clock: Clock | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """Run one command in the running event loop (``main`` starts its own); errors are
+    raised, not printed. ``env`` stands in for the environment when reading the config."""
+    args = parse_args(argv, clock)
+    return int(await args.handler(load_config(args.config, env), args))
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """The ``mashangyi`` command. ``clock`` stands in for the system clock in the commands
+    that run in this process (not in ``serve --workers N``'s processes, nor yet in
+    ``telegram …``, which builds its own services)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv, clock)
     try:
         config = load_config(args.config)
         return asyncio.run(args.handler(config, args))

@@ -116,8 +116,12 @@ def packaged_font() -> Path | None:
     return path if path.is_file() else None
 
 
-def find_font(configured: Path | None, system: Sequence[str] = SYSTEM_FONTS) -> PosterFont:
-    """The font for posters; raises ``FontError`` naming ``poster.font`` when there is none."""
+def find_font(
+    configured: Path | None, system: Sequence[str] = SYSTEM_FONTS, *, packaged: bool = True
+) -> PosterFont:
+    """The font for posters; raises ``FontError`` naming ``poster.font`` when there is none.
+    Unless configured, the one installed with the dependencies (``packaged``), then
+    ``system``'s."""
     if configured is not None:
         if not configured.is_file():
             raise FontError(f"poster.font: no such file: {configured}")
@@ -125,8 +129,8 @@ def find_font(configured: Path | None, system: Sequence[str] = SYSTEM_FONTS) -> 
         if font is None:
             raise FontError(f"poster.font: {configured} is not a font with Chinese glyphs; {HINT}")
         return font
-    packaged = packaged_font()
-    candidates = ([packaged] if packaged else []) + [Path(p) for p in system]
+    installed = packaged_font() if packaged else None
+    candidates = ([installed] if installed else []) + [Path(p) for p in system]
     for path in candidates:
         if path.is_file() and (font := _usable(path)):
             return font

@@ -27,6 +27,7 @@ from bot.config import Config, ConfigError, load_config
 from bot.services import build_review_links, build_services
 from bot.web import create_app
 from storage.db import is_sqlite
+from workflow.clock import Clock
 
 log = logging.getLogger("mashangyi")
 
@@ -42,13 +43,15 @@ async def serve(
     background: bool = True,
     reuse_port: bool = False,
     parent_gone: int | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl+C; ``background``: also run the outbox, media and sweeps.
 
     ``parent_gone``: a file descriptor that becomes readable when the process that started
-    this one exits; then this one stops too, rather than live on unsupervised.
+    this one exits; then this one stops too, rather than live on unsupervised. ``clock``:
+    the services' clock (None: the system clock).
     """
-    services = build_services(config)
+    services = build_services(config, clock)
     if background and (warning := services.calendar_warning()):
         log.warning("%s", warning)
     # Before the first request: the webhook holds its replies under this identity, and

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401
-from storage.db import SessionFactory, is_sqlite, make_engine, make_session_factory
+from storage.db import SessionFactory, make_engine, make_session_factory
 from storage.migrate import upgrade
 from workflow.clock import CHINA, FixedClock
 
@@ -29,6 +29,16 @@ async def _reset_postgres(url: str) -> None:
     await engine.dispose()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.postgres_only("why")``: skipped, before its fixtures are set up,
+    unless the suite runs on PostgreSQL."""
+    marker = item.get_closest_marker("postgres_only")
+    if marker is not None and not os.environ.get(PG_ENV):
+        why = f" ({marker.args[0]})" if marker.args else ""
+        pytest.skip(f"needs PostgreSQL{why}")
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated, empty database for this test session (via Alembic, not create_all)."""
@@ -39,11 +49,6 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
     asyncio.run(upgrade(url))
     return url
-
-
-@pytest.fixture
-def on_postgres(database_url: str) -> bool:
-    return not is_sqlite(database_url)
 
 
 async def empty_database(engine: AsyncEngine) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,9 @@ from sqlmodel import SQLModel, col, select, text
 from telegram import Update
 from wechatpy import parse_message
 
-import bot.cli
 from bot import telegram as telegram_channel
 from bot import wechat as wechat_channel
-from bot.cli import CliError, build_parser, main
+from bot.cli import CliError, build_parser, main, run
 from bot.config import load_config
 from bot.invites import parse_validity
 from bot.services import Services, build_services
@@ -66,12 +65,8 @@ def config_path(tmp_path: Path, database_url: str) -> Path:
 
 
 @pytest.fixture
-async def services(
-    config_path: Path, engine: Any, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
-    """Services on the test clock; the command line is given the same clock."""
-    real = build_services
-    monkeypatch.setattr(bot.cli, "build_services", lambda config: real(config, clock=clock))
+async def services(config_path: Path, engine: Any, clock: FixedClock) -> AsyncIterator[Services]:
+    """Services on the test clock; the command line (``cli``) is given the same clock."""
     services = build_services(load_config(config_path, env={}), clock=clock)
     async with transaction(services.sessions) as session:
         await import_rooms(session, parse_rooms_csv(ROOMS.encode()), clock.now())
@@ -87,14 +82,20 @@ async def wechat() -> AsyncIterator[FakeWeChatAPI]:
     await fake.close()
 
 
-async def cli(config: Path, *args: str) -> None:
-    """Run one command in this event loop (``main`` would start its own)."""
-    parsed = build_parser().parse_args(["--config", str(config), *args])
-    assert await parsed.handler(load_config(config, env={}), parsed) == 0
+Cli = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def cli(clock: FixedClock) -> Cli:
+    async def command(config: Path, *args: str) -> None:
+        """Run one command in this event loop (``main`` would start its own)."""
+        assert await run(["--config", str(config), *args], clock=clock, env={}) == 0
+
+    return command
 
 
 async def invite_link(
-    config: Path, capsys: pytest.CaptureFixture[str], *args: str, room: str = "V1"
+    cli: Cli, config: Path, capsys: pytest.CaptureFixture[str], *args: str, room: str = "V1"
 ) -> tuple[str, str]:
     """``mashangyi invite``: (the Telegram deep link printed, the start payload in it)."""
     capsys.readouterr()
@@ -185,6 +186,7 @@ REVOKED = "这个邀请已被管理员作废"
 
 
 async def test_a_cli_invite_opened_in_telegram_grants_the_role_and_is_audited(
+    cli: Cli,
     services: Services,
     config_path: Path,
     tmp_path: Path,
@@ -266,6 +268,7 @@ async def test_an_inviter_is_recorded_as_granted_by(services: Services) -> None:
 
 
 async def test_wechat_gets_a_temporary_qr_code_whose_scene_redeems(
+    cli: Cli,
     services: Services,
     tmp_path: Path,
     database_url: str,
@@ -317,7 +320,7 @@ async def test_wechat_gets_a_temporary_qr_code_whose_scene_redeems(
 
 
 async def test_a_wechat_refusal_stores_no_invite(
-    services: Services, tmp_path: Path, database_url: str, wechat: FakeWeChatAPI
+    cli: Cli, services: Services, tmp_path: Path, database_url: str, wechat: FakeWeChatAPI
 ) -> None:
     config = write_config(
         tmp_path / "wechat.toml",
@@ -340,9 +343,9 @@ async def test_a_wechat_refusal_stores_no_invite(
 
 
 async def test_a_used_invite_is_refused_to_anyone_else(
-    services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, payload = await invite_link(config_path, capsys, "--role", "convener")
+    _, payload = await invite_link(cli, config_path, capsys, "--role", "convener")
     first, second = Person(services, "first"), Person(services, "second")
     assert (await first.open(payload)).startswith(GRANTED)
     assert (await second.open(payload)).startswith(USED)
@@ -378,9 +381,9 @@ async def test_an_expired_invite_is_refused(services: Services, clock: FixedCloc
 
 
 async def test_a_revoked_invite_is_refused(
-    services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, payload = await invite_link(config_path, capsys, "--role", "operator")
+    _, payload = await invite_link(cli, config_path, capsys, "--role", "operator")
     [invite] = await rows(services, Invite)
     await cli(config_path, "invite", "revoke", str(invite.id))
     assert f"invite {invite.id} (平台操作人员 (operator)) revoked" in capsys.readouterr().out
@@ -395,9 +398,9 @@ async def test_a_revoked_invite_is_refused(
 
 
 async def test_a_used_invite_cannot_be_revoked_the_role_can(
-    services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, services: Services, config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, payload = await invite_link(config_path, capsys, "--role", "member")
+    _, payload = await invite_link(cli, config_path, capsys, "--role", "member")
     await Person(services, "member").open(payload)
     [invite] = await rows(services, Invite)
     with pytest.raises(CliError, match=r"already used .* revoke the role instead"):
@@ -663,7 +666,7 @@ def test_a_bad_expiry_is_one_clear_line(
 
 
 async def test_invite_needs_a_known_room_and_a_configured_channel(
-    services: Services, config_path: Path, tmp_path: Path, database_url: str
+    cli: Cli, services: Services, config_path: Path, tmp_path: Path, database_url: str
 ) -> None:
     with pytest.raises(CliError, match="no room with code 'NOPE'"):
         await cli(config_path, "invite", "--room", "NOPE", "--role", "party")

@@ -10,11 +10,12 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, update
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.identity import take_identity
 from notices.notify import tell
@@ -29,6 +30,9 @@ from notices.outbox import (
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, Person
 from workflow.clock import FixedClock
+
+#: Nothing listens there: a database that went away.
+DEAD_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
 
 LEASE = timedelta(minutes=5)
 
@@ -595,24 +599,27 @@ def test_a_killed_process_leaves_its_identity_to_its_successor(tmp_path: Path) -
 
 
 async def test_run_forever_survives_errors_and_stops_when_told(
-    sessions: SessionFactory, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+    sessions: SessionFactory, clock: FixedClock
 ) -> None:
     await add(sessions, clock, "k1")
     stop = asyncio.Event()
     sender = RecordingSender(on_send=lambda _m: stop.set())
-    d = dispatcher(sessions, clock, {"telegram": sender})
-    real_claim = d._claim
+    dead = make_engine(DEAD_DATABASE)
+    gone = make_session_factory(dead)
     claims = 0
 
-    async def flaky_claim() -> list[OutboxMessage]:
+    def claiming() -> AsyncSession:
+        """The dispatcher claims in sessions of this factory (it records in ``records``):
+        the first round finds the database gone, the next one finds it back."""
         nonlocal claims
         claims += 1
-        if claims == 1:
-            raise RuntimeError("database went away")
-        return await real_claim()
+        return (gone if claims == 1 else sessions)()
 
-    monkeypatch.setattr(d, "_claim", flaky_claim)
-    await asyncio.wait_for(d.run_forever(stop, idle_seconds=0), timeout=10)
+    d = dispatcher(cast(SessionFactory, claiming), clock, {"telegram": sender}, records=sessions)
+    try:
+        await asyncio.wait_for(d.run_forever(stop, idle_seconds=0), timeout=10)
+    finally:
+        await dead.dispose()
     assert claims == 2
     assert sender.sent == ["k1"]
     assert (await row(sessions, "k1")).status == "sent"
@@ -665,12 +672,10 @@ async def _race(
     assert [tuple(s) for s in statuses] == [("sent", len(keys))]
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("FOR UPDATE SKIP LOCKED across connections")
 async def test_two_dispatchers_with_separate_engines_send_each_key_once(
-    database_url: str, on_postgres: bool, sessions: SessionFactory, clock: FixedClock
+    database_url: str, sessions: SessionFactory, clock: FixedClock
 ) -> None:
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (FOR UPDATE SKIP LOCKED across connections)")
     keys = await _enqueue_many(sessions, clock, 300)
     other_engine = make_engine(database_url)
     try:

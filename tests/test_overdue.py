@@ -21,7 +21,7 @@ def at(month: int, day: int, hour: int = 10) -> datetime:
 
 
 @pytest.fixture
-def config(empty_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config(empty_db: str, tmp_path: Path) -> Path:
     async def topics() -> None:
         engine = make_engine(empty_db)
         try:
@@ -37,15 +37,14 @@ def config(empty_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
             await engine.dispose()
 
     asyncio.run(topics())
-    # The CLI reads the system clock; make "now" Friday 2026-02-27 10:00.
-    monkeypatch.setattr("bot.services.SystemClock", lambda: FixedClock(at(2, 27)))
     path = tmp_path / "config.toml"
     path.write_text(f'[database]\nurl = "{empty_db}"\n', encoding="utf-8")
     return path
 
 
 def run(config: Path, *args: str) -> int:
-    return main(["--config", str(config), *args])
+    # "Now" is Friday 2026-02-27 10:00.
+    return main(["--config", str(config), *args], clock=FixedClock(at(2, 27)))
 
 
 def test_overdue_lists_every_late_step_with_who_must_act(

@@ -13,8 +13,7 @@ from PIL import Image, PdfParser
 from sqlmodel import select
 
 from bot import poster
-from bot.cli import CliError, build_parser, main
-from bot.config import load_config
+from bot.cli import CliError, main, run
 from bot.poster import PAGE, FontError, find_font, packaged_font
 from bot.qr import select_rooms
 from storage.db import SessionFactory, transaction
@@ -72,8 +71,7 @@ async def load_rooms(sessions: SessionFactory, text: str = ROOMS) -> None:
 
 
 async def run_qr(config: Path, *args: str) -> None:
-    parsed = build_parser().parse_args(["--config", str(config), "qr", *args])
-    assert await parsed.handler(load_config(config, env={}), parsed) == 0
+    assert await run(["--config", str(config), "qr", *args], env={}) == 0
 
 
 #: A WeChat account needs the key that signs review links (bot/services.py).
@@ -329,12 +327,9 @@ def test_a_font_without_chinese_glyphs_is_refused() -> None:
         find_font(latin)
 
 
-def test_without_any_chinese_font_the_error_names_the_config_key(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(poster, "packaged_font", lambda: None)
+def test_without_any_chinese_font_the_error_names_the_config_key(tmp_path: Path) -> None:
     with pytest.raises(FontError, match=r"no font with Chinese glyphs.*poster\.font"):
-        find_font(None, system=[str(tmp_path / "none.ttc")])
+        find_font(None, system=[str(tmp_path / "none.ttc")], packaged=False)
 
 
 async def test_a_missing_configured_font_fails_the_command_before_wechat_is_called(

@@ -8,16 +8,18 @@ working Sunday 09-20 and Saturday 10-10.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect
+from sqlalchemy import func
+from sqlalchemy import text as sql_text
 from sqlmodel import col, select
 
-from notices import reminders as reminders_module
-from notices.reminders import REMINDERS, Reminder, ReminderSettings, Submitter, Sweeper
+from notices.reminders import REMINDERS, ReminderSettings, Sweeper
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, ReminderSent, Topic
 from tests.world import ROUTES, World, build_world
@@ -418,27 +420,51 @@ async def test_a_restart_catches_up_without_duplicates(world: World, database_ur
         ]
 
 
-async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def outbox_refusing(sessions: SessionFactory, kind: str) -> AsyncIterator[None]:
+    """The database refuses to store outbox messages of ``kind`` (a trigger) until the block
+    ends: a write failing at the end of a reminder kind's transaction."""
+    statements = {
+        "sqlite": [
+            "CREATE TRIGGER refuse_kind BEFORE INSERT ON outbox_messages "
+            f"WHEN NEW.kind = '{kind}' BEGIN SELECT RAISE(ABORT, 'database went away'); END"
+        ],
+        "postgresql": [
+            "CREATE FUNCTION refuse_kind() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'database went away'; END $$",
+            "CREATE TRIGGER refuse_kind BEFORE INSERT ON outbox_messages FOR EACH ROW "
+            f"WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION refuse_kind()",
+        ],
+    }
+    undo = {
+        "sqlite": ["DROP TRIGGER refuse_kind"],
+        "postgresql": ["DROP TRIGGER refuse_kind ON outbox_messages", "DROP FUNCTION refuse_kind"],
+    }
+
+    async def run(given: dict[str, list[str]]) -> None:
+        async with transaction(sessions) as session:
+            conn = await session.connection()
+            for statement in given[conn.dialect.name]:
+                await conn.execute(sql_text(statement))
+
+    await run(statements)
+    try:
+        yield
+    finally:
+        await run(undo)
+
+
+async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(world: World) -> None:
     await open_at(world, at("02-09"), "V1", "运河步道增设公厕")
     await open_at(world, at("02-09"), "V2", "河道清淤")
-    real = reminders_module.enqueue_many
+    async with outbox_refusing(world.sessions, "reminder.review.delayed"):
+        world.clock.set(at("02-24", "09:00"))
+        report = await make_sweeper(world).run_once()
+        assert (report.sent["review.nudge"], report.failed) == (2, ["review.delayed"])
+        async with world.sessions() as session:
+            recorded = await session.exec(select(ReminderSent.kind).order_by(col(ReminderSent.id)))
+            assert list(recorded) == ["review.nudge", "review.nudge"]  # delayed ones rolled back
 
-    async def broken(session: Any, messages: list[dict[str, Any]], *, now: datetime) -> None:
-        if messages and messages[0]["kind"] == "reminder.review.delayed":
-            raise ConnectionError("database went away")
-        await real(session, messages, now=now)
-
-    monkeypatch.setattr(reminders_module, "enqueue_many", broken)
-    world.clock.set(at("02-24", "09:00"))
-    report = await make_sweeper(world).run_once()
-    assert (report.sent["review.nudge"], report.failed) == (2, ["review.delayed"])
-    async with world.sessions() as session:
-        recorded = await session.exec(select(ReminderSent.kind).order_by(col(ReminderSent.id)))
-        assert list(recorded) == ["review.nudge", "review.nudge"]  # delayed ones rolled back
-
-    monkeypatch.setattr(reminders_module, "enqueue_many", real)
     watch = Watch(world)
     sent = await watch.sweep(at("02-24", "09:10"))
     assert [(s.kind, s.to) for s in sent] == [
@@ -453,13 +479,11 @@ async def test_a_sweep_that_fails_half_way_leaves_nothing_half_done(
 # -- two processes on PostgreSQL -------------------------------------------------------------
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("two processes on one database")
 @pytest.mark.parametrize("lock", [True, False], ids=["advisory-lock", "unique-key-only"])
 async def test_two_sweepers_on_postgresql_never_send_twice(
-    world: World, database_url: str, on_postgres: bool, lock: bool
+    world: World, database_url: str, lock: bool
 ) -> None:
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (two processes on one database)")
     rooms = ["V1", "V2", "V3", "V4", "T1", "T2", "T3", "X"]
     topics = [
         await open_at(world, at("02-09"), rooms[n % len(rooms)], f"议题{n}") for n in range(40)
@@ -496,53 +520,6 @@ async def test_two_sweepers_on_postgresql_never_send_twice(
         assert escalated.one() == 35
     nudged = [(m.person_id, m.topic_id, m.created_at) for m, _ in rows if m.kind.endswith("nudge")]
     assert len(nudged) == len(set(nudged))
-
-
-async def test_kinds_are_given_side_by_side_on_postgresql_one_by_one_on_sqlite(
-    world: World, on_postgres: bool
-) -> None:
-    """On PostgreSQL each kind has its own transaction and they run at the same time (the
-    server inserts one kind's rows while this process renders another's); SQLite has one
-    writer, so there each kind starts when the previous one has finished."""
-    events: list[str] = []
-    second_started = asyncio.Event()
-
-    async def first(session: Any, sweep: Any) -> list[Any]:
-        events.append("first started")
-        if on_postgres:  # times out unless the second kind runs meanwhile
-            await asyncio.wait_for(second_started.wait(), 10)
-        events.append("first done")
-        return []
-
-    async def second(session: Any, sweep: Any) -> list[Any]:
-        events.append("second started")
-        second_started.set()
-        return []
-
-    kinds = [Reminder(name, find, Submitter()) for name, find in (("a", first), ("b", second))]
-    world.clock.set(at("02-24", "10:00"))
-    report = await Sweeper(world.sessions, world.clock, CALENDAR, reminders=kinds).run_once()
-    assert (report.failed, report.sent) == ([], {"a": 0, "b": 0})
-    if on_postgres:
-        assert events == ["first started", "second started", "first done"]
-    else:
-        assert events == ["first started", "first done", "second started"]
-
-
-#: The tables a sweep inserts into.
-SWEEP_WRITES = ("reminders_sent", "outbox_messages")
-
-
-async def test_the_tables_a_sweep_writes_have_no_foreign_keys(world: World) -> None:
-    """A sweep plans its statements for their values (``force_custom_plan`` on PostgreSQL);
-    a foreign key on a table it fills would have its check re-planned for every row: 2.5
-    times the insert time (bench/README.md, migrations 0006 and 0009)."""
-    async with world.sessions() as session:
-        conn = await session.connection()
-        keys = await conn.run_sync(
-            lambda sync: {t: inspect(sync).get_foreign_keys(t) for t in SWEEP_WRITES}
-        )
-    assert keys == {"reminders_sent": [], "outbox_messages": []}
 
 
 # -- yearly activity ----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import os
 import signal
@@ -21,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from bot.cli import main
-from bot.config import load_config
-from bot.serve import serve
 from storage.db import make_session_factory, transaction
 from storage.models import DialogState
 from tests.test_wechat import payload
@@ -69,12 +66,10 @@ def signed_url(port: int) -> str:
 
 @pytest.fixture
 async def workers(
-    database_url: str, engine: AsyncEngine, on_postgres: bool, tmp_path: Path
+    database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> AsyncIterator[tuple[Process, int]]:
-    """``mashangyi serve --workers 2`` on the test database, with the test rooms."""
-    if not on_postgres:
-        pytest.skip("needs PostgreSQL (several serving processes)")
-
+    """``mashangyi serve --workers 2`` on the test database, with the test rooms (the tests
+    that use it are ``postgres_only``: SQLite serves with one process)."""
     async with transaction(make_session_factory(engine)) as session:
         await import_rooms(session, parse_rooms_csv(ROOMS.encode()), SystemClock().now())
     port = free_port()
@@ -101,6 +96,7 @@ def _answers(port: int) -> bool:
     return False
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_several_workers_answer_on_one_port(
     workers: tuple[Process, int], engine: AsyncEngine
 ) -> None:
@@ -127,6 +123,7 @@ async def test_several_workers_answer_on_one_port(
     assert {(s.flow, s.step) for s in states} == {("submit_topic", "title")}
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_sigterm_stops_every_worker(workers: tuple[Process, int]) -> None:
     proc, _ = workers
     pids = children(proc.pid)
@@ -135,6 +132,7 @@ async def test_sigterm_stops_every_worker(workers: tuple[Process, int]) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_a_dead_worker_stops_the_rest_and_fails(
     workers: tuple[Process, int],
 ) -> None:
@@ -146,6 +144,7 @@ async def test_a_dead_worker_stops_the_rest_and_fails(
     assert not alive(first)
 
 
+@pytest.mark.postgres_only("several serving processes")
 async def test_workers_stop_when_their_parent_is_killed(
     workers: tuple[Process, int],
 ) -> None:
@@ -169,29 +168,6 @@ def test_several_workers_need_postgresql(
     assert "need PostgreSQL" in capsys.readouterr().err
     assert main(["--config", str(config), "serve", "--workers", "0"]) == 1
     assert "at least 1" in capsys.readouterr().err
-
-
-async def test_serve_exempts_its_start_up_heap_from_full_collections(
-    database_url: str, engine: AsyncEngine, tmp_path: Path
-) -> None:
-    """Once serving, what start-up allocated is frozen (gc.freeze): full collections during
-    a heavy sweep no longer walk it (bench/README.md)."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
-    port = free_port()
-    gc.unfreeze()
-    task = asyncio.create_task(serve(load_config(config), "127.0.0.1", port))
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            assert not task.done(), "serve exited"
-            assert time.monotonic() < deadline, "serve did not start"
-            await asyncio.sleep(0.1)
-        assert gc.get_freeze_count() > 0
-    finally:
-        os.kill(os.getpid(), signal.SIGTERM)  # serve's own way to stop
-        await asyncio.wait_for(task, 30)
-        gc.unfreeze()
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import col, func, select
+from telegram import Bot
 from telegram.error import BadRequest
 
-import bot.telegram.replies
 from bot.cli import main
 from bot.config import ConfigError, load_config
 from bot.edge import MAX_DEPTH, body_key, too_deep
@@ -459,12 +459,12 @@ async def test_a_worker_dying_mid_reply_leaves_it_to_the_outbox_after_the_hold(
     clock: FixedClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def dies(*args: object) -> None:
+    async def dies(*args: object, **kwargs: object) -> None:
         raise ConnectionResetError("worker killed")  # as good as no answer: Telegram retries
 
     update = payload("start")
     with monkeypatch.context() as patch:
-        patch.setattr(bot.telegram.replies, "send_reply", dies)
+        patch.setattr(Bot, "send_message", dies)
         # Answered once the reply was in the outbox, before it was sent.
         assert await post(client, update) == 200
     (row,) = await outbox(services)
@@ -664,7 +664,7 @@ async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held
     fake: FakeBotAPI,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def dies(*args: object) -> None:
+    async def dies(*args: object, **kwargs: object) -> None:
         raise ConnectionResetError("worker killed")  # the process dies mid-send
 
     first = make_services(config_path, clock)
@@ -674,7 +674,7 @@ async def test_a_restarted_process_sends_the_replies_its_killed_predecessor_held
     await client.start_server()
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(bot.telegram.replies, "send_reply", dies)
+            patch.setattr(Bot, "send_message", dies)
             assert await post(client, payload("text")) == 200  # answered once in the outbox
         (row,) = await outbox(first)
         assert (row.status, row.claimed_by) == ("sending", name)

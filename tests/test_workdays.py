@@ -35,17 +35,18 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def no_shipped_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def no_shipped_tables(tmp_path: Path) -> Path:
     """An empty shipped-tables folder, so tests do not depend on what ships later."""
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    monkeypatch.setattr(workdays, "SHIPPED_DIR", shipped)
     return shipped
 
 
 @pytest.fixture
 def cal_2027(tmp_path: Path, no_shipped_tables: Path) -> WorkdayCalendar:
-    return WorkdayCalendar.load([write(tmp_path / "2027.toml", TABLE_2027)])
+    return WorkdayCalendar.load(
+        [write(tmp_path / "2027.toml", TABLE_2027)], shipped_dir=no_shipped_tables
+    )
 
 
 def d(text: str) -> date:
@@ -226,7 +227,7 @@ def test_2027_table_makeup_saturday(cal_2027: WorkdayCalendar) -> None:
 
 
 def test_without_table_2027_falls_back(no_shipped_tables: Path) -> None:
-    cal = WorkdayCalendar.load()
+    cal = WorkdayCalendar.load(shipped_dir=no_shipped_tables)
     # Monday-Friday only: 12-29, 12-30, 12-31, Fri 01-01, Mon 01-04.
     assert cal.add_workdays(d("2026-12-28"), 5) == d("2027-01-04")
     assert cal.source(d("2027-01-01")) == "fallback"
@@ -255,11 +256,11 @@ def test_config_table_replaces_shipped_year(tmp_path: Path, no_shipped_tables: P
         tmp_path / "corrected-2027.toml",
         'year = 2027\nsource = "corrected"\nholidays = [2027-01-04]\n',
     )
-    shipped_only = WorkdayCalendar.load()
+    shipped_only = WorkdayCalendar.load(shipped_dir=no_shipped_tables)
     assert shipped_only.is_workday(d("2027-01-01")) is False
     assert shipped_only.is_workday(d("2027-01-04")) is True
 
-    cal = WorkdayCalendar.load([config])
+    cal = WorkdayCalendar.load([config], shipped_dir=no_shipped_tables)
     assert cal.is_workday(d("2027-01-01")) is True
     assert cal.is_workday(d("2027-01-04")) is False
     assert cal.source(d("2027-01-04")) == "table"
@@ -272,7 +273,7 @@ def test_two_config_tables_for_one_year_refused(tmp_path: Path, no_shipped_table
     a = write(tmp_path / "a.toml", TABLE_2027)
     b = write(tmp_path / "b.toml", TABLE_2027)
     with pytest.raises(CalendarDataError, match=r"b\.toml.*already has a table for 2027"):
-        WorkdayCalendar.load([a, b])
+        WorkdayCalendar.load([a, b], shipped_dir=no_shipped_tables)
 
 
 def test_shipped_folder_loads_and_is_documented() -> None:
@@ -325,7 +326,7 @@ def test_coverage_for_year_without_data() -> None:
 
 
 def test_coverage_near_package_end(no_shipped_tables: Path, tmp_path: Path) -> None:
-    cal = WorkdayCalendar.load()
+    cal = WorkdayCalendar.load(shipped_dir=no_shipped_tables)
     # [2026-11-01, 2027-01-30): 2026 is covered by the package, January 2027 is not.
     missing = cal.uncovered_days(d("2026-11-01"))
     assert missing == [d("2027-01-01") + timedelta(days=i) for i in range(29)]
@@ -338,7 +339,9 @@ def test_coverage_near_package_end(no_shipped_tables: Path, tmp_path: Path) -> N
     assert cal.uncovered_days(d("2026-11-01"), 61) == []
     assert cal.coverage_warning(d("2026-11-01"), 61) is None
     # With a 2027 table the horizon is covered.
-    covered = WorkdayCalendar.load([write(tmp_path / "2027.toml", TABLE_2027)])
+    covered = WorkdayCalendar.load(
+        [write(tmp_path / "2027.toml", TABLE_2027)], shipped_dir=no_shipped_tables
+    )
     assert covered.uncovered_days(d("2026-11-01")) == []
     assert covered.coverage_warning(d("2026-11-01")) is None
 
@@ -420,6 +423,7 @@ def test_local_days_win_over_table_and_fallback(tmp_path: Path, no_shipped_table
         [write(tmp_path / "2027.toml", TABLE_2027)],
         extra_holidays=[d("2027-02-20"), d("2031-01-06")],
         extra_workdays=[d("2027-01-01"), d("2031-01-04")],
+        shipped_dir=no_shipped_tables,
     )
     assert cal.is_workday(d("2027-02-20")) is False
     assert cal.is_workday(d("2027-01-01")) is True
@@ -471,7 +475,7 @@ def test_bad_table_file(tmp_path: Path, text: str, bad_entry: str) -> None:
 def test_bad_shipped_table_fails_load(no_shipped_tables: Path) -> None:
     write(no_shipped_tables / "2027.toml", 'year = 2027\nsource = "s"\nholidays = [2026-01-01]\n')
     with pytest.raises(CalendarDataError, match=r"2027\.toml.*2026-01-01"):
-        WorkdayCalendar.load()
+        WorkdayCalendar.load(shipped_dir=no_shipped_tables)
 
 
 def test_weekend_holiday_is_fine(tmp_path: Path) -> None:

@@ -215,9 +215,11 @@ class WorkdayCalendar:
         *,
         extra_holidays: Iterable[date] = (),
         extra_workdays: Iterable[date] = (),
+        shipped_dir: Path = SHIPPED_DIR,
     ) -> WorkdayCalendar:
-        """Shipped tables plus config table files; a config file replaces a shipped year."""
-        shipped = _load_tables(sorted(SHIPPED_DIR.glob("*.toml")), "workflow/holidays")
+        """Shipped tables (``shipped_dir``'s) plus config table files; a config file replaces a
+        shipped year."""
+        shipped = _load_tables(sorted(shipped_dir.glob("*.toml")), "workflow/holidays")
         configured = _load_tables((Path(p) for p in table_paths), "calendar.holiday_tables")
         for year, table in configured.items():
             if year in shipped:

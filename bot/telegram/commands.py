@@ -40,7 +40,7 @@ async def set_webhook(services: Services) -> str:
 
 async def run_command(config: Config, args: argparse.Namespace) -> int:
     """``mashangyi telegram set-webhook | poll``."""
-    services = build_services(config)
+    services = build_services(config, getattr(args, "clock", None))
     try:
         if args.telegram == "set-webhook":
             url = await set_webhook(services)
