@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dialogs.types import Inbound
 from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
+from storage.sql import DIALECTS, dialect, insert_for
 
 _state = DialogState.__table__
 _identity = ChannelIdentity.__table__
@@ -119,11 +119,11 @@ _SAVE_STATE = update(_state).where(_state.c.id == bindparam("state_id"))
 _NO_BACKLOG = select(_BACKLOG)
 
 
-def _receipt_upsert(insert_: Any) -> Any:
+def _receipt_upsert(name: str) -> Any:
     """The receipt, or a queued row turned ``done``; nothing (no row returned) when the
     message was handled before. Returns the row's ``queued_at``: set when the message was
     acknowledged before it was handled, so its replies go through the outbox."""
-    statement = insert_(_receipt)
+    statement = insert_for(name, _receipt)
     return statement.on_conflict_do_update(
         index_elements=["channel", "key"],
         set_={
@@ -137,10 +137,7 @@ def _receipt_upsert(insert_: Any) -> Any:
     ).returning(_receipt.c.queued_at)
 
 
-_RECEIPT = {
-    "postgresql": _receipt_upsert(postgresql.insert),
-    "sqlite": _receipt_upsert(sqlite.insert),
-}
+_RECEIPT = {name: _receipt_upsert(name) for name in DIALECTS}
 
 
 async def load(
@@ -215,7 +212,7 @@ async def save(
     if receipt is None:
         return False
     written = await conn.execute(
-        _RECEIPT[conn.dialect.name],
+        _RECEIPT[dialect(conn)],
         {
             "channel": inbound.channel,
             "key": inbound.message_id,
