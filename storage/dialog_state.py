@@ -1,4 +1,5 @@
-"""Who wrote and where they are in a dialog: the statements every inbound message runs.
+"""The dialog-state store: who wrote and where they are in a dialog, read and written by
+the statements every inbound message runs.
 
 Every message reads its sender and dialog state and writes the new state and a receipt.
 These few statements are SQLAlchemy Core, built once at import: on the WeChat benchmark the
@@ -8,18 +9,20 @@ of a dialog step's CPU time. Everything else a step does stays ORM.
 Known sender (the usual case): one query, the dialog-state row locked (``FOR UPDATE``; on
 PostgreSQL this serializes one person's messages across processes). First contact: the
 person, their chat identity and the state are created.
+
+The message comes as anything with an ``Inbound``'s addressing fields (``Message``):
+storage knows nothing of the dialogs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialogs.types import Inbound
 from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
 from storage.sql import DIALECTS, dialect, insert_for
 
@@ -31,6 +34,19 @@ _receipt = InboundReceipt.__table__
 #: A WeChat customer-service window is 48 h; its start to the minute is plenty.
 INBOUND_RESOLUTION = timedelta(minutes=1)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class Message(Protocol):
+    """What the store reads of an inbound message (dialogs.types.Inbound)."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def user_ref(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
 
 
 @dataclass
@@ -56,7 +72,7 @@ class Duplicate(Exception):
     """This message was handled before (its receipt is ``done``): roll back its second run."""
 
 
-#: An older message of the same person, kept but not handled yet (dialogs/inbox.py): this
+#: An older message of the same person, kept but not handled yet (the inbox): this
 #: one must wait behind it. ``before``: this message's own queued time, or the far future.
 _BACKLOG = exists().where(
     _receipt.c.channel == bindparam("channel"),
@@ -142,7 +158,7 @@ _RECEIPT = {name: _receipt_upsert(name) for name in DIALECTS}
 
 async def load(
     conn: AsyncConnection,
-    inbound: Inbound,
+    inbound: Message,
     home: str,
     now: datetime,
     queued_at: datetime | None = None,
@@ -185,7 +201,7 @@ async def load(
 
 async def save(
     conn: AsyncConnection,
-    inbound: Inbound,
+    inbound: Message,
     state: State,
     now: datetime,
     expires_at: datetime,
