@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dialogs.state import Speaker, State
 from dialogs.types import Button, Inbound, Reply
+from storage.dialog_state import Speaker, State
 from storage.models import Room
 from workflow.audit import record
 from workflow.engine import Lifecycle

@@ -25,13 +25,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from storage.db import SessionFactory, transaction
 from storage.models import InboundReceipt
 from storage.spool import Spool
+from storage.sql import insert_for
 
 if TYPE_CHECKING:
     from dialogs.router import Dialogs
@@ -77,15 +77,11 @@ def from_json(data: dict[str, Any]) -> Inbound:
     )
 
 
-def _insert(dialect: str) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_receipt)
-
-
 async def keep_in_queue(conn: AsyncConnection, inbound: Inbound, now: datetime) -> Receipt:
     """Write the message's receipt as ``queued`` in the caller's transaction, unless it has
     one already; the receipt as it now is."""
     statement = (
-        _insert(conn.dialect.name)
+        insert_for(conn, _receipt)
         .values(
             channel=inbound.channel,
             key=inbound.message_id,

@@ -1,6 +1,6 @@
 """``Dialogs.process``: one inbound message → the replies, exactly once.
 
-Per message: throttle → (one transaction) sender and dialog state (locked; dialogs/state.py)
+Per message: throttle → (one transaction) sender and dialog state (locked; storage/dialog_state.py)
 → expiry → the flow's step → state and receipt saved. A retried message conflicts on its
 receipt's unique key and gets the replies stored the first time, without a second effect.
 One person's messages are processed one at a time (an in-process lock, plus a row lock on
@@ -25,11 +25,12 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from dialogs import home, invites, joint, my_topics, review, state, submit_topic
+from dialogs import home, invites, joint, my_topics, review, submit_topic
 from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, WriteReplies, say
 from dialogs.inbox import Receipt, keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Inbound, Reply, reply_bodies
+from storage import dialog_state
 from storage.db import SessionFactory, transaction
 from workflow.clock import Clock
 from workflow.engine import Lifecycle
@@ -147,7 +148,7 @@ class Dialogs:
             async with transaction(self.sessions) as session:
                 conn = await session.connection()
                 now = self.clock.now()
-                person, chat, backlog = await state.load(conn, inbound, HOME, now, queued_at)
+                person, chat, backlog = await dialog_state.load(conn, inbound, HOME, now, queued_at)
                 if backlog and inbound.message_id:
                     # An older message of theirs waits: this one goes behind it.
                     if queued_at is None:
@@ -163,7 +164,7 @@ class Dialogs:
                 await self._step(conv)
                 _remember_buttons(conv, before)
                 bodies = reply_bodies(conv.replies)
-                deferred = await state.save(
+                deferred = await dialog_state.save(
                     conn,
                     inbound,
                     chat,
@@ -184,7 +185,7 @@ class Dialogs:
                 elif write_replies is not None:
                     await write_replies(session, conv.replies, now)
                 return Handled(conv.replies, deferred=deferred)
-        except (state.Duplicate, IntegrityError):
+        except (dialog_state.Duplicate, IntegrityError):
             repeat = await self.stored(inbound)
             if repeat is None:
                 raise

@@ -40,14 +40,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import and_, exists, or_, text, true, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import UNSENT, OutboxMessage
+from storage.sql import insert_for
 from workflow.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -119,31 +118,24 @@ async def enqueue(
     ``held_until``: the caller sends the message itself; the row is written ``sending``,
     claimed by ``held_by`` until then, and the caller records the result (Telegram replies).
     """
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the two supported ones
-        raise RuntimeError(f"outbox: unsupported database dialect {dialect!r}")
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    row = _row(
+        key=key,
+        channel=channel,
+        address=address,
+        kind=kind,
+        body=body,
+        now=now,
+        person_id=person_id,
+        topic_id=topic_id,
+        not_before=not_before,
+        held_until=held_until,
+        held_by=held_by,
+    )
     # ON CONFLICT DO NOTHING rather than select-then-insert: two transactions enqueueing the
     # same key at once must not fail the second one with an integrity error.
     statement = (
-        insert_(_table)
-        .values(
-            idempotency_key=key,
-            channel=channel,
-            address=address,
-            person_id=person_id,
-            topic_id=topic_id,
-            kind=kind,
-            body=body,
-            status="pending" if held_until is None else "sending",
-            attempts=0,
-            not_before=not_before if not_before is not None else now,
-            claimed_until=held_until,
-            claimed_by=held_by if held_until is not None else None,
-            last_error=None,
-            created_at=now,
-            sent_at=None,
-        )
+        insert_for(session, _table)
+        .values(row)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(_c.id)
     )
@@ -160,27 +152,42 @@ async def enqueue_many(
     ``kind``, ``body``, optionally ``person_id``, ``topic_id``, ``not_before``); keys that
     already exist are skipped, as in ``enqueue``.
     """
-    rows = [
-        {
-            "idempotency_key": m["key"],
-            "channel": m["channel"],
-            "address": m["address"],
-            "person_id": m.get("person_id"),
-            "topic_id": m.get("topic_id"),
-            "kind": m["kind"],
-            "body": m["body"],
-            "status": "pending",
-            "attempts": 0,
-            "not_before": m.get("not_before") or now,
-            "claimed_until": None,
-            "claimed_by": None,
-            "last_error": None,
-            "created_at": now,
-            "sent_at": None,
-        }
-        for m in messages
-    ]
+    rows = [_row(now=now, **message) for message in messages]
     await insert_many(session, _table, rows, conflict=["idempotency_key"])
+
+
+def _row(
+    *,
+    key: str,
+    channel: str,
+    address: str,
+    kind: str,
+    body: dict[str, Any],
+    now: datetime,
+    person_id: int | None = None,
+    topic_id: int | None = None,
+    not_before: datetime | None = None,
+    held_until: datetime | None = None,
+    held_by: str | None = None,
+) -> dict[str, Any]:
+    """A new outbox row, every column given (``insert_many`` wants the same keys in all)."""
+    return {
+        "idempotency_key": key,
+        "channel": channel,
+        "address": address,
+        "person_id": person_id,
+        "topic_id": topic_id,
+        "kind": kind,
+        "body": body,
+        "status": "pending" if held_until is None else "sending",
+        "attempts": 0,
+        "not_before": not_before if not_before is not None else now,
+        "claimed_until": held_until,
+        "claimed_by": held_by if held_until is not None else None,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+    }
 
 
 @dataclass(frozen=True)

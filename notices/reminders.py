@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -52,15 +51,16 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from jinja2 import Template
-from sqlalchemy import ARRAY, Integer, String, bindparam, func
+from sqlalchemy import Integer, String, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
 from storage.bulk import insert_many
-from storage.db import AnySelect, SessionFactory, select_columns, transaction
+from storage.db import SessionFactory, select_columns, transaction
 from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
+from storage.sql import among, one_writer, plan_for_values, try_xact_lock
 from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
@@ -74,8 +74,6 @@ TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
 #: Namespace of our advisory locks (the first of the two int4 keys), "ms" for mashangyi.
 LOCK_CLASS = 0x6D73
-#: Values per IN list on SQLite (PostgreSQL takes them as one array, see ``_among``).
-_CHUNK = 500
 #: Messages rendered between two yields to the event loop (a few milliseconds of work).
 _YIELD_EVERY = 500
 
@@ -417,7 +415,7 @@ class Sweeper:
             today = now.astimezone(CHINA).date()
             async with self.sessions() as session:
                 tree, grants = await RoomTree.load(session), await Grants.load(session)
-                postgres = session.get_bind().dialect.name == "postgresql"
+                serial = one_writer(session)
             sweep = Sweep(
                 now=now,
                 today=today,
@@ -429,7 +427,7 @@ class Sweeper:
                 public_base_url=self.public_base_url,
             )
             gives = [self._give(reminder, sweep) for reminder in kinds]
-            if postgres:
+            if not serial:
                 # Each kind in its own transaction at the same time: while the server
                 # inserts one kind's rows on one core, this process renders another's on
                 # the other (about a sixth off the heaviest sweep, bench/README.md). SQLite
@@ -457,18 +455,12 @@ class Sweeper:
         """One kind in one transaction; the number of messages, None if another process
         holds this kind's lock."""
         async with transaction(self.sessions) as session:
-            postgres = session.get_bind().dialect.name == "postgresql"
-            if postgres and self.lock and not await _try_lock(session, reminder.name):
+            if self.lock and not await try_xact_lock(session, LOCK_CLASS, reminder.name):
                 return None
-            if postgres:
-                # Plan the statements below for their actual values. The driver caches
-                # prepared statements, and after five runs PostgreSQL may switch to a
-                # generic plan that guesses ten rows for ``unnest(:array)`` and rescans it
-                # per row — 15 s instead of 15 ms for 10,000 overdue topics (bench/README.md).
-                # The tables written here have no foreign keys (migrations 0006, 0009), whose
-                # cached check plans this setting would otherwise re-plan for every row.
-                setting = func.set_config("plan_cache_mode", "force_custom_plan", True)
-                await session.exec(select(setting))
+            # The finders' and ``among``'s arrays planned for their values (storage/sql.py).
+            # The tables written here have no foreign keys (migrations 0006, 0009), whose
+            # cached check plans this setting would otherwise re-plan for every row.
+            await plan_for_values(session)
             period = sweep.today.isoformat() if reminder.repeat is Repeat.WORKDAY else ""
             wanted: dict[Key, Due] = {}
             order: dict[str, int] = {}  # subject → position, so digests list in finder order
@@ -574,35 +566,6 @@ async def _outcome(give: Awaitable[T]) -> T | Exception:
         return error
 
 
-async def _try_lock(session: AsyncSession, name: str) -> bool:
-    """This kind's transaction-scoped advisory lock, without waiting for it."""
-    key = zlib.crc32(name.encode()) & 0x7FFFFFFF
-    result = await session.exec(select(func.pg_try_advisory_xact_lock(LOCK_CLASS, key)))
-    return bool(result.one())
-
-
-def _among(
-    session: AsyncSession, query: AnySelect, column: Any, values: Sequence[Any], kind: Any
-) -> list[AnySelect]:
-    """``query`` limited to rows whose ``column`` is one of ``values``, in as few statements
-    as the database allows.
-
-    PostgreSQL: one statement, joined to ``unnest`` of a single array parameter (planned
-    for its values, see ``Sweeper._give``): a hash join, whatever the number of values. An
-    IN list of bound parameters would need many statements, and under a generic plan is
-    searched linearly for every row. SQLite: IN lists of ``_CHUNK`` values, within its
-    limit on bound parameters.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        given = func.unnest(bindparam("among", list(values), type_=ARRAY(kind)))
-        table = given.table_valued("value").render_derived(name="among")
-        return [query.join(table, column == table.c.value)]
-    return [
-        query.where(column.in_(values[start : start + _CHUNK]))
-        for start in range(0, len(values), _CHUNK)
-    ]
-
-
 async def _already_given(
     session: AsyncSession, kind: str, period: str, wanted: Mapping[Key, Due]
 ) -> list[Key]:
@@ -613,7 +576,7 @@ async def _already_given(
     )
     subjects = sorted({subject for subject, _, _ in wanted})
     found: list[Key] = []
-    for statement in _among(session, query, col(ReminderSent.subject), subjects, String):
+    for statement in among(session, query, col(ReminderSent.subject), subjects, String):
         found += [(s, o, p) for s, o, p in await session.exec(statement)]
     return found
 
@@ -671,7 +634,7 @@ async def reachable(session: AsyncSession, people: Iterable[int]) -> dict[int, t
     never = datetime.min.replace(tzinfo=CHINA)
     best: dict[int, tuple[tuple[bool, datetime, int], str, str]] = {}
     people = sorted(set(people))
-    for statement in _among(session, query, col(ChannelIdentity.person_id), people, Integer):
+    for statement in among(session, query, col(ChannelIdentity.person_id), people, Integer):
         for person, channel, address, last_inbound, identity_id in await session.exec(statement):
             rank = (last_inbound is not None, last_inbound or never, identity_id or 0)
             if person not in best or rank > best[person][0]:

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import ARRAY, JSON, Insert, Row, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.sql import dialect, insert_for
 
 #: One encoder for all rows: ``json.dumps`` with an option builds a new encoder per call,
 #: which costs more than encoding a short message body.
@@ -36,11 +36,9 @@ async def insert_many(
     if not rows:
         return []
     names = list(rows[0])
-    dialect = session.get_bind().dialect.name
-    if dialect != "postgresql":
-        statement: Insert = sqlite_insert(table).on_conflict_do_nothing(
-            index_elements=list(conflict)
-        )
+    insert = insert_for(session, table)
+    if dialect(session) != "postgresql":
+        statement: Insert = insert.on_conflict_do_nothing(index_elements=list(conflict))
         if returning:
             statement = statement.returning(*(table.c[name] for name in returning))
         result = await session.exec(statement, params=list(rows))
@@ -66,10 +64,8 @@ async def insert_many(
             selected.append(cast(source.c[name], JSONB))
         else:
             selected.append(source.c[name])
-    statement = (
-        pg_insert(table)
-        .from_select(names, select(*selected))
-        .on_conflict_do_nothing(index_elements=list(conflict))
+    statement = insert.from_select(names, select(*selected)).on_conflict_do_nothing(
+        index_elements=list(conflict)
     )
     if returning:
         statement = statement.returning(*(table.c[name] for name in returning))

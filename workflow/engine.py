@@ -14,12 +14,12 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
+from storage.sql import insert_for
 from workflow.clock import CHINA, Clock
 from workflow.errors import (
     Conflict,
@@ -316,14 +316,13 @@ class Lifecycle:
     ) -> str:
         """``PREFIX-YEAR-NNNNNN`` from an atomic per-prefix, per-year counter."""
         prefix, year = number_prefix(chain), now.astimezone(CHINA).year
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         statement = (
-            dialect.insert(TopicCounter)
+            insert_for(session, TopicCounter)
             .values(prefix=prefix, year=year, last=1)
             .on_conflict_do_update(
                 index_elements=["prefix", "year"], set_={"last": TopicCounter.last + 1}
             )
-            .returning(TopicCounter.last)
+            .returning(col(TopicCounter.last))
         )
         seq = (await session.exec(statement)).scalar_one()
         return f"{prefix}-{year}-{seq:06d}"

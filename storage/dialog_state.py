@@ -1,4 +1,5 @@
-"""Who wrote and where they are in a dialog: the statements every inbound message runs.
+"""The dialog-state store: who wrote and where they are in a dialog, read and written by
+the statements every inbound message runs.
 
 Every message reads its sender and dialog state and writes the new state and a receipt.
 These few statements are SQLAlchemy Core, built once at import: on the WeChat benchmark the
@@ -8,20 +9,22 @@ of a dialog step's CPU time. Everything else a step does stays ORM.
 Known sender (the usual case): one query, the dialog-state row locked (``FOR UPDATE``; on
 PostgreSQL this serializes one person's messages across processes). First contact: the
 person, their chat identity and the state are created.
+
+The message comes as anything with an ``Inbound``'s addressing fields (``Message``):
+storage knows nothing of the dialogs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, exists, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialogs.types import Inbound
 from storage.models import ChannelIdentity, DialogState, InboundReceipt, Person
+from storage.sql import DIALECTS, dialect, insert_for
 
 _state = DialogState.__table__
 _identity = ChannelIdentity.__table__
@@ -31,6 +34,19 @@ _receipt = InboundReceipt.__table__
 #: A WeChat customer-service window is 48 h; its start to the minute is plenty.
 INBOUND_RESOLUTION = timedelta(minutes=1)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class Message(Protocol):
+    """What the store reads of an inbound message (dialogs.types.Inbound)."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def user_ref(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
 
 
 @dataclass
@@ -56,7 +72,7 @@ class Duplicate(Exception):
     """This message was handled before (its receipt is ``done``): roll back its second run."""
 
 
-#: An older message of the same person, kept but not handled yet (dialogs/inbox.py): this
+#: An older message of the same person, kept but not handled yet (the inbox): this
 #: one must wait behind it. ``before``: this message's own queued time, or the far future.
 _BACKLOG = exists().where(
     _receipt.c.channel == bindparam("channel"),
@@ -119,11 +135,11 @@ _SAVE_STATE = update(_state).where(_state.c.id == bindparam("state_id"))
 _NO_BACKLOG = select(_BACKLOG)
 
 
-def _receipt_upsert(insert_: Any) -> Any:
+def _receipt_upsert(name: str) -> Any:
     """The receipt, or a queued row turned ``done``; nothing (no row returned) when the
     message was handled before. Returns the row's ``queued_at``: set when the message was
     acknowledged before it was handled, so its replies go through the outbox."""
-    statement = insert_(_receipt)
+    statement = insert_for(name, _receipt)
     return statement.on_conflict_do_update(
         index_elements=["channel", "key"],
         set_={
@@ -137,15 +153,12 @@ def _receipt_upsert(insert_: Any) -> Any:
     ).returning(_receipt.c.queued_at)
 
 
-_RECEIPT = {
-    "postgresql": _receipt_upsert(postgresql.insert),
-    "sqlite": _receipt_upsert(sqlite.insert),
-}
+_RECEIPT = {name: _receipt_upsert(name) for name in DIALECTS}
 
 
 async def load(
     conn: AsyncConnection,
-    inbound: Inbound,
+    inbound: Message,
     home: str,
     now: datetime,
     queued_at: datetime | None = None,
@@ -188,7 +201,7 @@ async def load(
 
 async def save(
     conn: AsyncConnection,
-    inbound: Inbound,
+    inbound: Message,
     state: State,
     now: datetime,
     expires_at: datetime,
@@ -215,7 +228,7 @@ async def save(
     if receipt is None:
         return False
     written = await conn.execute(
-        _RECEIPT[conn.dialect.name],
+        _RECEIPT[dialect(conn)],
         {
             "channel": inbound.channel,
             "key": inbound.message_id,
