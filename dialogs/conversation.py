@@ -133,6 +133,11 @@ class Conversation:
         self.state.data = {"room": self.data["room"]} if "room" in self.data else {}
         self.goto(HOME, "idle")
 
+    def choose_room(self) -> None:
+        """Ask for a room first (home's search), where a step needs one and there is none."""
+        self.goto(HOME, "search")
+        self.reply(say("common", "choose_room_first"))
+
     async def room(self) -> Room | None:
         """The room this person is in (chosen by scan or search), if any."""
         code = self.data.get("room")

@@ -7,8 +7,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs import submit_topic
 from dialogs.conversation import HOME, Conversation, button, say
-from dialogs.types import Button, room_from_payload
+from dialogs.handlers import Handlers, on
+from dialogs.types import Button
 from storage.models import Room
+from workflow.payloads import ROOM, START_PLAIN, START_ROOM, Payload
+
+#: Typed anywhere, these open the menu.
+MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
 
 SEARCH_RESULTS = 5
 #: Room names are short; a longer text is not a search (and would strain LIKE).
@@ -25,55 +30,64 @@ async def menu_buttons(conv: Conversation) -> list[Button]:
     """The menu; members, Party secretaries and grid workers of the room also get their way
     of raising topics, and people who review (any role) their to-do list."""
     actor, room = await conv.actor(), await conv.room()
-    reviewer = [button("todo", "m:todo")] if actor.grants else []
+    reviewer = [button("todo", Payload.MENU_TODO)] if actor.grants else []
     sources = submit_topic.source_buttons(actor, room) if room is not None else []
     return [
-        button("submit", "m:submit"),
+        button("submit", Payload.MENU_SUBMIT),
         *sources,
-        button("mine", "m:mine"),
+        button("mine", Payload.MENU_MINE),
         *reviewer,
-        button("change_room", "m:room"),
+        button("change_room", Payload.MENU_ROOM),
     ]
 
 
-async def start(conv: Conversation) -> None:
-    """A scan of a room's code, a /start link, or a plain follow."""
-    code = room_from_payload(conv.inbound.payload)
-    room = await conv.find_room(code) if code else None
+async def start_in_room(conv: Conversation, code: str) -> None:
+    """A scan of a room's code or its /start link."""
+    room = await conv.find_room(code)
     if room is not None:
         await welcome(conv, room)
-    elif code:
+    else:
         conv.home()
         conv.goto(HOME, "search")
         conv.reply(say("home", "room_unknown"))
-    else:
-        await menu(conv)
+
+
+async def start(conv: Conversation, payload: str) -> None:
+    """A plain follow, /start alone, or a start payload no longer made."""
+    await menu(conv)
+
+
+async def open_menu(conv: Conversation) -> None:
+    """菜单, wherever the person is: leaves any dialog."""
+    conv.home()
+    await menu(conv)
 
 
 async def menu(conv: Conversation) -> None:
     room = await conv.room()
     if room is None:
-        conv.goto(HOME, "search")
-        conv.reply(say("common", "choose_room_first"))
+        conv.choose_room()
     else:
         conv.reply(say("home", "welcome", room=room.name), *await menu_buttons(conv))
 
 
 async def choose_room(conv: Conversation) -> None:
-    conv.goto(HOME, "search")
-    conv.reply(say("common", "choose_room_first"))
+    conv.choose_room()
 
 
-async def on_message(conv: Conversation) -> bool:
-    """Searching for a room and picking one; False if the message is not for this flow."""
+async def pick_room(conv: Conversation, code: str) -> None:
+    """A room found by a search, pressed."""
+    room = await conv.find_room(code)
+    if room is None:
+        conv.reply(say("home", "room_unknown"))
+    else:
+        await welcome(conv, room)
+
+
+async def searching(conv: Conversation) -> bool:
+    """What is typed at home while searching, or anywhere without a room yet, is a room's
+    name or code; False for anything else."""
     inbound = conv.inbound
-    if inbound.kind == "button" and inbound.payload.startswith("room:"):
-        room = await conv.find_room(inbound.payload.removeprefix("room:"))
-        if room is None:
-            conv.reply(say("home", "room_unknown"))
-        else:
-            await welcome(conv, room)
-        return True
     if inbound.kind == "text" and (conv.state.step == "search" or "room" not in conv.data):
         await search(conv, inbound.text.strip())
         return True
@@ -96,7 +110,7 @@ async def search(conv: Conversation, query: str) -> None:
 
 
 def button_for_room(room: Room) -> Button:
-    return Button(room.name, f"room:{room.code}")
+    return Button(room.name, ROOM.build(room.code))
 
 
 async def find_rooms(session: AsyncSession, query: str, limit: int) -> list[Room]:
@@ -106,3 +120,13 @@ async def find_rooms(session: AsyncSession, query: str, limit: int) -> list[Room
         select(Room).where(col(Room.name).like(pattern)).order_by(Room.code).limit(limit)
     )
     return list(rooms)
+
+
+HANDLERS = Handlers(
+    "home",
+    commands=[on(Payload.MENU, open_menu), on(Payload.MENU_ROOM, choose_room)],
+    buttons=[on(ROOM, pick_room)],
+    words=dict.fromkeys(MENU_WORDS, open_menu),
+    starts=[on(START_ROOM, start_in_room), on(START_PLAIN, start)],
+    fallback=searching,
+)

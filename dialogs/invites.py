@@ -7,18 +7,14 @@ from __future__ import annotations
 
 from dialogs import home
 from dialogs.conversation import Conversation, say
-from dialogs.types import invite_from_payload
+from dialogs.handlers import Handlers, on
 from workflow.clock import CHINA
 from workflow.invites import redeem as redeem_invite
+from workflow.payloads import START_INVITE
 from workflow.texts import label
 
 
-def is_invite(payload: str) -> bool:
-    return invite_from_payload(payload) is not None
-
-
-async def redeem(conv: Conversation) -> None:
-    secret = invite_from_payload(conv.inbound.payload) or ""
+async def redeem(conv: Conversation, secret: str) -> None:
     assert conv.person.id is not None
     result = await redeem_invite(
         conv.session, secret, conv.person.id, conv.now, channel=conv.inbound.channel
@@ -47,3 +43,6 @@ async def redeem(conv: Conversation) -> None:
         say("invites", result.outcome, room=room.name, role=label("roles", invite.role)),
         *await home.menu_buttons(conv),
     )
+
+
+HANDLERS = Handlers("invites", starts=[on(START_INVITE, redeem)])

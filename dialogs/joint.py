@@ -21,12 +21,13 @@ from sqlmodel import select
 
 from dialogs.conversation import Conversation, say
 from dialogs.drafts import names_of, open_draft, receipt
+from dialogs.handlers import Handlers, on
 from storage.models import JointRecommendation, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role
+from workflow.payloads import JOINT, JointAnswer
 from workflow.permissions import load_actor
 
-PREFIX = "cs:"
 #: How long co-signers have to answer.
 ANSWER_DAYS = 7
 WAITING, OPENED, DECLINED, FAILED = "waiting", "opened", "declined", "failed"
@@ -62,8 +63,8 @@ async def invite(conv: Conversation, room: Room, draft: dict[str, Any]) -> None:
         days=ANSWER_DAYS,
     )
     buttons = [
-        (say("joint", "yes_button"), f"{PREFIX}{token}:y"),
-        (say("joint", "no_button"), f"{PREFIX}{token}:n"),
+        (say("joint", "yes_button"), JOINT.build(JointAnswer(token, agrees=True))),
+        (say("joint", "no_button"), JOINT.build(JointAnswer(token, agrees=False))),
     ]
     for pid in cosigners:
         await conv.tell(pid, f"joint:{token}:invite:{pid}", text, kind="joint", buttons=buttons)
@@ -71,37 +72,32 @@ async def invite(conv: Conversation, room: Room, draft: dict[str, Any]) -> None:
     conv.reply(say("joint", "asked", count=len(cosigners), names="、".join(names)))
 
 
-async def on_message(conv: Conversation) -> bool:
-    """A co-signer's answer; False if the message is not one."""
-    inbound = conv.inbound
-    payload = inbound.payload if inbound.kind == "button" else ""
-    if not payload.startswith(PREFIX):
-        return False
-    token, _, answer = payload.removeprefix(PREFIX).rpartition(":")
+async def answer(conv: Conversation, pressed: JointAnswer) -> None:
+    """A co-signer's answer (a garbled one is refused as forged)."""
+    token = pressed.token
     pending = (
         await conv.session.exec(
             select(JointRecommendation).where(JointRecommendation.token == token).with_for_update()
         )
-        if token and answer in ("y", "n")
+        if token and pressed.agrees is not None
         else None
     )
     row = pending.first() if pending is not None else None
     refusal = await _refusal(conv, row)
     if refusal is not None:
         await conv.refuse("joint.refused", refusal[1], reason=refusal[0])
-        return True
+        return
     assert row is not None
     data = dict(row.data)
-    data["answers"] = {**data["answers"], str(conv.person.id): YES if answer == "y" else NO}
+    data["answers"] = {**data["answers"], str(conv.person.id): YES if pressed.agrees else NO}
     row.data, row.updated_at = data, conv.now  # a new dict: SQLAlchemy sees the change
-    if answer == "n":
+    if not pressed.agrees:
         await _declined(conv, row)
     elif all(a == YES for a in data["answers"].values()):
         await _open(conv, row)
     else:
         waiting = sum(a is None for a in data["answers"].values())
         conv.reply(say("joint", "confirmed_waiting", count=waiting))
-    return True
 
 
 async def _refusal(conv: Conversation, row: JointRecommendation | None) -> tuple[str, str] | None:
@@ -177,3 +173,6 @@ def _others(conv: Conversation, row: JointRecommendation) -> list[int]:
     """Everyone in the recommendation but the person answering now."""
     everyone = [int(row.data["initiator"]), *(int(pid) for pid in row.data["answers"])]
     return [pid for pid in dict.fromkeys(everyone) if pid != conv.person.id]
+
+
+HANDLERS = Handlers("joint", buttons=[on(JOINT, answer)])

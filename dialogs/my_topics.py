@@ -5,15 +5,19 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from dialogs.conversation import Conversation, button, say
+from dialogs.handlers import Handlers, on
 from dialogs.types import Button
 from storage.models import Room, Topic, TopicEvent
 from workflow.clock import CHINA, last_day
 from workflow.errors import WorkflowError
+from workflow.payloads import TOPIC, WITHDRAW, WITHDRAW_YES, Payload
 from workflow.permissions import visible_topic
 from workflow.texts import by_day, label
 
 NAME = "my_topics"
 LIST_SIZE = 10
+#: Typed anywhere, these open the list.
+MINE_WORDS = {"我的议题", "/mine"}
 
 
 async def begin(conv: Conversation) -> None:
@@ -27,41 +31,51 @@ async def begin(conv: Conversation) -> None:
         )
     ).all()
     if not topics:
-        conv.reply(say("mine", "none"), button("submit", "m:submit"))
+        conv.reply(say("mine", "none"), button("submit", Payload.MENU_SUBMIT))
         return
     conv.reply(
         say("mine", "list", count=len(topics)),
-        *[
-            Button(say("mine", "item", title=t.title, state=label("states", t.state)), f"t:{t.id}")
-            for t in topics
-        ],
+        *[_item(t) for t in topics],
     )
 
 
-async def on_message(conv: Conversation) -> bool:
-    """Opening a topic, asking to withdraw it, confirming; False if not for this flow."""
-    payload = conv.inbound.payload if conv.inbound.kind == "button" else ""
-    kind, _, ref = payload.partition(":")
-    if kind not in ("t", "w", "wy") or not ref.isdigit():
-        return False
-    topic = await visible_topic(conv.session, await conv.actor(), int(ref))
+def _item(topic: Topic) -> Button:
+    assert topic.id is not None
+    return Button(
+        say("mine", "item", title=topic.title, state=label("states", topic.state)),
+        TOPIC.build(topic.id),
+    )
+
+
+async def _visible(conv: Conversation, topic_id: int) -> Topic | None:
+    topic = await visible_topic(conv.session, await conv.actor(), topic_id)
     if topic is None:
         conv.reply(say("mine", "not_found"))
-    elif kind == "t":
+    return topic
+
+
+async def open_topic(conv: Conversation, topic_id: int) -> None:
+    if (topic := await _visible(conv, topic_id)) is not None:
         await show(conv, topic)
-    elif kind == "w":
+
+
+async def ask_withdraw(conv: Conversation, topic_id: int) -> None:
+    if (topic := await _visible(conv, topic_id)) is not None:
         conv.goto(NAME, "withdraw")
         conv.reply(
             say("mine", "confirm_withdraw", title=topic.title),
-            button("withdraw_yes", f"wy:{topic.id}"),
-            button("back", "m:mine"),
+            button("withdraw_yes", WITHDRAW_YES.build(topic_id)),
+            button("back", Payload.MENU_MINE),
         )
-    else:
+
+
+async def confirm_withdraw(conv: Conversation, topic_id: int) -> None:
+    if (topic := await _visible(conv, topic_id)) is not None:
         await withdraw(conv, topic)
-    return True
 
 
 async def show(conv: Conversation, topic: Topic) -> None:
+    assert topic.id is not None
     conv.goto(NAME, "detail")
     room = await conv.session.get(Room, topic.room_id)
     events = (
@@ -95,15 +109,23 @@ async def show(conv: Conversation, topic: Topic) -> None:
         for e in events
     ]
     actions = await conv.lifecycle.available_actions(conv.session, topic, await conv.actor())
-    buttons = [button("withdraw", f"w:{topic.id}")] if "withdraw" in actions else []
-    conv.reply("\n".join(lines), *buttons, button("back", "m:mine"))
+    buttons = [button("withdraw", WITHDRAW.build(topic.id))] if "withdraw" in actions else []
+    conv.reply("\n".join(lines), *buttons, button("back", Payload.MENU_MINE))
 
 
 async def withdraw(conv: Conversation, topic: Topic) -> None:
     try:
         await conv.lifecycle.apply(conv.session, topic, "withdraw", await conv.actor())
     except WorkflowError as refusal:  # e.g. published meanwhile: say why, change nothing
-        conv.reply(refusal.message, button("back", "m:mine"))
+        conv.reply(refusal.message, button("back", Payload.MENU_MINE))
         return
     conv.home()
-    conv.reply(say("mine", "withdrawn", title=topic.title), button("mine", "m:mine"))
+    conv.reply(say("mine", "withdrawn", title=topic.title), button("mine", Payload.MENU_MINE))
+
+
+HANDLERS = Handlers(
+    "my_topics",
+    commands=[on(Payload.MENU_MINE, begin)],
+    buttons=[on(TOPIC, open_topic), on(WITHDRAW, ask_withdraw), on(WITHDRAW_YES, confirm_withdraw)],
+    words=dict.fromkeys(MINE_WORDS, begin),
+)

@@ -14,13 +14,15 @@ from typing import Any
 from sqlmodel import select
 
 from dialogs.conversation import SAY, Conversation, say
+from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
 from dialogs.types import Button
 from storage.models import ButtonRef, Room, Topic
-from workflow.cards import BUTTON_PREFIX, action_buttons, card_text, check_ref
+from workflow.cards import action_buttons, card_text, check_ref
 from workflow.clock import CHINA, last_day
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
+from workflow.payloads import CARD, REVIEW, REVIEW_CHOICE, REVIEW_ROOM, TODO_PAGE, Payload
 from workflow.permissions import visible_topic
 from workflow.rooms import nearby_rooms
 from workflow.texts import by_day, label
@@ -29,28 +31,7 @@ from workflow.todo import todo_page
 NAME = "review"
 PENDING_WORDS = {"待办", "/todo"}
 PENDING_SIZE = 10
-TODO = "m:todo"  # the to-do list; "m:todo:<page>" a later page
 ROOM_CHOICES = 8
-SKIP = "k:skip"
-
-
-async def on_message(conv: Conversation) -> bool:
-    """Review presses, to-do list and the answers to this flow's questions."""
-    inbound = conv.inbound
-    payload = inbound.payload if inbound.kind == "button" else ""
-    if payload.startswith(BUTTON_PREFIX):
-        await press(conv, payload.removeprefix(BUTTON_PREFIX))
-    elif payload.startswith("o:") and payload[2:].isdigit():
-        await show_card(conv, int(payload[2:]))
-    elif payload == TODO or (inbound.kind == "text" and inbound.text.strip() in PENDING_WORDS):
-        await todo(conv)
-    elif payload.startswith(f"{TODO}:") and payload[len(TODO) + 1 :].isdigit():
-        await todo(conv, max(int(payload[len(TODO) + 1 :]), 1))
-    elif conv.state.flow == NAME:
-        await answer(conv)
-    else:
-        return False
-    return True
 
 
 async def show_card(conv: Conversation, topic_id: int) -> None:
@@ -81,7 +62,7 @@ async def todo(conv: Conversation, page: int = 1) -> None:
     if found.more:
         title += say("review", "todo_more", more=found.more)
         next_page = found.offset // PENDING_SIZE + 2
-        more.append(Button(say("review", "todo_next", more=found.more), f"{TODO}:{next_page}"))
+        more.append(Button(say("review", "todo_next", more=found.more), TODO_PAGE.build(next_page)))
     conv.reply(
         title,
         *[
@@ -93,12 +74,16 @@ async def todo(conv: Conversation, page: int = 1) -> None:
                     state=label("states", t.state),
                     due=_due(conv, t),
                 ),
-                f"o:{t.id}",
+                CARD.build(_id(t)),
             )
             for t in found.topics
         ],
         *more,
     )
+
+
+async def todo_later(conv: Conversation, page: int) -> None:
+    await todo(conv, max(page, 1))
 
 
 async def press(conv: Conversation, token: str) -> None:
@@ -154,17 +139,17 @@ async def _next(conv: Conversation) -> None:
 async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
     _review(conv)["asking"] = name
     spec, field = FIELDS[name], label("fields", name)
-    skip = [Button(SAY.label("buttons_review", "skip"), SKIP)] if optional else []
+    skip = [Button(SAY.label("buttons_review", "skip"), Payload.REVIEW_SKIP)] if optional else []
     if spec.kind == "choice":
         conv.reply(
             say("review", "ask_choice", field=field),
-            *[Button(c, f"v:{i}") for i, c in enumerate(_choices(conv, name))],
+            *[Button(c, REVIEW_CHOICE.build(i)) for i, c in enumerate(_choices(conv, name))],
             *skip,
         )
     elif spec.kind == "room":
         conv.reply(
             say("review", "ask_room", field=field),
-            *[Button(r.name, f"r:{r.code}") for r in await _nearby(conv)],
+            *[Button(r.name, REVIEW_ROOM.build(r.code)) for r in await _nearby(conv)],
             *skip,
         )
     else:
@@ -185,17 +170,13 @@ async def answer(conv: Conversation) -> None:
     payload = inbound.payload if inbound.kind == "button" else ""
     text = inbound.text.strip() if inbound.kind == "text" else ""
     value: Any = None
-    if payload == SKIP and name not in TRANSITIONS[review["action"]].required:
+    choice = REVIEW_CHOICE.parse(payload)
+    if payload == Payload.REVIEW_SKIP and name not in TRANSITIONS[review["action"]].required:
         review["fields"][name] = None
-    elif (
-        spec.kind == "choice"
-        and payload.startswith("v:")
-        and payload[2:].isdigit()
-        and int(payload[2:]) < len(_choices(conv, name))
-    ):
-        value = _choices(conv, name)[int(payload[2:])]
-    elif spec.kind == "room" and payload.startswith("r:"):
-        value = payload[2:]
+    elif spec.kind == "choice" and choice is not None and choice < len(_choices(conv, name)):
+        value = _choices(conv, name)[choice]
+    elif spec.kind == "room" and REVIEW_ROOM.claims(payload):
+        value = REVIEW_ROOM.parse(payload)
     elif spec.kind == "room" and text:
         await _search_rooms(conv, name, text)
         return
@@ -286,7 +267,7 @@ async def _search_rooms(conv: Conversation, name: str, query: str) -> None:
         return
     conv.reply(
         say("review", "ask_room", field=label("fields", name)),
-        *[Button(r.name, f"r:{r.code}") for r in rooms],
+        *[Button(r.name, REVIEW_ROOM.build(r.code)) for r in rooms],
     )
 
 
@@ -301,3 +282,25 @@ def _due(conv: Conversation, topic: Topic) -> str:
         return say("review", "todo_overdue", waited=waited)
     day = last_day(topic.review_due_at.astimezone(CHINA))
     return say("review", "todo_due", by=by_day(day), waited=waited)
+
+
+def _id(topic: Topic) -> int:
+    assert topic.id is not None
+    return topic.id
+
+
+HANDLERS = Handlers(
+    "review",
+    commands=[
+        on(REVIEW, press),
+        on(CARD, show_card),
+        on(Payload.MENU_TODO, todo),
+        on(TODO_PAGE, todo_later),
+    ],
+    words=dict.fromkeys(PENDING_WORDS, todo),
+    # A question asked is answered by whatever comes but a command or a word: a topic's
+    # or a room's button pressed meanwhile asks the question again.
+    flows={
+        NAME: Flow(answer, modal=True, answers=(REVIEW_CHOICE, REVIEW_ROOM, Payload.REVIEW_SKIP))
+    },
+)

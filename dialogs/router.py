@@ -26,7 +26,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from dialogs import home, invites, joint, my_topics, review, submit_topic
-from dialogs.conversation import HOME, SAY, Conversation, ReplyLater, Tell, WriteReplies, say
+from dialogs.conversation import HOME, Conversation, ReplyLater, Tell, WriteReplies, say
+from dialogs.handlers import Handlers, Routes
 from dialogs.inbox import Receipt, keep_in_queue, read_receipt
 from dialogs.throttle import LocalThrottle, Throttle, Verdict
 from dialogs.types import Inbound, Reply, reply_bodies
@@ -35,12 +36,27 @@ from storage.db import SessionFactory, transaction
 from workflow.clock import Clock
 from workflow.engine import Lifecycle
 
-#: Words that work anywhere in a dialog.
+#: Typed anywhere, these leave any dialog.
 CANCEL_WORDS = {"取消", "退出", "/cancel"}
-MENU_WORDS = {"菜单", "帮助", "/help", "/menu"}
-MINE_WORDS = {"我的议题", "/mine"}
 #: Typed, these keep their meaning even where an offered label starts with them.
-GLOBAL_WORDS = CANCEL_WORDS | MENU_WORDS | MINE_WORDS
+GLOBAL_WORDS = CANCEL_WORDS | home.MENU_WORDS | my_topics.MINE_WORDS
+
+
+async def cancel(conv: Conversation) -> None:
+    conv.home()
+    conv.reply(say("common", "cancelled"))
+
+
+#: What every dialog module handles; ``Dialogs`` combines them (dialogs/handlers.py).
+HANDLERS: tuple[Handlers, ...] = (
+    Handlers("router", words=dict.fromkeys(CANCEL_WORDS, cancel)),
+    invites.HANDLERS,
+    home.HANDLERS,
+    my_topics.HANDLERS,
+    submit_topic.HANDLERS,
+    review.HANDLERS,
+    joint.HANDLERS,
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,11 @@ class Dialogs:
         settings: DialogSettings | None = None,
         throttle: Throttle | None = None,
         reply_later: ReplyLater | None = None,
+        handlers: Sequence[Handlers] = HANDLERS,
     ) -> None:
+        """``handlers``: the dialog modules' tables; two claiming the same payload kind,
+        word, flow or start payload raise ``handlers.Conflict`` here, at start-up."""
+        self.routes = Routes(handlers)
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.clock = clock
@@ -200,46 +220,8 @@ class Dialogs:
         return _repeat(receipt)
 
     async def _step(self, conv: Conversation) -> None:
-        inbound = _numbered_choice(conv)
-        conv.inbound = inbound
-        text = inbound.text.strip() if inbound.kind == "text" else ""
-        if inbound.kind == "start" and invites.is_invite(inbound.payload):
-            await invites.redeem(conv)
-        elif inbound.kind == "start":
-            await home.start(conv)
-        elif inbound.kind == "unsupported":
-            names = SAY.sections["what"]
-            conv.reply(
-                say("common", "unsupported", what=names.get(inbound.unsupported, names["other"]))
-            )
-        elif text in CANCEL_WORDS:
-            conv.home()
-            conv.reply(say("common", "cancelled"))
-        elif text in MENU_WORDS or inbound.payload == "m:menu":
-            conv.home()
-            await home.menu(conv)
-        elif text in MINE_WORDS or inbound.payload == "m:mine":
-            await my_topics.begin(conv)
-        elif (source := submit_topic.started(inbound)) is not None:
-            if await conv.room() is None:
-                await home.choose_room(conv)
-            else:
-                await submit_topic.begin(conv, source)
-        elif inbound.payload == "m:room":
-            await home.choose_room(conv)
-        elif (
-            await review.on_message(conv)
-            or await joint.on_message(conv)
-            or await my_topics.on_message(conv)
-            or await home.on_message(conv)
-        ):
-            pass
-        elif conv.state.flow == submit_topic.NAME:
-            await submit_topic.on_message(conv)
-        elif inbound.kind == "button":
-            conv.reply(say("common", "stale_button"))
-        else:
-            conv.reply(say("common", "not_understood"))
+        conv.inbound = _numbered_choice(conv)
+        await self.routes.step(conv)
 
 
 def _where(conv: Conversation) -> tuple[str, str, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """提议题: title → description → optional photos/voice/location → optional phone →
 summary (confirm / edit / cancel) → receipt with the topic number and the review date.
 
-The same flow serves every source a person can use in the chat (``STARTS``): 委员荐题 (a
+The same flow serves every source a person can use in the chat (``START_BUTTONS``): 委员荐题 (a
 member may invite other members to co-sign before confirming, see dialogs/joint.py),
 党政点题, and 网格推题 (a grid worker first names the resident, who becomes the submitter
 and whose phone replaces the optional phone step).
@@ -16,10 +16,12 @@ from sqlmodel import col, select
 from dialogs import joint
 from dialogs.conversation import Conversation, button, say
 from dialogs.drafts import names_of, open_draft, receipt
-from dialogs.types import Button, Inbound
+from dialogs.handlers import Flow, Handlers, Step, on
+from dialogs.types import Button
 from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
+from workflow.payloads import COSIGNER, Payload
 from workflow.permissions import Actor
 from workflow.phones import contact_number
 from workflow.texts import label
@@ -30,26 +32,37 @@ RESIDENT_NAME_MAX = 20
 MAX_COSIGNERS = 10
 
 #: What starts this flow, as a pressed menu button or a typed word, and with which source.
-STARTS: dict[str, Source] = {
-    "m:submit": Source.PUBLIC,
+START_BUTTONS: dict[Payload, Source] = {
+    Payload.MENU_SUBMIT: Source.PUBLIC,
+    Payload.MENU_MEMBER: Source.MEMBER,
+    Payload.MENU_PARTY: Source.PARTY,
+    Payload.MENU_GRID: Source.GRID,
+}
+START_WORDS: dict[str, Source] = {
     "提议题": Source.PUBLIC,
     "我要提议题": Source.PUBLIC,
-    "m:member": Source.MEMBER,
     "委员荐题": Source.MEMBER,
-    "m:party": Source.PARTY,
     "党政点题": Source.PARTY,
-    "m:grid": Source.GRID,
     "网格推题": Source.GRID,
 }
 #: The menu button of each source that needs a role (labels in zh_CN.toml [buttons]).
-SOURCE_BUTTONS = {Source.MEMBER: "m:member", Source.PARTY: "m:party", Source.GRID: "m:grid"}
+SOURCE_BUTTONS = {
+    Source.MEMBER: Payload.MENU_MEMBER,
+    Source.PARTY: Payload.MENU_PARTY,
+    Source.GRID: Payload.MENU_GRID,
+}
 
 
-def started(inbound: Inbound) -> Source | None:
-    """The source a message asks to start the flow with, or None."""
-    if inbound.kind == "button":
-        return STARTS.get(inbound.payload)
-    return STARTS.get(inbound.text.strip()) if inbound.kind == "text" else None
+def starting(source: Source) -> Step:
+    """The step that starts the flow with ``source``, once the person has a room."""
+
+    async def start(conv: Conversation) -> None:
+        if await conv.room() is None:
+            conv.choose_room()
+        else:
+            await begin(conv, source)
+
+    return start
 
 
 def offered(actor: Actor, room: Room, source: Source) -> bool:
@@ -83,7 +96,7 @@ async def begin(conv: Conversation, source: Source = Source.PUBLIC) -> None:
                 room=room.name,
                 roles="、".join(label("roles", r) for r in sorted(allowed)),
             ),
-            button("submit", "m:submit"),
+            button("submit", Payload.MENU_SUBMIT),
             source=str(source),
             room=room.code,
         )
@@ -171,12 +184,14 @@ async def description(conv: Conversation) -> None:
     if await _back_to_summary(conv):
         return
     conv.goto(NAME, "extras")
-    conv.reply(say("submit", "ask_extras", limit=MAX_ATTACHMENTS), button("next", "s:next"))
+    conv.reply(
+        say("submit", "ask_extras", limit=MAX_ATTACHMENTS), button("next", Payload.SUBMIT_NEXT)
+    )
 
 
 async def extras(conv: Conversation) -> None:
     inbound = conv.inbound
-    if _pressed(conv, "s:next", "下一步"):
+    if _pressed(conv, Payload.SUBMIT_NEXT, "下一步"):
         if _source(conv) == Source.GRID:  # the resident's phone is already known
             await summary(conv)
         else:
@@ -185,13 +200,14 @@ async def extras(conv: Conversation) -> None:
         if len(draft(conv)["attachments"]) >= MAX_ATTACHMENTS:
             conv.reply(
                 say("submit", "too_many_attachments", limit=MAX_ATTACHMENTS),
-                button("next", "s:next"),
+                button("next", Payload.SUBMIT_NEXT),
             )
             return
         await _attach(conv, "image" if inbound.kind == "image" else "voice")
         key = "photo_received" if inbound.kind == "image" else "voice_received"
         conv.reply(
-            say("submit", key, count=len(draft(conv)["attachments"])), button("next", "s:next")
+            say("submit", key, count=len(draft(conv)["attachments"])),
+            button("next", Payload.SUBMIT_NEXT),
         )
     elif inbound.kind == "location" and inbound.location:
         where = inbound.location
@@ -206,24 +222,26 @@ async def extras(conv: Conversation) -> None:
                 "location_received",
                 label=where.label or f"{where.latitude:.5f}, {where.longitude:.5f}",
             ),
-            button("next", "s:next"),
+            button("next", Payload.SUBMIT_NEXT),
         )
     else:
-        conv.reply(say("submit", "ask_extras", limit=MAX_ATTACHMENTS), button("next", "s:next"))
+        conv.reply(
+            say("submit", "ask_extras", limit=MAX_ATTACHMENTS), button("next", Payload.SUBMIT_NEXT)
+        )
 
 
 async def ask_phone(conv: Conversation) -> None:
     conv.goto(NAME, "phone")
-    conv.reply(say("submit", "ask_phone"), button("skip", "s:skip"))
+    conv.reply(say("submit", "ask_phone"), button("skip", Payload.SUBMIT_SKIP))
 
 
 async def phone(conv: Conversation) -> None:
-    if _pressed(conv, "s:skip", "跳过"):
+    if _pressed(conv, Payload.SUBMIT_SKIP, "跳过"):
         draft(conv)["phone"] = None
     else:
         digits = _phone(conv)
         if digits is None:
-            conv.reply(say("submit", "bad_phone"), button("skip", "s:skip"))
+            conv.reply(say("submit", "bad_phone"), button("skip", Payload.SUBMIT_SKIP))
             return
         draft(conv)["phone"] = digits
     await summary(conv)
@@ -244,7 +262,7 @@ async def summary(conv: Conversation) -> None:
     if source == Source.MEMBER:
         names = await names_of(conv.session, d.get("cosigners", []))
         more += say("sources", "summary_cosigners", names="、".join(names) or none)
-    cosign = [button("cosign", "s:cosign")] if source == Source.MEMBER else []
+    cosign = [button("cosign", Payload.SUBMIT_COSIGN)] if source == Source.MEMBER else []
     conv.reply(
         say(
             "submit",
@@ -261,29 +279,31 @@ async def summary(conv: Conversation) -> None:
             phone=(d["resident"]["phone"] if source == Source.GRID else d.get("phone")) or none,
         )
         + more,
-        button("confirm", "s:confirm"),
-        button("edit", "s:edit"),
+        button("confirm", Payload.SUBMIT_CONFIRM),
+        button("edit", Payload.SUBMIT_EDIT),
         *cosign,
-        button("cancel", "s:cancel"),
+        button("cancel", Payload.SUBMIT_CANCEL),
     )
 
 
 async def confirm(conv: Conversation) -> None:
-    if _pressed(conv, "s:confirm", "确认", "确认提交"):
+    if _pressed(conv, Payload.SUBMIT_CONFIRM, "确认", "确认提交"):
         await _submit(conv)
-    elif _pressed(conv, "s:edit", "修改"):
+    elif _pressed(conv, Payload.SUBMIT_EDIT, "修改"):
         conv.goto(NAME, "edit")
-        resident = [button("edit_resident", "e:resident")] if _source(conv) == Source.GRID else []
+        resident = (
+            [button("edit_resident", Payload.EDIT_RESIDENT)] if _source(conv) == Source.GRID else []
+        )
         conv.reply(
             say("submit", "choose_edit"),
-            button("edit_title", "e:title"),
-            button("edit_description", "e:description"),
+            button("edit_title", Payload.EDIT_TITLE),
+            button("edit_description", Payload.EDIT_DESCRIPTION),
             *resident,
-            button("edit_phone", "e:phone"),
+            button("edit_phone", Payload.EDIT_PHONE),
         )
-    elif _source(conv) == Source.MEMBER and _pressed(conv, "s:cosign", "邀请联名"):
+    elif _source(conv) == Source.MEMBER and _pressed(conv, Payload.SUBMIT_COSIGN, "邀请联名"):
         await ask_cosigners(conv)
-    elif _pressed(conv, "s:cancel"):
+    elif _pressed(conv, Payload.SUBMIT_CANCEL):
         conv.home()
         conv.reply(say("common", "cancelled"))
     else:
@@ -292,14 +312,14 @@ async def confirm(conv: Conversation) -> None:
 
 async def edit(conv: Conversation) -> None:
     draft(conv)["editing"] = True
-    if _pressed(conv, "e:title", "改标题"):
+    if _pressed(conv, Payload.EDIT_TITLE, "改标题"):
         await ask_title(conv)
-    elif _pressed(conv, "e:description", "改描述"):
+    elif _pressed(conv, Payload.EDIT_DESCRIPTION, "改描述"):
         conv.goto(NAME, "description")
         conv.reply(say("submit", "ask_description", limit=BACKGROUND_MAX))
-    elif _source(conv) == Source.GRID and _pressed(conv, "e:resident", "改居民"):
+    elif _source(conv) == Source.GRID and _pressed(conv, Payload.EDIT_RESIDENT, "改居民"):
         await ask_resident_name(conv)
-    elif _pressed(conv, "e:phone", "改电话"):
+    elif _pressed(conv, Payload.EDIT_PHONE, "改电话"):
         await (ask_resident_phone if _source(conv) == Source.GRID else ask_phone)(conv)
     else:
         draft(conv).pop("editing")
@@ -318,20 +338,19 @@ async def ask_cosigners(conv: Conversation) -> None:
     conv.reply(
         say("sources", "ask_cosigners", limit=MAX_COSIGNERS),
         *[
-            Button(("✓ " if pid in chosen else "") + name, f"j:{pid}")
+            Button(("✓ " if pid in chosen else "") + name, COSIGNER.build(pid))
             for pid, name in candidates.items()
         ],
-        button("done", "s:done"),
+        button("done", Payload.SUBMIT_DONE),
     )
 
 
 async def cosign(conv: Conversation) -> None:
     inbound, chosen = conv.inbound, draft(conv).setdefault("cosigners", [])
     payload = inbound.payload if inbound.kind == "button" else ""
-    if payload.startswith("j:"):
-        ref = payload[2:]
+    if COSIGNER.claims(payload):
         candidates = await _candidates(conv)
-        pid = int(ref) if ref.isdigit() else None
+        pid = COSIGNER.parse(payload)
         if pid not in candidates:  # a forged or outdated choice
             conv.reply(say("sources", "not_a_cosigner"))
         elif pid in chosen:
@@ -384,7 +403,7 @@ async def _submit(conv: Conversation) -> None:
         conv.reply(refusal.message)
         return
     conv.home()
-    conv.reply(receipt(topic, room), button("mine", "m:mine"))
+    conv.reply(receipt(topic, room), button("mine", Payload.MENU_MINE))
 
 
 async def _candidates(conv: Conversation) -> dict[int, str]:
@@ -448,8 +467,34 @@ def _text(conv: Conversation, limit: int, needs_text: str, section: str = "submi
     return text
 
 
-def _pressed(conv: Conversation, payload: str, *words: str) -> bool:
+def _pressed(conv: Conversation, payload: Payload, *words: str) -> bool:
     inbound = conv.inbound
     if inbound.kind == "button":
         return inbound.payload == payload
     return inbound.kind == "text" and inbound.text.strip() in words
+
+
+HANDLERS = Handlers(
+    NAME,
+    commands=[on(payload, starting(source)) for payload, source in START_BUTTONS.items()],
+    words={word: starting(source) for word, source in START_WORDS.items()},
+    flows={
+        NAME: Flow(
+            on_message,
+            answers=(
+                Payload.SUBMIT_NEXT,
+                Payload.SUBMIT_SKIP,
+                Payload.SUBMIT_CONFIRM,
+                Payload.SUBMIT_EDIT,
+                Payload.SUBMIT_COSIGN,
+                Payload.SUBMIT_CANCEL,
+                Payload.SUBMIT_DONE,
+                Payload.EDIT_TITLE,
+                Payload.EDIT_DESCRIPTION,
+                Payload.EDIT_RESIDENT,
+                Payload.EDIT_PHONE,
+                COSIGNER,
+            ),
+        )
+    },
+)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from storage.models import Attachment, ChannelIdentity, InboundReceipt, Person
+from workflow.payloads import START_INVITE, START_ROOM
 
 Kind = Literal["text", "button", "start", "image", "voice", "location", "unsupported"]
 
@@ -131,24 +132,12 @@ class Reply:
 
 def room_payload(code: str) -> str:
     """The start payload / WeChat scene string naming a room (≤64 chars, [A-Za-z0-9_-])."""
-    return f"r_{code}"
-
-
-def room_from_payload(payload: str) -> str | None:
-    return payload[2:] if payload.startswith("r_") and len(payload) > 2 else None
-
-
-#: Start payloads / scene strings of role invites: "i_<secret>" (see workflow/invites.py).
-INVITE_PREFIX = "i_"
+    return START_ROOM.build(code)
 
 
 def invite_payload(secret: str) -> str:
-    return INVITE_PREFIX + secret
-
-
-def invite_from_payload(payload: str) -> str | None:
-    """The invite secret a start payload carries, or None if it is not an invite."""
-    return payload[len(INVITE_PREFIX) :] if payload.startswith(INVITE_PREFIX) else None
+    """The start payload / scene string of a role invite (see workflow/invites.py)."""
+    return START_INVITE.build(secret)
 
 
 def reply_bodies(replies: Sequence[Reply]) -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
 from workflow.overdue import responsible_roles as _responsible_roles
+from workflow.payloads import CARD, TOPIC
 from workflow.texts import Catalogue, label
 from workflow.workdays import WorkdayCalendar
 
@@ -296,13 +297,17 @@ quiet_rooms = rooms_with_few(
 
 def open_topic(due: Due) -> list[tuple[str, str]]:
     """A button that opens the submitter's view of the topic ("t:<id>", dialogs/my_topics)."""
-    return [(TEXTS.label("buttons", "open_topic"), f"t:{due.topic_id}")]
+    if due.topic_id is None:  # not about one topic: nothing to open
+        return []
+    return [(TEXTS.label("buttons", "open_topic"), TOPIC.build(due.topic_id))]
 
 
 def open_card(due: Due) -> list[tuple[str, str]]:
     """A button that opens the review card with its action buttons ("o:<id>",
     dialogs/review.py): the nudge leads straight to the decision."""
-    return [(TEXTS.label("buttons", "open_card"), f"o:{due.topic_id}")]
+    if due.topic_id is None:
+        return []
+    return [(TEXTS.label("buttons", "open_card"), CARD.build(due.topic_id))]
 
 
 async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> list[Due]:

@@ -18,12 +18,14 @@ from storage.models import Attachment, ButtonRef, Person, Room, Topic
 from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
 from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES, State
+from workflow.payloads import REVIEW
 from workflow.permissions import Actor, load_actor
 from workflow.similar import most_similar
 from workflow.texts import by_day, label, text
 from workflow.workdays import WorkdayCalendar
 
-BUTTON_PREFIX = "b:"
+#: What a review action's payload starts with (its kind is declared in workflow/payloads.py).
+BUTTON_PREFIX = REVIEW.prefix
 SIMILAR_POOL = 200  # the newest open topics of the room that are compared
 BACKGROUND_SHOWN = 300
 
@@ -145,7 +147,7 @@ async def action_buttons(
                 created_at=now,
             )
         )
-        buttons.append((label("actions", action), BUTTON_PREFIX + token))
+        buttons.append((label("actions", action), REVIEW.build(token)))
     await session.flush()
     return buttons
 
