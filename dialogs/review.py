@@ -19,7 +19,6 @@ from dialogs.home import find_rooms
 from dialogs.types import Button
 from storage.models import ButtonRef, Room, Topic
 from workflow.cards import action_buttons, card_text, check_ref
-from workflow.clock import CHINA, last_day
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
 from workflow.payloads import CARD, REVIEW, REVIEW_CHOICE, REVIEW_ROOM, TODO_PAGE, Payload
@@ -27,6 +26,7 @@ from workflow.permissions import visible_topic
 from workflow.rooms import nearby_rooms
 from workflow.texts import by_day, label
 from workflow.todo import todo_page
+from workflow.waiting import review_wait
 
 NAME = "review"
 PENDING_WORDS = {"待办", "/todo"}
@@ -275,13 +275,11 @@ def _due(conv: Conversation, topic: Topic) -> str:
     """ "已等N个工作日，M月D日前" (or "已超期"), for the to-do list."""
     if topic.review_due_at is None:
         return ""
-    waited = conv.lifecycle.calendar.workdays_between(
-        topic.step_started_at.astimezone(CHINA).date(), conv.now.astimezone(CHINA).date()
-    )
-    if topic.review_due_at <= conv.now:
-        return say("review", "todo_overdue", waited=waited)
-    day = last_day(topic.review_due_at.astimezone(CHINA))
-    return say("review", "todo_due", by=by_day(day), waited=waited)
+    calendar = conv.lifecycle.calendar
+    wait = review_wait(calendar, topic.step_started_at, topic.review_due_at, conv.now)
+    if wait.overdue:
+        return say("review", "todo_overdue", waited=wait.waited)
+    return say("review", "todo_due", by=by_day(wait.due_by), waited=wait.waited)
 
 
 def _id(topic: Topic) -> int:

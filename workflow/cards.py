@@ -15,13 +15,13 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Attachment, ButtonRef, Person, Room, Topic
-from workflow.clock import CHINA, last_day
 from workflow.engine import available_actions
 from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES, State
 from workflow.payloads import REVIEW
 from workflow.permissions import Actor, load_actor
 from workflow.similar import most_similar
 from workflow.texts import by_day, label, text
+from workflow.waiting import review_wait
 from workflow.workdays import WorkdayCalendar
 
 #: What a review action's payload starts with (its kind is declared in workflow/payloads.py).
@@ -68,11 +68,8 @@ async def card_text(
     ) or text("cards", "anonymous")
     due = ""
     if topic.review_due_at is not None and topic.state in CLOCKED_STATES:
-        day = last_day(topic.review_due_at)
-        waited = calendar.workdays_between(
-            topic.step_started_at.astimezone(CHINA).date(), now.astimezone(CHINA).date()
-        )
-        due = text("cards", "due", by=by_day(day), waited=waited)
+        wait = review_wait(calendar, topic.step_started_at, topic.review_due_at, now)
+        due = text("cards", "due", by=by_day(wait.due_by), waited=wait.waited)
     lines = [
         text(
             "cards",
