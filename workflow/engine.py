@@ -38,7 +38,7 @@ from workflow.lifecycle import (
     Source,
     Transition,
 )
-from workflow.permissions import Actor, acting_role, source_role
+from workflow.permissions import Actor, acting_role, can, source_role
 from workflow.rooms import get_room, nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
 from workflow.workdays import WorkdayCalendar
@@ -335,7 +335,7 @@ async def available_actions(session: AsyncSession, topic: Topic, actor: Actor) -
         t.action
         for t in TRANSITIONS.values()
         if topic.state in t.sources
-        and acting_role(actor, t, topic, chain) is not None
+        and can(actor, t, topic, chain)
         and (t.after is None or await _on_record(session, topic, t.after))
     ]
 
