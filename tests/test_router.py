@@ -5,21 +5,17 @@ answer it always got."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.config import load_config
-from bot.services import Services, build_services
+from bot.services import Services
 from dialogs.conversation import Conversation
 from dialogs.handlers import Conflict, Flow, Handlers, on
 from dialogs.router import HANDLERS, Dialogs
-from storage.db import make_session_factory
+from tests import test_review
 from tests.test_review import Reviewer, texts
-from tests.world import World, build_world
-from workflow.clock import FixedClock
+from tests.world import World
 from workflow.payloads import (
     BUTTONS,
     CARD,
@@ -43,23 +39,8 @@ from workflow.payloads import (
     Registry,
 )
 
-
-@pytest.fixture
-async def world(engine, clock: FixedClock) -> World:
-    return await build_world(make_session_factory(engine), clock)
-
-
-@pytest.fixture
-async def services(
-    database_url: str, world: World, clock: FixedClock, tmp_path: Path
-) -> AsyncIterator[Services]:
-    path = tmp_path / "c.toml"
-    path.write_text(
-        f'[database]\nurl = "{database_url}"\n[dialogs]\nflood_messages = 1000\n', "utf-8"
-    )
-    services = build_services(load_config(path, env={}), clock=clock)
-    yield services
-    await services.close()
+# The review tests' fixtures: the demo-like world and services over the test database.
+world, services = test_review.world, test_review.services
 
 
 #: Payloads as buttons and links already sent carry them, with what each must mean.
