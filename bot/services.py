@@ -116,6 +116,7 @@ class Services:
             batch_size=outbox["batch_size"],
             worker_id=self.worker_id,
             records=self.records,
+            is_transient=is_transient,
         )
 
     def media_downloader(self) -> MediaDownloader:

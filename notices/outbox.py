@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import and_, exists, or_, text, true, update
 from sqlalchemy import exc as sa_exc
@@ -53,12 +53,41 @@ log = logging.getLogger(__name__)
 
 #: last_error is a Text column, but a reason is for humans reading a dead letter: keep it short.
 _MAX_REASON = 500
+_T = TypeVar("_T")
 #: A send whose result cannot be recorded (the database away) is recorded again this
 #: often, until this long before its claim runs out: after that it may be claimed again.
 RECORD_RETRY = 0.5
 RECORD_MARGIN = timedelta(seconds=10)
-#: What a database that is away raises (a bug is not retried).
+#: What a database that is away raises (a bug is not retried), unless the caller gives a
+#: finer judgement (the services give bot.edge.is_transient).
 _AWAY = (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError)
+
+
+def _is_away(exc: BaseException) -> bool:
+    return isinstance(exc, _AWAY)
+
+
+async def retry_while_away(
+    attempt: Callable[[], Awaitable[_T]],
+    seconds: float,
+    away: Callable[[BaseException], bool] = _is_away,
+    *,
+    what: object = "a result",
+) -> _T:
+    """``attempt()``, tried again every ``RECORD_RETRY`` seconds while its failure is the
+    database being away (``away``), for at most ``seconds``; then the failure is raised.
+    For recording what a platform already accepted: not recorded, it is sent again."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + seconds
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not away(exc) or loop.time() + RECORD_RETRY >= give_up:
+                raise
+            log.warning("outbox: %s not recorded yet (%r); retrying", what, exc)
+            await asyncio.sleep(RECORD_RETRY)
+
 
 _table = OutboxMessage.__table__
 _c = _table.c
@@ -216,6 +245,7 @@ class OutboxDispatcher:
         worker_id: str | None = None,
         records: SessionFactory | None = None,
         paced: bool = True,
+        is_transient: Callable[[BaseException], bool] = _is_away,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -225,6 +255,8 @@ class OutboxDispatcher:
         #: Where results are recorded: a send not yet recorded is the at-least-once window,
         #: so the caller may give a pool that no slow work waits on.
         self._records = records or sessions
+        #: Whether a failure to record a result is the database being away (retried).
+        self._away = is_transient
         self._senders = dict(senders)
         self._clock = clock
         self._max_attempts = max_attempts
@@ -425,21 +457,13 @@ class OutboxDispatcher:
         """``_record``, retried while the database is away, until shortly before the lease
         runs out: a send that is not recorded is sent again after the lease. (The loop
         waits meanwhile; it could claim nothing anyway.)"""
-        loop = asyncio.get_running_loop()
         budget = (lease_token - self._clock.now() - RECORD_MARGIN).total_seconds()
-        give_up = loop.time() + budget
-        while True:
-            try:
-                return await self._record(message, lease_token, outcome)
-            except _AWAY as exc:
-                if loop.time() + RECORD_RETRY >= give_up:
-                    raise
-                log.warning(
-                    "outbox: the result of %s not recorded yet (%r); retrying",
-                    message.idempotency_key,
-                    exc,
-                )
-                await asyncio.sleep(RECORD_RETRY)
+        return await retry_while_away(
+            lambda: self._record(message, lease_token, outcome),
+            budget,
+            self._away,
+            what=message.idempotency_key,
+        )
 
     async def _record(
         self, message: OutboxMessage, lease_token: datetime, outcome: _Outcome

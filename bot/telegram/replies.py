@@ -32,6 +32,7 @@ from notices.outbox import (
     PermanentFailure,
     TemporaryFailure,
     enqueue,
+    retry_while_away,
 )
 from storage.db import transaction
 from storage.models import UNSENT, OutboxMessage
@@ -196,17 +197,16 @@ class HeldReplies:
             task.add_done_callback(self._recording.discard)
 
     async def _record_until(self, keys: list[str], hold: datetime, values: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + (REPLY_HOLD - RECORD_MARGIN).total_seconds()
-        while loop.time() < give_up:
-            await asyncio.sleep(RECORD_RETRY)
-            try:
-                await self._record(keys, hold, values)
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    break
-        log.error("telegram: %s never recorded; the outbox sends them again", keys)
+        await asyncio.sleep(RECORD_RETRY)
+        try:
+            await retry_while_away(
+                lambda: self._record(keys, hold, values),
+                (REPLY_HOLD - RECORD_MARGIN).total_seconds(),
+                is_transient,
+                what=keys,
+            )
+        except Exception:
+            log.error("telegram: %s never recorded; the outbox sends them again", keys)
 
     async def _record(self, keys: list[str], hold: datetime, values: dict[str, Any]) -> None:
         async with transaction(self.services.records) as session:
