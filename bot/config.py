@@ -150,7 +150,7 @@ class Section(BaseModel):
         field = cls.model_fields[info.field_name]
         secret = field.annotation is SecretStr
         # A secret never appears in a message, not even a wrong one.
-        shown = f"a {type(raw).__name__}" if secret else repr(raw)
+        shown = type(raw).__name__ if secret else repr(raw)
         value = _coerce(_kind(field.annotation), raw, shown)
         for check in field.metadata:
             if isinstance(check, Check) and (problem := check.problem(value)):
