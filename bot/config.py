@@ -57,51 +57,44 @@ class Check:
     problem: Callable[[Any], str | None]
 
 
-def _url_scheme(*schemes: str) -> Check:
-    def check(value: str) -> str | None:
-        if not value.startswith(schemes):
-            return "must start with " + " or ".join(schemes)
-        return None
+def _rule(ok: Callable[[Any], bool], problem: str) -> Check:
+    return Check(lambda value: None if ok(value) else problem)
 
-    return Check(check)
+
+def _url_scheme(*schemes: str) -> Check:
+    return _rule(lambda value: value.startswith(schemes), "must start with " + " or ".join(schemes))
 
 
 def _optional(check: Check) -> Check:
     return Check(lambda value: None if value == "" else check.problem(value))
 
 
-PORT = Check(lambda value: None if 0 < value < 65536 else "must be between 1 and 65535")
-POSITIVE = Check(lambda value: None if value > 0 else "must be greater than 0")
-AES_KEY = Check(lambda value: None if len(value) == 43 else "must be 43 characters")
-SECRET_TOKEN = Check(
-    lambda value: (
-        None
-        if re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value)
-        else "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
-    )
-)
-CLOCK_TIME = Check(
-    lambda value: (
-        None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) else "must be HH:MM (24 h)"
-    )
-)
-
-#: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
-MessageMode = Literal["plain", "compatible", "safe"]
-MESSAGE_MODES: tuple[str, ...] = get_args(MessageMode)
-
-
 def _one_of(*choices: str) -> Check:
     wanted = "must be " + ", ".join(choices[:-1]) + " or " + choices[-1]
-    return Check(lambda value: None if value in choices else wanted)
+    return _rule(lambda value: value in choices, wanted)
 
 
-def _dates_problem(value: list[Any]) -> str | None:
+def _dates(value: list[Any]) -> str | None:
     bad = [v for v in value if not isinstance(v, date)]
     return f"must be a list of dates (YYYY-MM-DD), not {bad[0]!r}" if bad else None
 
 
-DATES = Check(_dates_problem)
+PORT = _rule(lambda value: 0 < value < 65536, "must be between 1 and 65535")
+POSITIVE = _rule(lambda value: value > 0, "must be greater than 0")
+AES_KEY = _rule(lambda value: len(value) == 43, "must be 43 characters")
+SECRET_TOKEN = _rule(
+    lambda value: re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value) is not None,
+    "must be 1-256 characters of A-Z, a-z, 0-9, _ and -",
+)
+CLOCK_TIME = _rule(
+    lambda value: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) is not None,
+    "must be HH:MM (24 h)",
+)
+DATES = Check(_dates)
+
+#: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
+MessageMode = Literal["plain", "compatible", "safe"]
+MESSAGE_MODES: tuple[str, ...] = get_args(MessageMode)
 
 
 def _kind(annotation: Any) -> type:
@@ -390,7 +383,10 @@ def _refuse_unknown_keys(data: Mapping[str, Any]) -> None:
         if section not in sections:
             raise ConfigError(f"unknown config section [{section}]")
     for section, model in sections.items():
-        for key in data.get(section, {}):
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section}: must be a [{section}] table (got {given!r})")
+        for key in given:
             if key not in model.model_fields:
                 raise ConfigError(f"unknown config key {section}.{key}")
 

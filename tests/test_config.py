@@ -170,6 +170,7 @@ def test_only_the_declared_environment_names_count() -> None:
         ("[wechat]\ntoken = 12345\n", "wechat.token: expected str, got int"),
         ("[calendar]\nholiday_tables = [2027]\n", "calendar.holiday_tables.0: "),
         ("[reminders]\nwork_end = 2027-01-01\n", "reminders.work_end: expected str"),
+        ("server = 8080\n", "server: must be a [server] table (got 8080)"),
     ],
 )
 def test_a_value_of_the_wrong_type_in_the_file_is_named(
