@@ -242,7 +242,7 @@ def _sections(settings_cls: type[BaseSettings]) -> dict[str, type[Section]]:
     return found
 
 
-class SectionEnvironment(PydanticBaseSettingsSource):
+class SectionEnvSource(PydanticBaseSettingsSource):
     """``MASHANGYI_<SECTION>_<KEY>`` for exactly the declared keys, from ``env``. Keys hold
     underscores (``APP_SECRET``), so a nested delimiter could not tell where a section name
     ends; looking up each declared name also leaves other MASHANGYI_ variables alone."""
@@ -360,7 +360,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
         _refuse_unknown_keys(values)
-    for section, overrides in SectionEnvironment(Config, env)().items():
+    for section, overrides in SectionEnvSource(Config, env)().items():
         values[section] = {**values.get(section, {}), **overrides}
     try:
         config = Config(**values)
