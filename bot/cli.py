@@ -360,7 +360,7 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
                 session,
                 services.clock.now(),
                 services.calendar,
-                escalate_after_days=config["reminders"]["escalate_after_days"],
+                escalate_after_days=config.reminders.escalate_after_days,
                 under=under,
             )
             people = await names(session, Person, (pid for i in items for pid, _ in i.responsible))
@@ -431,8 +431,8 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
 async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from bot.serve import serve, serve_many
 
-    server = config["server"]
-    host, port = args.host or server["host"], args.port or server["port"]
+    server = config.server
+    host, port = args.host or server.host, args.port or server.port
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     if args.workers > 1:
@@ -453,7 +453,7 @@ async def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     await services.take_worker_id("worker")
     print(
         "mashangyi worker: reminder sweeps every "
-        f"{config['reminders']['sweep_minutes']:g} min, outbox delivery, media downloads "
+        f"{config.reminders.sweep_minutes:g} min, outbox delivery, media downloads "
         "(Ctrl+C stops)",
         flush=True,
     )

@@ -1,8 +1,10 @@
 """Configuration: a TOML file (every key documented in config.example.toml) with
 environment overrides ``MASHANGYI_<SECTION>_<KEY>`` (e.g. ``MASHANGYI_WECHAT_APP_SECRET``).
 
-Every key is declared once in ``SCHEMA``; a wrong or missing value stops start-up with one
-message naming the key.
+One typed model (pydantic-settings): a class per section, a field per key with its default
+and its check; a wrong or missing value stops start-up with one line naming the key.
+Secrets are ``SecretStr``: printing the settings shows ``**********``, and code that needs a
+secret calls ``get_secret_value()`` where it uses it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,30 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 CONFIG_ENV = "MASHANGYI_CONFIG"
 
@@ -23,55 +45,33 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the person running the service."""
 
 
+def _problem(message: str) -> PydanticCustomError:
+    """A validation error whose text is ours alone (pydantic formats the template)."""
+    return PydanticCustomError("config", "{problem}", {"problem": message})
+
+
 @dataclass(frozen=True)
-class Key:
-    kind: type
-    default: Any
-    check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+class Check:
+    """A field's check (``Annotated`` metadata): returns a problem, or None."""
+
+    problem: Callable[[Any], str | None]
 
 
-def _url_scheme(*schemes: str) -> Callable[[Any], str | None]:
-    def check(value: str) -> str | None:
-        if not value.startswith(schemes):
-            return "must start with " + " or ".join(schemes)
-        return None
-
-    return check
+def _rule(ok: Callable[[Any], bool], problem: str) -> Check:
+    return Check(lambda value: None if ok(value) else problem)
 
 
-def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    return lambda value: None if value == "" else check(value)
+def _url_scheme(*schemes: str) -> Check:
+    return _rule(lambda value: value.startswith(schemes), "must start with " + " or ".join(schemes))
 
 
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else "must be between 1 and 65535"
+def _optional(check: Check) -> Check:
+    return Check(lambda value: None if value == "" else check.problem(value))
 
 
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _aes_key(value: str) -> str | None:
-    return None if len(value) == 43 else "must be 43 characters"
-
-
-#: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
-MESSAGE_MODES = ("plain", "compatible", "safe")
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
+def _one_of(*choices: str) -> Check:
     wanted = "must be " + ", ".join(choices[:-1]) + " or " + choices[-1]
-    return lambda value: None if value in choices else wanted
-
-
-def _secret_token(value: str) -> str | None:
-    if re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
-        return None
-    return "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
-
-
-def _clock_time(value: str) -> str | None:
-    return None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) else "must be HH:MM (24 h)"
+    return _rule(lambda value: value in choices, wanted)
 
 
 def _dates(value: list[Any]) -> str | None:
@@ -79,114 +79,36 @@ def _dates(value: list[Any]) -> str | None:
     return f"must be a list of dates (YYYY-MM-DD), not {bad[0]!r}" if bad else None
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "server": {
-        "host": Key(str, "127.0.0.1"),
-        "port": Key(int, 8080, _port),
-        "public_base_url": Key(str, "http://127.0.0.1:8080", _url_scheme("http://", "https://")),
-        "secret_key": Key(str, ""),
-        "access_log": Key(bool, False),
-    },
-    "database": {
-        "url": Key(
-            str,
-            "sqlite+aiosqlite:///var/mashangyi.db",
-            _url_scheme("sqlite+aiosqlite://", "postgresql+asyncpg://"),
-        ),
-    },
-    "redis": {"url": Key(str, "", _optional(_url_scheme("redis://", "rediss://")))},
-    "wechat": {
-        "app_id": Key(str, ""),
-        "app_secret": Key(str, ""),
-        "token": Key(str, ""),
-        "encoding_aes_key": Key(str, "", _optional(_aes_key)),
-        "message_mode": Key(str, "plain", _one_of(*MESSAGE_MODES)),
-        "api_base_url": Key(str, "https://api.weixin.qq.com/", _url_scheme("http://", "https://")),
-        "template_id": Key(str, ""),
-        "cs_window_hours": Key(float, 48.0, _positive),
-    },
-    "telegram": {
-        "bot_token": Key(str, ""),
-        "bot_username": Key(str, ""),
-        "webhook_secret": Key(str, "", _optional(_secret_token)),
-        "base_url": Key(str, "https://api.telegram.org/bot", _url_scheme("http://", "https://")),
-    },
-    "calendar": {
-        "holiday_tables": Key(list, []),
-        "extra_holidays": Key(list, [], _dates),
-        "extra_workdays": Key(list, [], _dates),
-    },
-    "dialogs": {
-        "idle_minutes": Key(float, 30.0, _positive),
-        "flood_messages": Key(int, 10, _positive),
-        "flood_seconds": Key(float, 10.0, _positive),
-    },
-    "inbox": {
-        "spool_dir": Key(str, "var/spool"),
-    },
-    "media": {
-        "dir": Key(str, "var/media"),
-        "max_bytes": Key(int, 10 * 1024 * 1024, _positive),
-    },
-    "review": {
-        "working_days": Key(int, 5, _positive),
-        "link_hours": Key(float, 72.0, _positive),
-    },
-    "poster": {
-        "font": Key(str, ""),
-    },
-    "reminders": {
-        "work_start": Key(str, "09:00", _clock_time),
-        "work_end": Key(str, "17:30", _clock_time),
-        "escalate_after_days": Key(int, 3, _positive),
-        "sweep_minutes": Key(float, 10.0, _positive),
-    },
-    "outbox": {
-        "max_attempts": Key(int, 8, _positive),
-        "base_backoff_seconds": Key(float, 30.0, _positive),
-        "max_backoff_seconds": Key(float, 21600.0, _positive),
-        "batch_size": Key(int, 50, _positive),
-        "poll_seconds": Key(float, 1.0, _positive),
-        "worker_id": Key(str, ""),
-    },
-}
+PORT = _rule(lambda value: 0 < value < 65536, "must be between 1 and 65535")
+POSITIVE = _rule(lambda value: value > 0, "must be greater than 0")
+AES_KEY = _rule(lambda value: len(value) == 43, "must be 43 characters")
+SECRET_TOKEN = _rule(
+    lambda value: re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value) is not None,
+    "must be 1-256 characters of A-Z, a-z, 0-9, _ and -",
+)
+CLOCK_TIME = _rule(
+    lambda value: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) is not None,
+    "must be HH:MM (24 h)",
+)
+DATES = Check(_dates)
 
-#: Values that must never be printed (``config show`` and logs mask them).
-SECRETS = {
-    ("server", "secret_key"),
-    ("wechat", "app_secret"),
-    ("wechat", "token"),
-    ("wechat", "encoding_aes_key"),
-    ("telegram", "bot_token"),
-    ("telegram", "webhook_secret"),
-}
+#: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
+MessageMode = Literal["plain", "compatible", "safe"]
+MESSAGE_MODES: tuple[str, ...] = get_args(MessageMode)
 
 
-@dataclass(frozen=True)
-class Config:
-    values: Mapping[str, Mapping[str, Any]]
-    source: Path | None = None
-    base_dir: Path = field(default_factory=Path.cwd)
-
-    def __getitem__(self, section: str) -> Mapping[str, Any]:
-        return self.values[section]
-
-    @property
-    def database_url(self) -> str:
-        return self.values["database"]["url"]
-
-    def media_dir(self) -> Path:
-        return self.base_dir / self.values["media"]["dir"]
-
-    def spool_dir(self) -> Path:
-        return self.base_dir / self.values["inbox"]["spool_dir"]
-
-    def holiday_table_paths(self) -> list[Path]:
-        """Config table paths, relative ones taken from the config file's folder."""
-        return [self.base_dir / p for p in self.values["calendar"]["holiday_tables"]]
+def _kind(annotation: Any) -> type:
+    """The TOML type a field is written in: secrets and choices are strings."""
+    if annotation is SecretStr or get_origin(annotation) is Literal:
+        return str
+    kind = get_origin(annotation) or annotation
+    assert isinstance(kind, type), annotation
+    return kind
 
 
-def _coerce(kind: type, raw: Any, name: str) -> Any:
+def _coerce(kind: type, raw: Any, shown: str) -> Any:
+    """TOML values as they are (an int where a float is wanted is fine); environment
+    strings parsed to the field's type."""
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
     if kind is list and isinstance(raw, str):  # environment: comma-separated
@@ -196,75 +118,284 @@ def _coerce(kind: type, raw: Any, name: str) -> Any:
         ]
     if kind is bool and isinstance(raw, str):  # environment: true/false
         if raw.lower() not in ("true", "false"):
-            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+            raise _problem(f"expected true or false, got {shown}")
         return raw.lower() == "true"
     if isinstance(raw, str) and kind in (int, float):
         try:
             return kind(raw)
         except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+            raise _problem(f"expected a number, got {shown}") from None
     if not isinstance(raw, kind) or (isinstance(raw, bool) and kind is not bool):
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}")
+        raise _problem(f"expected {kind.__name__}, got {shown}")
     return raw
+
+
+class Section(BaseModel):
+    """One ``[section]``: every given value is coerced and checked by its field's
+    declaration (pydantic's own, laxer, conversions would accept "yes" for a switch)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _coerce_and_check(cls, raw: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        field = cls.model_fields[info.field_name]
+        secret = field.annotation is SecretStr
+        # A secret never appears in a message, not even a wrong one.
+        shown = type(raw).__name__ if secret else repr(raw)
+        value = _coerce(_kind(field.annotation), raw, shown)
+        for check in field.metadata:
+            if isinstance(check, Check) and (problem := check.problem(value)):
+                raise _problem(problem if secret else f"{problem} (got {value!r})")
+        return value
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, PORT] = 8080
+    public_base_url: Annotated[str, _url_scheme("http://", "https://")] = "http://127.0.0.1:8080"
+    secret_key: SecretStr = SecretStr("")
+    access_log: bool = False
+
+
+class DatabaseSettings(Section):
+    url: Annotated[str, _url_scheme("sqlite+aiosqlite://", "postgresql+asyncpg://")] = (
+        "sqlite+aiosqlite:///var/mashangyi.db"
+    )
+
+
+class RedisSettings(Section):
+    url: Annotated[str, _optional(_url_scheme("redis://", "rediss://"))] = ""
+
+
+class WeChatSettings(Section):
+    app_id: str = ""
+    app_secret: SecretStr = SecretStr("")
+    token: SecretStr = SecretStr("")
+    encoding_aes_key: Annotated[SecretStr, _optional(AES_KEY)] = SecretStr("")
+    message_mode: Annotated[MessageMode, _one_of(*MESSAGE_MODES)] = "plain"
+    api_base_url: Annotated[str, _url_scheme("http://", "https://")] = "https://api.weixin.qq.com/"
+    template_id: str = ""
+    cs_window_hours: Annotated[float, POSITIVE] = 48.0
+
+
+class TelegramSettings(Section):
+    bot_token: SecretStr = SecretStr("")
+    bot_username: str = ""
+    webhook_secret: Annotated[SecretStr, _optional(SECRET_TOKEN)] = SecretStr("")
+    base_url: Annotated[str, _url_scheme("http://", "https://")] = "https://api.telegram.org/bot"
+
+
+class CalendarSettings(Section):
+    holiday_tables: list[str] = []
+    extra_holidays: Annotated[list[date], DATES] = []
+    extra_workdays: Annotated[list[date], DATES] = []
+
+
+class DialogsSettings(Section):
+    idle_minutes: Annotated[float, POSITIVE] = 30.0
+    flood_messages: Annotated[int, POSITIVE] = 10
+    flood_seconds: Annotated[float, POSITIVE] = 10.0
+
+
+class InboxSettings(Section):
+    spool_dir: str = "var/spool"
+
+
+class MediaSettings(Section):
+    dir: str = "var/media"
+    max_bytes: Annotated[int, POSITIVE] = 10 * 1024 * 1024
+
+
+class ReviewSettings(Section):
+    working_days: Annotated[int, POSITIVE] = 5
+    link_hours: Annotated[float, POSITIVE] = 72.0
+
+
+class PosterSettings(Section):
+    font: str = ""
+
+
+class RemindersSettings(Section):
+    work_start: Annotated[str, CLOCK_TIME] = "09:00"
+    work_end: Annotated[str, CLOCK_TIME] = "17:30"
+    escalate_after_days: Annotated[int, POSITIVE] = 3
+    sweep_minutes: Annotated[float, POSITIVE] = 10.0
+
+
+class OutboxSettings(Section):
+    max_attempts: Annotated[int, POSITIVE] = 8
+    base_backoff_seconds: Annotated[float, POSITIVE] = 30.0
+    max_backoff_seconds: Annotated[float, POSITIVE] = 21600.0
+    batch_size: Annotated[int, POSITIVE] = 50
+    poll_seconds: Annotated[float, POSITIVE] = 1.0
+    worker_id: str = ""
+
+
+def _sections(settings_cls: type[BaseSettings]) -> dict[str, type[Section]]:
+    """Each ``[section]``'s model, by name, in declaration order."""
+    found = {}
+    for name, field in settings_cls.model_fields.items():
+        assert isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+        found[name] = field.annotation
+    return found
+
+
+class SectionEnvSource(PydanticBaseSettingsSource):
+    """``MASHANGYI_<SECTION>_<KEY>`` for exactly the declared keys, from ``env``. Keys hold
+    underscores (``APP_SECRET``), so a nested delimiter could not tell where a section name
+    ends; looking up each declared name also leaves other MASHANGYI_ variables alone."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, True
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, dict[str, str]] = {}
+        for section, model in _sections(self.settings_cls).items():
+            for key in model.model_fields:
+                name = f"MASHANGYI_{section}_{key}".upper()
+                if name in self.env:
+                    found.setdefault(section, {})[key] = self.env[name]
+        return found
+
+
+class Config(BaseSettings):
+    """The service's settings, read by :func:`load_config`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True)
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    dialogs: DialogsSettings = Field(default_factory=DialogsSettings)
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    poster: PosterSettings = Field(default_factory=PosterSettings)
+    reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+
+    _source: Path | None = PrivateAttr(None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_config() hands in what the file and the environment say; pydantic-settings'
+        # own sources would also read $SERVER, .env and the like.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _keys_agree(self) -> Config:
+        reminders = self.reminders
+        if reminders.work_end <= reminders.work_start:  # HH:MM sorts like the time it is
+            raise _problem(
+                f"reminders.work_end: must be later than work_start ({reminders.work_start}) "
+                f"(got {reminders.work_end!r})"
+            )
+        # The mode and the key agree: a key with mode plain is ambiguous (which one was
+        # meant?), and compatible or safe cannot decrypt without it.
+        mode, has_key = self.wechat.message_mode, bool(self.wechat.encoding_aes_key)
+        if mode == "plain" and has_key:
+            raise _problem(
+                "wechat.message_mode: must be compatible or safe when wechat.encoding_aes_key "
+                "is set (or remove the key for plain) (got 'plain')"
+            )
+        if mode != "plain" and not has_key:
+            raise _problem(
+                f"wechat.encoding_aes_key: required when wechat.message_mode is {mode!r}"
+            )
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file read, if any."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """The config file's folder (else the working directory): relative paths start here."""
+        return self._base_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url
+
+    def media_dir(self) -> Path:
+        return self.base_dir / self.media.dir
+
+    def spool_dir(self) -> Path:
+        return self.base_dir / self.inbox.spool_dir
+
+    def holiday_table_paths(self) -> list[Path]:
+        """Config table paths, relative ones taken from the config file's folder."""
+        return [self.base_dir / p for p in self.calendar.holiday_tables]
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (or ``$MASHANGYI_CONFIG``; none at all means built-in defaults)."""
     env = os.environ if env is None else env
     path = path or env.get(CONFIG_ENV) or None
-    data: dict[str, Any] = {}
-    source = None
-    if path:
-        source = Path(path)
+    source = Path(path) if path else None
+    values: dict[str, Any] = {}
+    if source:
+        if not source.is_file():  # the TOML source would quietly read nothing
+            raise ConfigError(f"config file not found: {source}")
         try:
-            data = tomllib.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {source}") from None
+            values = TomlConfigSettingsSource(Config, toml_file=source).toml_data
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    for section in data:
-        if section not in SCHEMA:
-            raise ConfigError(f"unknown config section [{section}]")
-    values: dict[str, dict[str, Any]] = {}
-    for section, keys in SCHEMA.items():
-        given = data.get(section, {})
-        for key in given:
-            if key not in keys:
-                raise ConfigError(f"unknown config key {section}.{key}")
-        values[section] = {}
-        for key, spec in keys.items():
-            name = f"{section}.{key}"
-            env_name = f"MASHANGYI_{section}_{key}".upper()
-            raw = env[env_name] if env_name in env else given.get(key, spec.default)
-            value = _coerce(spec.kind, raw, name)
-            problem = spec.check(value) if spec.check else None
-            if problem:
-                raise ConfigError(f"{name}: {problem} (got {value!r})")
-            values[section][key] = value
-    reminders = values["reminders"]
-    if reminders["work_end"] <= reminders["work_start"]:  # HH:MM sorts like the time it is
-        raise ConfigError(
-            f"reminders.work_end: must be later than work_start ({reminders['work_start']}) "
-            f"(got {reminders['work_end']!r})"
-        )
-    _check_message_mode(values["wechat"])
+        _refuse_unknown_keys(values)
+    for section, overrides in SectionEnvSource(Config, env)().items():
+        values[section] = {**values.get(section, {}), **overrides}
+    try:
+        config = Config(**values)
+    except ValidationError as exc:
+        raise ConfigError(_first_problem(exc)) from None
     base_dir = source.parent if source else Path.cwd()
-    if values["database"]["url"].startswith("sqlite+aiosqlite:///") and source:
-        values["database"]["url"] = _anchor_sqlite(values["database"]["url"], base_dir)
-    return Config(values=values, source=source, base_dir=base_dir)
-
-
-def _check_message_mode(wechat: Mapping[str, Any]) -> None:
-    """The mode and the key agree: a key with mode plain is ambiguous (which one was
-    meant?), and compatible or safe cannot decrypt without it."""
-    mode = wechat["message_mode"]
-    if mode == "plain" and wechat["encoding_aes_key"]:
-        raise ConfigError(
-            "wechat.message_mode: must be compatible or safe when wechat.encoding_aes_key "
-            "is set (or remove the key for plain) (got 'plain')"
+    if config.database.url.startswith("sqlite+aiosqlite:///") and source:
+        database = config.database.model_copy(
+            update={"url": _anchor_sqlite(config.database.url, base_dir)}
         )
-    if mode != "plain" and not wechat["encoding_aes_key"]:
-        raise ConfigError(f"wechat.encoding_aes_key: required when wechat.message_mode is {mode!r}")
+        config = config.model_copy(update={"database": database})
+    config._source, config._base_dir = source, base_dir
+    return config
+
+
+def _refuse_unknown_keys(data: Mapping[str, Any]) -> None:
+    """A misspelt key is refused by name rather than silently left at its default."""
+    sections = _sections(Config)
+    for section in data:
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}]")
+    for section, model in sections.items():
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section}: must be a [{section}] table (got {given!r})")
+        for key in given:
+            if key not in model.model_fields:
+                raise ConfigError(f"unknown config key {section}.{key}")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem in declaration order, as ``section.key: problem``."""
+    error = exc.errors(include_url=False)[0]
+    name = ".".join(str(part) for part in error["loc"])
+    return f"{name}: {error['msg']}" if name else error["msg"]
 
 
 def _anchor_sqlite(url: str, base_dir: Path) -> str:

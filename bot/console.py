@@ -131,7 +131,7 @@ async def chat(
         addresses=[name],
         worker_id=services.worker_id,
     )
-    poll = services.config["outbox"]["poll_seconds"]
+    poll = services.config.outbox.poll_seconds
     prompt = "> "
     replies = await services.dialogs.handle(
         Inbound(CHANNEL, name, "start", payload=room_payload(room), display_name=name)

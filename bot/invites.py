@@ -92,8 +92,8 @@ async def make_invite(
     say: Callable[[str], object] = print,
 ) -> PrintedInvite:
     config = services.config
-    with_wechat = bool(config["wechat"]["app_id"])
-    bot_username = config["telegram"]["bot_username"]
+    with_wechat = bool(config.wechat.app_id)
+    bot_username = config.telegram.bot_username
     if not with_wechat and not bot_username:
         raise CommandError(
             "neither WeChat (wechat.app_id) nor Telegram (telegram.bot_username) is "
@@ -118,7 +118,7 @@ async def make_invite(
     now = services.clock.now()
     wechat_url, wechat_expires = "", None
     if with_wechat:
-        api = WeChatAPI.from_config(config["wechat"], services.clock)
+        api = WeChatAPI.from_config(config.wechat, services.clock)
         seconds = min(int(validity.total_seconds()), WECHAT_MAX_EXPIRE)
         try:
             code = await api.create_qrcode(payload, expire_seconds=seconds)

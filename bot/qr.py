@@ -115,7 +115,7 @@ def telegram_link(bot_username: str, scene: str) -> str:
 
 async def wechat_urls(services: Services, scenes: list[str]) -> dict[str, str]:
     """scene → the URL of its permanent parametric QR code, one ``qrcode/create`` each."""
-    api = WeChatAPI.from_config(services.config["wechat"], services.clock)
+    api = WeChatAPI.from_config(services.config.wechat, services.clock)
     urls: dict[str, str] = {}
     try:
         for scene in scenes:
@@ -141,7 +141,7 @@ async def make_posters(
 ) -> list[RoomCodes]:
     """Codes, posters, PDF and CSV for room ``code`` (or its subtree) in ``out``."""
     config = services.config
-    font_setting = config["poster"]["font"]
+    font_setting = config.poster.font
     try:
         font = find_font(config.base_dir / font_setting if font_setting else None)
     except FontError as exc:
@@ -157,8 +157,8 @@ async def make_posters(
             + ", ".join(repr(c) for c in bad)
         )
 
-    with_wechat = bool(config["wechat"]["app_id"])
-    bot_username = config["telegram"]["bot_username"]
+    with_wechat = bool(config.wechat.app_id)
+    bot_username = config.telegram.bot_username
     if not with_wechat and not bot_username:
         raise QRError(
             "neither WeChat (wechat.app_id) nor Telegram (telegram.bot_username) is "

@@ -60,7 +60,7 @@ async def serve(
     await services.take_worker_id("serve")
     # Off by default: safe-mode WeChat callbacks carry the sender's openid in the query
     # string, and the proxy in front usually logs requests already.
-    access_log = logging.getLogger("aiohttp.access") if config["server"]["access_log"] else None
+    access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
     runner = web.AppRunner(create_app(services, run_outbox=background), access_log=access_log)
     await runner.setup()
     try:
@@ -81,7 +81,7 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
             "serve --workers: several processes need PostgreSQL "
             "(SQLite takes one writer at a time); use one process or database.url = postgresql…"
         )
-    if not config["server"]["secret_key"]:
+    if not config.server.secret_key.get_secret_value():
         build_review_links(config)  # refuses with WeChat configured: links must outlive us
         # Every worker must sign and check review links with the same key.
         os.environ["MASHANGYI_SERVER_SECRET_KEY"] = secrets.token_hex(32)
@@ -89,7 +89,7 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
             "server.secret_key is not set: the workers share a random key, and every "
             "review link dies when the service restarts"
         )
-    if not config["redis"]["url"]:
+    if not config.redis.url:
         log.warning(
             "redis.url is not set: each of the %d processes counts the flood limit on its own",
             workers,

@@ -85,7 +85,7 @@ class Services:
         if self._identity is not None:
             raise RuntimeError(f"this process is {self._identity.name} already")
         identity = take_identity(
-            lock_dir(self.config.database_url), role, self.config["outbox"]["worker_id"]
+            lock_dir(self.config.database_url), role, self.config.outbox.worker_id
         )
         self._identity, self.worker_id = identity, identity.name
         await reclaim(self.sessions, identity.name)
@@ -100,7 +100,7 @@ class Services:
     ) -> OutboxDispatcher:
         """The delivery loop; ``channels``/``addresses`` narrow it (the Telegram webhook
         catching up on one chat), ``paced=False`` sends a turn's replies together."""
-        outbox = self.config["outbox"]
+        outbox = self.config.outbox
         senders = self.senders
         if channels is not None:
             senders = {c: s for c, s in senders.items() if c in channels}
@@ -110,10 +110,10 @@ class Services:
             self.clock,
             addresses=addresses,
             paced=paced,
-            max_attempts=outbox["max_attempts"],
-            base_backoff=timedelta(seconds=outbox["base_backoff_seconds"]),
-            max_backoff=timedelta(seconds=outbox["max_backoff_seconds"]),
-            batch_size=outbox["batch_size"],
+            max_attempts=outbox.max_attempts,
+            base_backoff=timedelta(seconds=outbox.base_backoff_seconds),
+            max_backoff=timedelta(seconds=outbox.max_backoff_seconds),
+            batch_size=outbox.batch_size,
             worker_id=self.worker_id,
             records=self.records,
             is_transient=is_transient,
@@ -125,22 +125,22 @@ class Services:
             self.fetchers,
             self.media_store,
             self.clock,
-            max_bytes=self.config["media"]["max_bytes"],
+            max_bytes=self.config.media.max_bytes,
         )
 
     def sweeper(self) -> Sweeper:
         """The scheduler's reminder sweeps (``[reminders]``), on the injected clock."""
-        reminders = self.config["reminders"]
+        reminders = self.config.reminders
         return Sweeper(
             self.sessions,
             self.clock,
             self.calendar,
             ReminderSettings(
-                work_start=time.fromisoformat(reminders["work_start"]),
-                work_end=time.fromisoformat(reminders["work_end"]),
-                escalate_after_days=reminders["escalate_after_days"],
+                work_start=time.fromisoformat(reminders.work_start),
+                work_end=time.fromisoformat(reminders.work_end),
+                escalate_after_days=reminders.escalate_after_days,
             ),
-            public_base_url=self.config["server"]["public_base_url"],
+            public_base_url=self.config.server.public_base_url,
         )
 
     def calendar_warning(self) -> str | None:
@@ -169,11 +169,11 @@ class Services:
 
 
 def build_calendar(config: Config) -> WorkdayCalendar:
-    calendar = config["calendar"]
+    calendar = config.calendar
     return WorkdayCalendar.load(
         config.holiday_table_paths(),
-        extra_holidays=calendar["extra_holidays"],
-        extra_workdays=calendar["extra_workdays"],
+        extra_holidays=calendar.extra_holidays,
+        extra_workdays=calendar.extra_workdays,
     )
 
 
@@ -181,8 +181,8 @@ def build_review_links(config: Config) -> ReviewLinks:
     """Review links signed with ``server.secret_key``; without it a random key, refused when
     a WeChat account is configured (only WeChat's fallback sends the links: signed with a
     key that dies with the process, every link sent would die at the next restart)."""
-    secret = config["server"]["secret_key"]
-    if not secret and config["wechat"]["app_id"]:
+    secret = config.server.secret_key.get_secret_value()
+    if not secret and config.wechat.app_id:
         raise ConfigError(
             "server.secret_key: required when wechat.app_id is set (it signs review links, "
             "which must outlive a restart); set MASHANGYI_SERVER_SECRET_KEY to a long random "
@@ -191,8 +191,8 @@ def build_review_links(config: Config) -> ReviewLinks:
     key = secret.encode() if secret else secrets.token_bytes(32)
     return ReviewLinks(
         key,
-        config["server"]["public_base_url"],
-        timedelta(hours=config["review"]["link_hours"]),
+        config.server.public_base_url,
+        timedelta(hours=config.review.link_hours),
     )
 
 
@@ -208,19 +208,19 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     )
     calendar = build_calendar(config)
     review_links = build_review_links(config)
-    writer = OutboxWriter(clock, config["server"]["public_base_url"], calendar, review_links)
+    writer = OutboxWriter(clock, config.server.public_base_url, calendar, review_links)
     lifecycle = Lifecycle(
-        clock, calendar, review_days=config["review"]["working_days"], listeners=[writer]
+        clock, calendar, review_days=config.review.working_days, listeners=[writer]
     )
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)
-    dialogs = config["dialogs"]
+    dialogs = config.dialogs
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
     # The Telegram sender remembers a sent review card between the send and its record:
     # on the results' pool, for the same reason the record is there.
     telegram_senders, telegram_fetchers = telegram_outbound(config, records, clock)
-    redis = redis_client(config["redis"]["url"]) if config["redis"]["url"] else None
-    flood = (dialogs["flood_messages"], dialogs["flood_seconds"])
+    redis = redis_client(config.redis.url) if config.redis.url else None
+    flood = (dialogs.flood_messages, dialogs.flood_seconds)
     return Services(
         config=config,
         clock=clock,
@@ -236,9 +236,9 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
             clock,
             tell,
             DialogSettings(
-                idle_minutes=dialogs["idle_minutes"],
-                flood_messages=dialogs["flood_messages"],
-                flood_seconds=dialogs["flood_seconds"],
+                idle_minutes=dialogs.idle_minutes,
+                flood_messages=dialogs.flood_messages,
+                flood_seconds=dialogs.flood_seconds,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

@@ -104,7 +104,7 @@ class TooLarge(Exception):
 
 def setup(app: web.Application, services: Services) -> None:
     """Add ``/wechat`` when a callback token is configured; close the API client on exit."""
-    if services.config["wechat"]["token"]:
+    if services.config.wechat.token.get_secret_value():
         hook = WeChatWebhook(services)
         app[WEBHOOK] = hook
         app.router.add_get("/wechat", hook.verify_url)
@@ -125,7 +125,7 @@ def setup(app: web.Application, services: Services) -> None:
 
 class WeChatWebhook:
     def __init__(self, services: Services) -> None:
-        wechat = services.config["wechat"]
+        wechat = services.config.wechat
         self.services = services
         self.reply_deadline = REPLY_DEADLINE
         self.drain_seconds = DRAIN_SECONDS
@@ -137,10 +137,10 @@ class WeChatWebhook:
         self._spooled: OrderedDict[str, None] = OrderedDict()
         #: Passive replies to messages handled here, by message id (see ``_remember``).
         self._replied: OrderedDict[str, str] = OrderedDict()
-        self.token: str = wechat["token"]
-        self.mode: str = wechat["message_mode"]  # bot.config checked it against the key
+        self.token: str = wechat.token.get_secret_value()
+        self.mode: str = wechat.message_mode  # bot.config checked it against the key
         self.crypto = (
-            WeChatCrypto(self.token, wechat["encoding_aes_key"], wechat["app_id"])
+            WeChatCrypto(self.token, wechat.encoding_aes_key.get_secret_value(), wechat.app_id)
             if self.mode != "plain"
             else None
         )

@@ -4,7 +4,7 @@ and the media fetcher.
 
 Why not wechatpy's client: it is synchronous, and its token fetching and media download
 ignore ``API_BASE_URL`` (they call the real host), so a proxy or a local fake would be
-bypassed. Every request here goes to ``config["wechat"]["api_base_url"]``.
+bypassed. Every request here goes to ``config.wechat.api_base_url``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from sqlmodel import select
 
-from bot.config import Config
+from bot.config import Config, WeChatSettings
 from bot.media import MediaFetcher, MediaTooLarge
 from bot.pieces import split_text, utf8_bytes
 from notices.outbox import PermanentFailure, Sender, TemporaryFailure
@@ -109,8 +109,9 @@ class WeChatAPI:
         self._token_lock = asyncio.Lock()
 
     @classmethod
-    def from_config(cls, wechat: Mapping[str, Any], clock: Clock) -> WeChatAPI:
-        return cls(wechat["app_id"], wechat["app_secret"], clock, base_url=wechat["api_base_url"])
+    def from_config(cls, wechat: WeChatSettings, clock: Clock) -> WeChatAPI:
+        secret = wechat.app_secret.get_secret_value()
+        return cls(wechat.app_id, secret, clock, base_url=wechat.api_base_url)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -410,18 +411,18 @@ def wechat_outbound(
 ) -> tuple[dict[str, Sender], dict[str, MediaFetcher]]:
     """The "wechat" outbox sender and media fetcher (sharing one API client), or nothing
     when no account is configured."""
-    wechat = config["wechat"]
-    if not wechat["app_id"]:
+    wechat = config.wechat
+    if not wechat.app_id:
         return {}, {}
     api = WeChatAPI.from_config(wechat, clock)
     sender = WeChatSender(
         api,
         sessions,
         clock,
-        template_id=wechat["template_id"],
-        window=timedelta(hours=wechat["cs_window_hours"]),
+        template_id=wechat.template_id,
+        window=timedelta(hours=wechat.cs_window_hours),
     )
-    return {"wechat": sender}, {"wechat": WeChatMediaFetcher(api, config["media"]["max_bytes"])}
+    return {"wechat": sender}, {"wechat": WeChatMediaFetcher(api, config.media.max_bytes)}
 
 
 class WeChatMediaFetcher:

@@ -25,16 +25,16 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set (or the task is cancelled), then wind down cleanly."""
     config = services.config
     scheduler = SweepScheduler(
-        services.sweeper().run_once, timedelta(minutes=config["reminders"]["sweep_minutes"])
+        services.sweeper().run_once, timedelta(minutes=config.reminders.sweep_minutes)
     )
     tasks = [
         asyncio.create_task(
-            services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"]),
+            services.dispatcher().run_forever(stop, config.outbox.poll_seconds),
             name="outbox",
         ),
         asyncio.create_task(services.media_downloader().run_forever(stop), name="media"),
         asyncio.create_task(
-            services.inbox().run_forever(stop, config["outbox"]["poll_seconds"]), name="inbox"
+            services.inbox().run_forever(stop, config.outbox.poll_seconds), name="inbox"
         ),
     ]
     scheduler.start()

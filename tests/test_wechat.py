@@ -1106,7 +1106,7 @@ async def test_media_fetcher_downloads_through_the_configured_host(start: Start)
     with pytest.raises(WeChatAPIError) as refused:
         await fetcher.fetch("expired-after-3-days")
     assert refused.value.errcode == 40007
-    h.fake.media["BIG"] = (bytes(h.services.config["media"]["max_bytes"] + 1), "audio/amr")
+    h.fake.media["BIG"] = (bytes(h.services.config.media.max_bytes + 1), "audio/amr")
     with pytest.raises(MediaTooLarge):
         await fetcher.fetch("BIG")
 

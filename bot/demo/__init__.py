@@ -246,9 +246,7 @@ async def _walk(
     lifecycle = Lifecycle(
         clock,
         services.calendar,
-        listeners=[
-            OutboxWriter(clock, services.config["server"]["public_base_url"], services.calendar)
-        ],
+        listeners=[OutboxWriter(clock, services.config.server.public_base_url, services.calendar)],
     )
     room = await get_room(session, code)
     assert room is not None

@@ -43,12 +43,12 @@ def file_base_url(base_url: str) -> str:
 
 
 def build_application(config: Config) -> Application:
-    telegram = config["telegram"]
+    telegram = config.telegram
     return (
         Application.builder()
-        .token(telegram["bot_token"])
-        .base_url(telegram["base_url"])
-        .base_file_url(file_base_url(telegram["base_url"]))
+        .token(telegram.bot_token.get_secret_value())
+        .base_url(telegram.base_url)
+        .base_file_url(file_base_url(telegram.base_url))
         .updater(None)
         .job_queue(None)  # scheduling is ours (APScheduler), not PTB's UTC JobQueue
         .build()
@@ -56,11 +56,11 @@ def build_application(config: Config) -> Application:
 
 
 def make_bot(config: Config, request: HTTPXRequest | None = None) -> Bot:
-    telegram = config["telegram"]
+    telegram = config.telegram
     return Bot(
-        telegram["bot_token"],
-        base_url=telegram["base_url"],
-        base_file_url=file_base_url(telegram["base_url"]),
+        telegram.bot_token.get_secret_value(),
+        base_url=telegram.base_url,
+        base_file_url=file_base_url(telegram.base_url),
         request=request,
         get_updates_request=request,
     )
@@ -119,5 +119,5 @@ def _content_type(file_path: str) -> str:
 
 
 def require_token(config: Config) -> None:
-    if not config["telegram"]["bot_token"]:
+    if not config.telegram.bot_token.get_secret_value():
         raise ConfigError("telegram.bot_token: not set")

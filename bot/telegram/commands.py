@@ -20,10 +20,10 @@ async def set_webhook(services: Services) -> str:
     """Point Telegram at ``<server.public_base_url>/telegram`` with our secret; the URL."""
     config = services.config
     require_token(config)
-    secret = config["telegram"]["webhook_secret"]
+    secret = config.telegram.webhook_secret.get_secret_value()
     if not secret:
         raise ConfigError("telegram.webhook_secret: must be set before setting the webhook")
-    url = config["server"]["public_base_url"].rstrip("/") + WEBHOOK_PATH
+    url = config.server.public_base_url.rstrip("/") + WEBHOOK_PATH
     if not url.startswith("https://"):
         raise ConfigError(
             "server.public_base_url: Telegram delivers webhooks only to https:// addresses "
@@ -49,7 +49,7 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         await services.take_worker_id("telegram-poll")
         outbox = asyncio.create_task(
-            services.dispatcher().run_forever(stop, config["outbox"]["poll_seconds"])
+            services.dispatcher().run_forever(stop, config.outbox.poll_seconds)
         )
         print("polling Telegram for updates (Ctrl+C stops)", flush=True)
         try:

@@ -173,10 +173,10 @@ def telegram_outbound(
     config: Config, sessions: SessionFactory | None = None, clock: Clock | None = None
 ) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
     """The sender and the media fetcher for ``build_services``; none without a bot token."""
-    if not config["telegram"]["bot_token"]:
+    if not config.telegram.bot_token.get_secret_value():
         return {}, {}
     client = BotClient(config)
-    fetcher = TelegramMediaFetcher(client, config["media"]["max_bytes"])
+    fetcher = TelegramMediaFetcher(client, config.media.max_bytes)
     return {CHANNEL: TelegramSender(client, sessions, clock)}, {CHANNEL: fetcher}
 
 

@@ -52,7 +52,7 @@ class TelegramChannel:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.secret = services.config["telegram"]["webhook_secret"].encode()
+        self.secret = services.config.telegram.webhook_secret.get_secret_value().encode()
         self._application: Application | None = None
         self.replies = HeldReplies(services)
         #: Turns answered whose replies are being sent, and each chat's latest such turn.
@@ -273,13 +273,13 @@ TELEGRAM = web.AppKey("telegram", TelegramChannel)
 
 def setup(app: web.Application, services: Services) -> None:
     """Add ``POST /telegram`` and the PTB Application's start-up and shut-down."""
-    settings = services.config["telegram"]
-    if not settings["webhook_secret"]:
+    settings = services.config.telegram
+    if not settings.webhook_secret.get_secret_value():
         raise ConfigError(
             "telegram.webhook_secret: must be set when telegram.bot_token is "
             "(without it anyone could post updates)"
         )
-    file_base_url(settings["base_url"])  # a base URL we cannot use stops start-up here
+    file_base_url(settings.base_url)  # a base URL we cannot use stops start-up here
     app[TELEGRAM] = TelegramChannel(services)
     app.router.add_post(WEBHOOK_PATH, _webhook)
     app.cleanup_ctx.append(_lifecycle)

@@ -60,7 +60,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured
-    if services.config["telegram"]["bot_token"]:
+    if services.config.telegram.bot_token.get_secret_value():
         telegram.setup(app, services)  # /telegram and the PTB Application
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)
@@ -75,7 +75,7 @@ async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     scheduler = SweepScheduler(
         services.sweeper().run_once,
-        timedelta(minutes=services.config["reminders"]["sweep_minutes"]),
+        timedelta(minutes=services.config.reminders.sweep_minutes),
     )
     scheduler.start()
     yield
@@ -100,7 +100,7 @@ def _loop(
 
 
 def _poll_seconds(services: Services) -> float:
-    return services.config["outbox"]["poll_seconds"]
+    return services.config.outbox.poll_seconds
 
 
 #: Outbound delivery; kept messages (dialogs/inbox.py); photos and recordings downloaded
