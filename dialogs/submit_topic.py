@@ -22,7 +22,7 @@ from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
 from workflow.payloads import COSIGNER, Payload
-from workflow.permissions import Actor
+from workflow.permissions import Actor, source_role
 from workflow.phones import contact_number
 from workflow.texts import label
 
@@ -68,9 +68,8 @@ def starting(source: Source) -> Step:
 def offered(actor: Actor, room: Room, source: Source) -> bool:
     """May ``actor`` use ``source`` in ``room`` from the chat? (Only a role held in that very
     room counts; the lifecycle checks again when the topic is opened.)"""
-    allowed = SOURCE_ROLES[source]
     assert room.id is not None
-    return allowed is None or bool(actor.roles_in(room.id) & allowed)
+    return source_role(actor, source, [room.id], admin=False) is not None
 
 
 def source_buttons(actor: Actor, room: Room) -> list[Button]:
