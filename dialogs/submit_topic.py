@@ -22,6 +22,7 @@ from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
 from workflow.payloads import COSIGNER, Payload
+from workflow.people import in_force
 from workflow.permissions import Actor, source_role
 from workflow.phones import contact_number
 from workflow.texts import label
@@ -415,7 +416,7 @@ async def _candidates(conv: Conversation) -> dict[int, str]:
         .where(
             RoleGrant.room_id == room.id,
             RoleGrant.role == Role.MEMBER,
-            col(RoleGrant.revoked_at).is_(None),
+            in_force(),
             Person.id != conv.person.id,
             col(Person.id).in_(select(ChannelIdentity.person_id)),
         )

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import RoleGrant, Topic
 from workflow.lifecycle import SOURCE_ROLES, SUBMITTER, Role, Source, Transition
+from workflow.people import in_force
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ async def load_actor(session: AsyncSession, person_id: int) -> Actor:
     """The person with the grants they hold now (revoked grants do not count)."""
     rows = await session.exec(
         select(RoleGrant.room_id, RoleGrant.role).where(
-            RoleGrant.person_id == person_id, col(RoleGrant.revoked_at).is_(None)
+            RoleGrant.person_id == person_id, in_force()
         )
     )
     return Actor(person_id, frozenset((room_id, role) for room_id, role in rows))
