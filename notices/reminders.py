@@ -61,6 +61,7 @@ from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import JointRecommendation, ReminderSent, Room, TopicEvent
 from storage.sql import among, one_writer, plan_for_values, try_xact_lock
+from workflow import joint
 from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import OverdueStep, StepClock, overdue_steps
@@ -314,14 +315,7 @@ def open_card(due: Due) -> list[tuple[str, str]]:
 
 async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> list[Due]:
     """Joint recommendations (联名荐题) whose co-signers did not all answer in time."""
-    lapsed = (
-        await session.exec(
-            select(JointRecommendation).where(
-                JointRecommendation.status == "waiting",
-                col(JointRecommendation.expires_at) <= sweep.now,
-            )
-        )
-    ).all()
+    lapsed = (await session.exec(select(JointRecommendation).where(joint.lapsed(sweep.now)))).all()
     codes = {row.data["room"] for row in lapsed}
     rooms = (
         {
