@@ -27,14 +27,13 @@ from storage.models import Room
 from workflow.clock import CHINA
 from workflow.invites import (
     MAX_VALIDITY,
-    GrantView,
     RoleAdminError,
     create_invite,
-    live_grants,
     new_secret,
     revoke_grant,
     revoke_invite,
 )
+from workflow.people import GrantView, live_grants
 from workflow.rooms import get_room
 from workflow.texts import label
 

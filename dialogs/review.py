@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import select
-
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
 from dialogs.types import Button
-from storage.models import ButtonRef, Room, Topic
-from workflow.cards import action_buttons, card_text, check_ref
-from workflow.errors import InvalidField, WorkflowError
+from storage.models import Room, Topic
+from workflow.cards import action_buttons, card_text
+from workflow.errors import InvalidField, NotPermitted, WorkflowError
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
 from workflow.payloads import CARD, REVIEW, REVIEW_CHOICE, REVIEW_ROOM, TODO_PAGE, Payload
 from workflow.permissions import visible_topic
+from workflow.refs import RefRefusal, check_ref, find_ref, use_ref
 from workflow.rooms import nearby_rooms
 from workflow.texts import by_day, label
 from workflow.todo import todo_page
@@ -87,13 +86,13 @@ async def todo_later(conv: Conversation, page: int) -> None:
 
 
 async def press(conv: Conversation, token: str) -> None:
-    ref = (await conv.session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
-    refusal = await _refusal(conv, ref)
+    ref = await find_ref(conv.session, token)
+    refusal = await check_ref(conv.session, ref, conv.person.id)
     if refusal is not None:
         await conv.refuse(
             "button.refused",
-            refusal[1],
-            reason=refusal[0],
+            _refused(refusal),
+            reason=refusal.reason,
             topic_id=ref.topic_id if ref else None,
             button_action=ref.action if ref else None,
         )
@@ -113,12 +112,9 @@ async def press(conv: Conversation, token: str) -> None:
     await _next(conv)
 
 
-async def _refusal(conv: Conversation, ref: ButtonRef | None) -> tuple[str, str] | None:
-    """The shared checks (workflow/cards.py), phrased for the chat."""
-    refusal = await check_ref(conv.session, ref, conv.person.id)
-    if refusal is None:
-        return None
-    return refusal.reason, say("review", refusal.reason, state=refusal.state, action=refusal.action)
+def _refused(refusal: RefRefusal) -> str:
+    """The shared checks (workflow/refs.py), phrased for the chat."""
+    return say("review", refusal.reason, state=refusal.state, action=refusal.action)
 
 
 def _review(conv: Conversation) -> dict[str, Any]:
@@ -219,33 +215,34 @@ async def _apply(conv: Conversation) -> None:
     topic = await conv.session.get(Topic, review["topic"])
     assert topic is not None
     fields = {k: v for k, v in review["fields"].items() if v is not None}
-    if topic.version != review["version"]:
-        conv.home()
-        conv.reply(say("review", "stale", state=label("states", topic.state)))
-        return
+    actor = await conv.actor()
+
+    async def step() -> None:
+        await conv.lifecycle.apply(conv.session, topic, review["action"], actor, **fields)
+
+    ref = await find_ref(conv.session, review["token"])
     try:
-        await conv.lifecycle.apply(
-            conv.session, topic, review["action"], await conv.actor(), **fields
-        )
-    except InvalidField as refusal:
+        refusal = await use_ref(conv.session, ref, conv.person.id, conv.now, step)
+    except InvalidField as refusal_:
         wrong = next(
-            (n for n in review["fields"] if label("fields", n) == refusal.params.get("field")), None
+            (n for n in review["fields"] if label("fields", n) == refusal_.params.get("field")),
+            None,
         )
-        conv.reply(refusal.message)
+        conv.reply(refusal_.message)
         if wrong is None:  # not about one answer (e.g. the room): start the answers again
             review["fields"] = {}
         else:
             review["fields"].pop(wrong)
         await _next(conv)
         return
-    except WorkflowError as refusal:
+    except WorkflowError as refusal_:
         conv.home()
-        conv.reply(refusal.message)
+        conv.reply(refusal_.message)
         return
-    ref = (
-        await conv.session.exec(select(ButtonRef).where(ButtonRef.token == review["token"]))
-    ).one()
-    ref.used_at = conv.now
+    if refusal is not None:
+        conv.home()
+        conv.reply(_late(refusal))
+        return
     conv.home()
     conv.reply(
         say(
@@ -257,6 +254,14 @@ async def _apply(conv: Conversation) -> None:
             state=label("states", topic.state),
         )
     )
+
+
+def _late(refusal: RefRefusal) -> str:
+    """A refusal once the fields are in: the role lost meanwhile is said as the lifecycle
+    says it (as the step itself would have refused), the rest as for a press."""
+    if refusal.reason == "not_permitted":
+        return NotPermitted("not_permitted", action=refusal.action).message
+    return _refused(refusal)
 
 
 async def _search_rooms(conv: Conversation, name: str, query: str) -> None:

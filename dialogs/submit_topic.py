@@ -22,7 +22,8 @@ from storage.models import Attachment, ChannelIdentity, Person, RoleGrant, Room
 from workflow.errors import WorkflowError
 from workflow.lifecycle import BACKGROUND_MAX, SOURCE_ROLES, TITLE_MAX, Role, Source
 from workflow.payloads import COSIGNER, Payload
-from workflow.permissions import Actor
+from workflow.people import in_force
+from workflow.permissions import Actor, source_role
 from workflow.phones import contact_number
 from workflow.texts import label
 
@@ -68,9 +69,8 @@ def starting(source: Source) -> Step:
 def offered(actor: Actor, room: Room, source: Source) -> bool:
     """May ``actor`` use ``source`` in ``room`` from the chat? (Only a role held in that very
     room counts; the lifecycle checks again when the topic is opened.)"""
-    allowed = SOURCE_ROLES[source]
     assert room.id is not None
-    return allowed is None or bool(actor.roles_in(room.id) & allowed)
+    return source_role(actor, source, [room.id], admin=False) is not None
 
 
 def source_buttons(actor: Actor, room: Room) -> list[Button]:
@@ -416,7 +416,7 @@ async def _candidates(conv: Conversation) -> dict[int, str]:
         .where(
             RoleGrant.room_id == room.id,
             RoleGrant.role == Role.MEMBER,
-            col(RoleGrant.revoked_at).is_(None),
+            in_force(),
             Person.id != conv.person.id,
             col(Person.id).in_(select(ChannelIdentity.person_id)),
         )

@@ -6,21 +6,22 @@ reviewers who now have work. The message text comes from ``templates/<audience>/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue
 from notices.templating import text_environment
-from storage.models import Attachment, CardMessage, ChannelIdentity, Person, RoleGrant, Room, Topic
+from storage.models import Attachment, CardMessage, Person, Room, Topic
 from workflow.cards import action_buttons, card_text
 from workflow.clock import CHINA, Clock, last_day
 from workflow.engine import DomainEvent
 from workflow.lifecycle import Role, public_url
+from workflow.people import chat_address, holders
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
 from workflow.texts import catalogue, label, text
@@ -74,7 +75,7 @@ class OutboxWriter:
             card: str | None = None  # the same for every reviewer: made once, when needed
             media = False
             for recipient in await self._recipients(session, topic, event):
-                identity = await reachable_identity(session, recipient.person_id)
+                identity = await chat_address(session, recipient.person_id)
                 if identity is None:
                     continue
                 body: dict[str, Any] = {
@@ -168,23 +169,10 @@ class OutboxWriter:
         roles = REVIEWERS.get(event.name, ())
         if roles:
             found += [
-                Recipient(pid, "reviewer") for pid in await _holders(session, topic.room_id, roles)
+                Recipient(pid, "reviewer") for pid in await holders(session, topic.room_id, roles)
             ]
         # Nobody is told about what they did themselves.
         return [r for r in _unique(found) if r.person_id != event.actor_id]
-
-
-async def _holders(session: AsyncSession, room_id: int, roles: Iterable[Role]) -> list[int]:
-    rows = await session.exec(
-        select(RoleGrant.person_id)
-        .where(
-            RoleGrant.room_id == room_id,
-            col(RoleGrant.role).in_([str(r) for r in roles]),
-            col(RoleGrant.revoked_at).is_(None),
-        )
-        .order_by(col(RoleGrant.person_id))
-    )
-    return list(dict.fromkeys(rows))
 
 
 async def tell(
@@ -200,7 +188,7 @@ async def tell(
 ) -> None:
     """One message to one person through the outbox, in the caller's transaction, on the
     chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``."""
-    identity = await reachable_identity(session, person_id)
+    identity = await chat_address(session, person_id)
     if identity is None:
         return
     await enqueue(
@@ -238,19 +226,6 @@ async def reply_later(
             body=dict(body),
             now=now,
         )
-
-
-async def reachable_identity(session: AsyncSession, person_id: int) -> ChannelIdentity | None:
-    """The chat identity the person used last (people answer where they last wrote)."""
-    rows = await session.exec(
-        select(ChannelIdentity)
-        .where(ChannelIdentity.person_id == person_id)
-        .order_by(
-            col(ChannelIdentity.last_inbound_at).desc().nulls_last(), col(ChannelIdentity.id).desc()
-        )
-        .limit(1)
-    )
-    return rows.first()
 
 
 async def _has_media(session: AsyncSession, topic: Topic) -> bool:

@@ -51,21 +51,24 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from jinja2 import Template
-from sqlalchemy import Integer, String, func
+from sqlalchemy import String, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
 from storage.bulk import insert_many
-from storage.db import SessionFactory, select_columns, transaction
-from storage.models import ChannelIdentity, JointRecommendation, ReminderSent, Room, TopicEvent
+from storage.db import SessionFactory, transaction
+from storage.models import JointRecommendation, ReminderSent, Room, TopicEvent
 from storage.sql import among, one_writer, plan_for_values, try_xact_lock
+from workflow import joint
 from workflow.clock import CHINA, Clock
 from workflow.lifecycle import Role, public_url
-from workflow.overdue import Grants, OverdueStep, RoomTree, StepClock, overdue_steps
+from workflow.overdue import OverdueStep, StepClock, overdue_steps
 from workflow.overdue import responsible_roles as _responsible_roles
 from workflow.payloads import CARD, TOPIC
+from workflow.people import ChatAddress, Grants, chat_addresses
+from workflow.rooms import RoomTree
 from workflow.texts import Catalogue, label
 from workflow.workdays import WorkdayCalendar
 
@@ -312,14 +315,7 @@ def open_card(due: Due) -> list[tuple[str, str]]:
 
 async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> list[Due]:
     """Joint recommendations (联名荐题) whose co-signers did not all answer in time."""
-    lapsed = (
-        await session.exec(
-            select(JointRecommendation).where(
-                JointRecommendation.status == "waiting",
-                col(JointRecommendation.expires_at) <= sweep.now,
-            )
-        )
-    ).all()
+    lapsed = (await session.exec(select(JointRecommendation).where(joint.lapsed(sweep.now)))).all()
     codes = {row.data["room"] for row in lapsed}
     rooms = (
         {
@@ -477,7 +473,7 @@ class Sweeper:
                 return 0
             for key in await _already_given(session, reminder.name, period, wanted):
                 wanted.pop(key, None)
-            addresses = await reachable(session, {person for _, _, person in wanted})
+            addresses = await chat_addresses(session, {person for _, _, person in wanted})
             # Nobody to write to (no chat identity yet): not recorded, so they are told once
             # they can be reached.
             keys = sorted(key for key in wanted if key[2] in addresses)
@@ -492,7 +488,7 @@ class Sweeper:
         won: dict[Key, int],
         wanted: Mapping[Key, Due],
         order: Mapping[str, int],
-        addresses: Mapping[int, tuple[str, str]],
+        addresses: Mapping[int, ChatAddress],
         sweep: Sweep,
     ) -> list[dict[str, Any]]:
         render = _Renderer(self.env.get_template(f"reminders/{reminder.name}.txt"), sweep)
@@ -624,24 +620,3 @@ async def _record(
     return {
         (subject, occurrence, person): sent_id for sent_id, subject, occurrence, person in result
     }
-
-
-async def reachable(session: AsyncSession, people: Iterable[int]) -> dict[int, tuple[str, str]]:
-    """(channel, address) for each person who has a chat identity: the one they wrote from
-    last (as ``notices.notify`` chooses), else the newest."""
-    query = select_columns(
-        ChannelIdentity.person_id,
-        ChannelIdentity.channel,
-        ChannelIdentity.external_id,
-        ChannelIdentity.last_inbound_at,
-        ChannelIdentity.id,
-    )
-    never = datetime.min.replace(tzinfo=CHINA)
-    best: dict[int, tuple[tuple[bool, datetime, int], str, str]] = {}
-    people = sorted(set(people))
-    for statement in among(session, query, col(ChannelIdentity.person_id), people, Integer):
-        for person, channel, address, last_inbound, identity_id in await session.exec(statement):
-            rank = (last_inbound is not None, last_inbound or never, identity_id or 0)
-            if person not in best or rank > best[person][0]:
-                best[person] = (rank, channel, address)
-    return {person: (channel, address) for person, (_, channel, address) in best.items()}

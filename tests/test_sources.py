@@ -390,3 +390,22 @@ async def test_a_joint_recommendation_nobody_finished_lapses_with_one_message(
         "议题没有提交。如仍需推荐，可以重新发起。"
     ]
     assert await topics(world) == []
+
+
+def test_one_source_rule_the_chat_offering_only_a_role_held_in_the_room() -> None:
+    """``permissions.source_role`` is the one rule; an admin of the room or one above may
+    open any source through the lifecycle, while the chat offers a source only to its own
+    role in that very room (``submit_topic.offered``)."""
+    from dialogs.submit_topic import offered
+    from storage.models import Room
+    from workflow.lifecycle import Source
+    from workflow.permissions import Actor, source_role
+
+    room = Room(id=2, code="V1", name="一村议事室", level="village", parent_id=1)
+    admin_above = Actor(7, frozenset({(1, Role.ADMIN)}))
+    member = Actor(8, frozenset({(2, Role.MEMBER)}))
+    assert source_role(admin_above, Source.MEMBER, [2, 1]) == Role.ADMIN
+    assert source_role(admin_above, Source.MEMBER, [2, 1], admin=False) is None
+    assert not offered(admin_above, room, Source.MEMBER)
+    assert offered(admin_above, room, Source.PUBLIC)
+    assert offered(member, room, Source.MEMBER) and not offered(member, room, Source.PARTY)

@@ -8,7 +8,6 @@ notices (a card pushed to a reviewer) use this module.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import col, func, select
@@ -18,7 +17,7 @@ from storage.models import Attachment, ButtonRef, Person, Room, Topic
 from workflow.engine import available_actions
 from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES, State
 from workflow.payloads import REVIEW
-from workflow.permissions import Actor, load_actor
+from workflow.permissions import Actor
 from workflow.similar import most_similar
 from workflow.texts import by_day, label, text
 from workflow.waiting import review_wait
@@ -161,57 +160,3 @@ def _deciding(topic: Topic) -> str:
 
 def _short(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-# -- checking a reference (a chat button press, or a review link) ---------------------------
-
-#: ``ButtonRef.action`` of a review link: one person, one topic, one version, any action
-#: that person may take there (chosen on the page).
-REVIEW_PAGE = "review_page"
-
-
-@dataclass(frozen=True)
-class RefRefusal:
-    """Why a reference is not honoured: ``reason`` is stable (audited); ``state`` and
-    ``action`` are labels for the message shown."""
-
-    reason: str  # forged / used / stale / not_permitted
-    state: str = ""
-    action: str = ""
-
-
-async def check_ref(
-    session: AsyncSession,
-    ref: ButtonRef | None,
-    person_id: int | None,
-    *,
-    action: str | None = None,
-) -> RefRefusal | None:
-    """The checks every use of a ``ButtonRef`` must pass, or why it fails.
-
-    The reference must exist and be this person's, unused, made for the topic's current
-    version, and the action (``action`` for a review link, else the button's own) still
-    allowed for the person's live roles in the topic's current state. A review link
-    without ``action`` (opening the page) needs at least one allowed action. A review-link
-    reference is never a chat button, nor the other way round.
-    """
-    page = action is not None or (ref is not None and ref.action == REVIEW_PAGE)
-    if ref is None or person_id is None or ref.person_id != person_id:
-        return RefRefusal("forged")
-    if page and ref.action != REVIEW_PAGE:
-        return RefRefusal("forged")
-    if ref.used_at is not None:
-        return RefRefusal("used")
-    topic = await session.get(Topic, ref.topic_id)
-    if topic is None:
-        return RefRefusal("forged")
-    state = label("states", topic.state)
-    if topic.version != ref.topic_version:
-        return RefRefusal("stale", state=state)
-    allowed = await available_actions(session, topic, await load_actor(session, person_id))
-    wanted = action if page else ref.action
-    if wanted is None:
-        return None if allowed else RefRefusal("not_permitted", state=state)
-    if wanted not in allowed:
-        return RefRefusal("not_permitted", state=state, action=label("actions", wanted))
-    return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -21,10 +21,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import ChannelIdentity, Invite, Person, RoleGrant, Room
+from storage.models import Invite, RoleGrant, Room
 from workflow import audit
 from workflow.clock import CHINA
 from workflow.lifecycle import Role
+from workflow.people import live_grant
 
 #: Roles an invite can carry; admin is never handed out through a link.
 INVITE_ROLES: tuple[str, ...] = (
@@ -258,23 +259,6 @@ def refusal(invite: Invite, now: datetime) -> Outcome:
     raise AssertionError("the invite is usable")  # pragma: no cover
 
 
-async def live_grant(
-    session: AsyncSession, person_id: int, room_id: int, role: str
-) -> RoleGrant | None:
-    found = await session.exec(
-        select(RoleGrant)
-        .where(
-            RoleGrant.person_id == person_id,
-            RoleGrant.room_id == room_id,
-            RoleGrant.role == role,
-            col(RoleGrant.revoked_at).is_(None),
-        )
-        .order_by(col(RoleGrant.id))
-        .limit(1)
-    )
-    return found.first()
-
-
 async def revoke_grant(
     session: AsyncSession, grant_id: int, now: datetime, actor_id: int | None = None
 ) -> RoleGrant:
@@ -305,54 +289,6 @@ async def revoke_grant(
         role=grant.role,
     )
     return grant
-
-
-@dataclass(frozen=True)
-class GrantView:
-    grant: RoleGrant
-    person: Person
-    room: Room
-    identities: list[ChannelIdentity] = field(default_factory=list)
-    granted_by: Person | None = None
-
-
-async def live_grants(session: AsyncSession, room_id: int | None = None) -> list[GrantView]:
-    """Grants in force (optionally in one room), by room code, role and grant id."""
-    query = (
-        select(RoleGrant, Person, Room)
-        .join(Person, col(Person.id) == RoleGrant.person_id)
-        .join(Room, col(Room.id) == RoleGrant.room_id)
-        .where(col(RoleGrant.revoked_at).is_(None))
-        .order_by(col(Room.code), col(RoleGrant.role), col(RoleGrant.id))
-    )
-    if room_id is not None:
-        query = query.where(RoleGrant.room_id == room_id)
-    rows = list(await session.exec(query))
-    people = {person.id for _, person, _ in rows} | {
-        grant.granted_by_id for grant, _, _ in rows if grant.granted_by_id is not None
-    }
-    identities: dict[int, list[ChannelIdentity]] = {}
-    grantors: dict[int, Person] = {}
-    if people:
-        for identity in await session.exec(
-            select(ChannelIdentity)
-            .where(col(ChannelIdentity.person_id).in_(people))
-            .order_by(col(ChannelIdentity.id))
-        ):
-            identities.setdefault(identity.person_id, []).append(identity)
-        for person in await session.exec(select(Person).where(col(Person.id).in_(people))):
-            assert person.id is not None
-            grantors[person.id] = person
-    return [
-        GrantView(
-            grant=grant,
-            person=person,
-            room=room,
-            identities=identities.get(grant.person_id, []),
-            granted_by=grantors.get(grant.granted_by_id) if grant.granted_by_id else None,
-        )
-        for grant, person, room in rows
-    ]
 
 
 def _iso(moment: datetime | None) -> str:

@@ -9,23 +9,21 @@ supervisors are those of the nearest supervising (district, else city) room abov
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import AnySelect, select_columns
-from storage.models import RoleGrant, Room, Topic
+from storage.models import Topic
 from workflow.clock import CHINA, last_day
-from workflow.lifecycle import CLOCKED_STATES, SUBMITTER, TRANSITIONS, Role
+from workflow.lifecycle import CLOCKED_STATES, SUBMITTER, TRANSITIONS
+from workflow.people import Grants
+from workflow.rooms import RoomInfo, RoomTree
 from workflow.workdays import WorkdayCalendar
-
-#: Where supervision comes from, in order of preference: the district's CPPCC room, and for
-#: rooms that have no district above them (city-level rooms), the city's.
-SUPERVISING_LEVELS = ("district", "city")
 
 
 @cache
@@ -41,111 +39,6 @@ def responsible_roles(state: str) -> frozenset[str]:
         for role in transition.roles
         if role != SUBMITTER
     )
-
-
-# -- the room tree and the role grants, loaded once per sweep -------------------------------
-
-
-@dataclass(frozen=True)
-class RoomInfo:
-    id: int
-    code: str
-    name: str
-    level: str
-    parent_id: int | None
-
-
-class RoomTree:
-    """All rooms in memory (a city has a few thousand): chains and subtrees without queries."""
-
-    def __init__(self, rooms: Iterable[RoomInfo]) -> None:
-        self.rooms = {room.id: room for room in rooms}
-        self._by_code = {room.code: room for room in self.rooms.values()}
-        self._children: dict[int | None, list[int]] = {}
-        for room in self.rooms.values():
-            self._children.setdefault(room.parent_id, []).append(room.id)
-
-    @classmethod
-    async def load(cls, session: AsyncSession) -> RoomTree:
-        rows = await session.exec(
-            select_columns(Room.id, Room.code, Room.name, Room.level, Room.parent_id)
-        )
-        return cls(RoomInfo(*row) for row in rows)
-
-    def __getitem__(self, room_id: int) -> RoomInfo:
-        return self.rooms[room_id]
-
-    def by_code(self, code: str) -> RoomInfo | None:
-        return self._by_code.get(code)
-
-    def chain(self, room_id: int) -> list[RoomInfo]:
-        """The room followed by its ancestors, nearest first (a cycle cannot loop forever)."""
-        chain: list[RoomInfo] = []
-        next_id: int | None = room_id
-        while next_id is not None and next_id in self.rooms and len(chain) <= len(self.rooms):
-            chain.append(self.rooms[next_id])
-            next_id = self.rooms[next_id].parent_id
-        return chain
-
-    def subtree(self, room_id: int) -> set[int]:
-        """The room and every room below it."""
-        found, todo = set(), [room_id]
-        while todo:
-            current = todo.pop()
-            if current not in found:
-                found.add(current)
-                todo.extend(self._children.get(current, ()))
-        return found
-
-
-class Grants:
-    """Live (not revoked) role grants: who holds which role in which room."""
-
-    def __init__(self, rows: Iterable[tuple[int, str, int]]) -> None:
-        self._holders: dict[tuple[int, str], list[int]] = {}
-        self._supervising: dict[int, tuple[RoomInfo | None, list[int]]] = {}
-        for room_id, role, person_id in sorted(rows):
-            people = self._holders.setdefault((room_id, role), [])
-            if person_id not in people:
-                people.append(person_id)
-
-    @classmethod
-    async def load(cls, session: AsyncSession) -> Grants:
-        rows = await session.exec(
-            select(RoleGrant.room_id, RoleGrant.role, RoleGrant.person_id).where(
-                col(RoleGrant.revoked_at).is_(None)
-            )
-        )
-        return cls(rows)
-
-    def holders(self, room_id: int, roles: Iterable[str]) -> list[tuple[int, str]]:
-        """(person, role) pairs, each person once (in their first role), by role then id."""
-        found: dict[int, str] = {}
-        for role in sorted(roles):
-            for person_id in self._holders.get((room_id, role), ()):
-                found.setdefault(person_id, role)
-        return list(found.items())
-
-    def supervisors(self, tree: RoomTree, room_id: int) -> tuple[RoomInfo | None, list[int]]:
-        """The supervising room above (or at) ``room_id`` and its supervisors.
-
-        The nearest room of level "district" on the chain that has supervisors; failing
-        that, the nearest "city" room that has. A town's own supervisor grant does not
-        count: supervision is the district CPPCC's job (000 §6, §17).
-        """
-        if room_id not in self._supervising:  # asked once per overdue topic: remember
-            self._supervising[room_id] = self._find_supervisors(tree, room_id)
-        return self._supervising[room_id]
-
-    def _find_supervisors(self, tree: RoomTree, room_id: int) -> tuple[RoomInfo | None, list[int]]:
-        chain = tree.chain(room_id)
-        for level in SUPERVISING_LEVELS:
-            for room in chain:
-                if room.level == level:
-                    people = [pid for pid, _ in self.holders(room.id, (Role.SUPERVISOR,))]
-                    if people:
-                        return room, people
-        return None, []
 
 
 # -- overdue steps ----------------------------------------------------------------------

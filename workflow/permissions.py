@@ -7,14 +7,15 @@ room in a jurisdiction dispute referred to their room, nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import RoleGrant, Topic
 from workflow.lifecycle import SOURCE_ROLES, SUBMITTER, Role, Source, Transition
+from workflow.people import in_force
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,16 @@ async def load_actor(session: AsyncSession, person_id: int) -> Actor:
     """The person with the grants they hold now (revoked grants do not count)."""
     rows = await session.exec(
         select(RoleGrant.room_id, RoleGrant.role).where(
-            RoleGrant.person_id == person_id, col(RoleGrant.revoked_at).is_(None)
+            RoleGrant.person_id == person_id, in_force()
         )
     )
     return Actor(person_id, frozenset((room_id, role) for room_id, role in rows))
+
+
+def held_role(actor: Actor, room_id: int, roles: Collection[str]) -> str | None:
+    """The first (by name) of ``roles`` that ``actor`` holds in room ``room_id`` itself."""
+    held = actor.roles_in(room_id) & set(roles)
+    return sorted(held)[0] if held else None
 
 
 def _is_admin_over(actor: Actor, chain: Sequence[int]) -> bool:
@@ -55,9 +62,9 @@ def acting_role(
         and actor.person_id == topic.submitter_id
     ):
         return SUBMITTER
-    held = actor.roles_in(topic.room_id) & transition.roles
-    if held:
-        return sorted(held)[0]
+    held = held_role(actor, topic.room_id, transition.roles)
+    if held is not None:
+        return held
     if transition.roles - {SUBMITTER} and _is_admin_over(actor, chain):
         return Role.ADMIN
     return None
@@ -80,15 +87,21 @@ def can_view(actor: Actor, topic: Topic, chain: Sequence[int]) -> bool:
     )
 
 
-def source_role(actor: Actor, source: Source, chain: Sequence[int]) -> str | None:
-    """The role in which ``actor`` may open a topic of ``source`` in ``chain[0]``."""
+def source_role(
+    actor: Actor, source: Source, chain: Sequence[int], *, admin: bool = True
+) -> str | None:
+    """The role in which ``actor`` may open a topic of ``source`` in ``chain[0]``.
+
+    An admin of the room or one above may open any source (the lifecycle's rule); with
+    ``admin=False`` only the source's own role held in the room counts: what the chat
+    offers a person (it has no admin's way of opening, e.g. for someone else)."""
     allowed = SOURCE_ROLES[source]
     if allowed is None:
         return SUBMITTER
-    held = actor.roles_in(chain[0]) & allowed
-    if held:
-        return sorted(held)[0]
-    return Role.ADMIN if _is_admin_over(actor, chain) else None
+    held = held_role(actor, chain[0], allowed)
+    if held is not None:
+        return held
+    return Role.ADMIN if admin and _is_admin_over(actor, chain) else None
 
 
 async def visible_topic(session: AsyncSession, actor: Actor, topic_id: int) -> Topic | None:

@@ -2,7 +2,7 @@
 handles one topic (``/review/<token>?exp=<unix>&sig=<hmac>``).
 
 The token is a ``ButtonRef`` with action ``review_page``, bound to one person, one topic
-and the topic's version, honoured once (``workflow.cards.check_ref``). The signature is
+and the topic's version, honoured once (``workflow.refs.use_ref``). The signature is
 HMAC-SHA256 with the server secret over the token and the expiry, so a link can neither be
 made up nor kept alive longer: the signed link is the capability, no login or CSRF token.
 """
@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ButtonRef, Topic
-from workflow.cards import REVIEW_PAGE
+from workflow.refs import REVIEW_PAGE
 from workflow.signatures import same_secret
 
 DEFAULT_LIFETIME = timedelta(hours=72)

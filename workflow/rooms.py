@@ -13,6 +13,7 @@ from sqlalchemy import literal
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import select_columns
 from storage.models import Room
 
 #: Room levels, top to bottom. Towns, streets and parks share a tier, as do villages,
@@ -210,3 +211,58 @@ def _check_no_cycle(row: RoomRow, parent_of: dict[str, str | None]) -> None:
     if code == row.code:
         path = " → ".join([*seen, code])
         raise RoomImportError(row.line, f"room tree would have a cycle: {path}")
+
+
+# -- the whole tree in memory (sweeps and listings) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    id: int
+    code: str
+    name: str
+    level: str
+    parent_id: int | None
+
+
+class RoomTree:
+    """All rooms in memory (a city has a few thousand): chains and subtrees without queries."""
+
+    def __init__(self, rooms: Iterable[RoomInfo]) -> None:
+        self.rooms = {room.id: room for room in rooms}
+        self._by_code = {room.code: room for room in self.rooms.values()}
+        self._children: dict[int | None, list[int]] = {}
+        for room in self.rooms.values():
+            self._children.setdefault(room.parent_id, []).append(room.id)
+
+    @classmethod
+    async def load(cls, session: AsyncSession) -> RoomTree:
+        rows = await session.exec(
+            select_columns(Room.id, Room.code, Room.name, Room.level, Room.parent_id)
+        )
+        return cls(RoomInfo(*row) for row in rows)
+
+    def __getitem__(self, room_id: int) -> RoomInfo:
+        return self.rooms[room_id]
+
+    def by_code(self, code: str) -> RoomInfo | None:
+        return self._by_code.get(code)
+
+    def chain(self, room_id: int) -> list[RoomInfo]:
+        """The room followed by its ancestors, nearest first (a cycle cannot loop forever)."""
+        chain: list[RoomInfo] = []
+        next_id: int | None = room_id
+        while next_id is not None and next_id in self.rooms and len(chain) <= len(self.rooms):
+            chain.append(self.rooms[next_id])
+            next_id = self.rooms[next_id].parent_id
+        return chain
+
+    def subtree(self, room_id: int) -> set[int]:
+        """The room and every room below it."""
+        found, todo = set(), [room_id]
+        while todo:
+            current = todo.pop()
+            if current not in found:
+                found.add(current)
+                todo.extend(self._children.get(current, ()))
+        return found

@@ -3,7 +3,7 @@ per action the person may take; ``POST`` to the same address takes one of them.
 
 The signed, single-use link is the capability (workflow/review_links.py): no login, no
 CSRF token, and only POST changes anything. Every use is checked like a chat button press
-(``workflow.cards.check_ref``): signature, expiry, the reference (this person's, unused,
+(``workflow.refs.use_ref``): signature, expiry, the reference (this person's, unused,
 this topic's current version) and the person's live roles. A refused use of a link we
 signed changes nothing but one audit row (``review_link.refused``); a signature we did not
 make (anyone can send those, as many as they like) only a log line, rate-limited.
@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,11 +25,12 @@ from bot.web.pages import PAGES
 from storage.db import transaction
 from storage.models import Attachment, ButtonRef, Room, Topic
 from workflow.audit import LimitedLog, record
-from workflow.cards import REVIEW_PAGE, card_text, check_ref
+from workflow.cards import card_text
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
 from workflow.lifecycle import FIELDS, TRANSITIONS
 from workflow.permissions import load_actor, visible_topic
+from workflow.refs import REVIEW_PAGE, check_ref, find_ref, use_ref
 from workflow.review_links import ReviewLinks
 from workflow.rooms import nearby_rooms
 from workflow.texts import label
@@ -147,18 +147,16 @@ class ReviewPage:
                 ref = await self._ref(session, request, now)
                 if action not in TRANSITIONS or str(form.get("topic", "")) != str(ref.topic_id):
                     raise Refused("forged", ref=ref)  # a link is for its own topic only
-                refusal = await check_ref(session, ref, ref.person_id, action=action)
-                if refusal is not None:
-                    raise Refused(
-                        refusal.reason, ref=ref, state=refusal.state, action=refusal.action
-                    )
                 topic = await session.get(Topic, ref.topic_id)
                 assert topic is not None
                 fields = _fields(action, form)
+                actor = await load_actor(session, ref.person_id)
+
+                async def step() -> None:
+                    await self.services.lifecycle.apply(session, topic, action, actor, **fields)
+
                 try:
-                    await self.services.lifecycle.apply(
-                        session, topic, action, await load_actor(session, ref.person_id), **fields
-                    )
+                    refusal = await use_ref(session, ref, ref.person_id, now, step, action=action)
                 except InvalidField as invalid:  # a wrong answer: the form again, link kept
                     raise Refused(
                         invalid.code, status=400, ref=ref, message=invalid.message
@@ -167,14 +165,10 @@ class ReviewPage:
                     raise Refused(
                         refusal_.code, status=409, ref=ref, message=refusal_.message
                     ) from None
-                claimed = await session.exec(
-                    update(ButtonRef)
-                    .where(col(ButtonRef.id) == ref.id, col(ButtonRef.used_at).is_(None))
-                    .values(used_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                if claimed.rowcount != 1:  # the same link used twice at once
-                    raise Refused("used", ref=ref)
+                if refusal is not None:
+                    raise Refused(
+                        refusal.reason, ref=ref, state=refusal.state, action=refusal.action
+                    )
                 result = PAGES.get_template("review_done.html").render(
                     action=label("actions", action),
                     topic=topic,
@@ -205,7 +199,7 @@ class ReviewPage:
         exp, sig = request.query.get("exp", ""), request.query.get("sig", "")
         if len(token) > TOKEN_MAX or not self.links.verify(token, exp, sig):
             raise Refused("bad_signature", signed=False)
-        ref = (await session.exec(select(ButtonRef).where(ButtonRef.token == token))).first()
+        ref = await find_ref(session, token)
         if ref is None or ref.action != REVIEW_PAGE:
             raise Refused("forged", ref=ref)
         if now.timestamp() >= int(exp):
