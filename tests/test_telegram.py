@@ -39,6 +39,7 @@ from dialogs.conversation import say
 from dialogs.router import Handled
 from dialogs.throttle import LocalThrottle
 from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.message import OutboundMessage
 from notices.outbox import PermanentFailure, TemporaryFailure, enqueue
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import (
@@ -566,7 +567,7 @@ async def notice(services: Services, key: str, text: str, chat: int = USER) -> N
             channel="telegram",
             address=str(chat),
             kind="notice",
-            body={"text": text},
+            message=OutboundMessage(text=text),
             now=services.clock.now(),
         )
 
@@ -1062,8 +1063,11 @@ async def test_the_database_unreachable_still_asks_telegram_to_deliver_again(
 # -- the outbox sender -------------------------------------------------------------------
 
 
-def message(body: dict[str, Any], address: str = str(USER)) -> OutboxMessage:
-    return OutboxMessage(
+def message(
+    body: dict[str, Any], address: str = str(USER)
+) -> tuple[OutboxMessage, OutboundMessage]:
+    """A row with this body and its message, as the dispatcher hands them to a sender."""
+    row = OutboxMessage(
         idempotency_key="k",
         channel="telegram",
         address=address,
@@ -1072,6 +1076,7 @@ def message(body: dict[str, Any], address: str = str(USER)) -> OutboxMessage:
         not_before=None,  # type: ignore[arg-type]
         created_at=None,  # type: ignore[arg-type]
     )
+    return row, OutboundMessage.from_json(body)
 
 
 def sender(services: Services) -> TelegramSender:
@@ -1084,7 +1089,7 @@ async def test_the_sender_sends_a_notice_with_its_link_and_buttons(
     services: Services, fake: FakeBotAPI
 ) -> None:
     await sender(services).send(
-        message(
+        *message(
             {
                 "text": "您的议题已通过初审。",
                 "topic_number": "D1-2026-000001",
@@ -1103,7 +1108,7 @@ async def test_the_sender_splits_a_text_longer_than_telegram_takes(
     services: Services, fake: FakeBotAPI
 ) -> None:
     text = "议" * 3000 + "\n" + "题" * 3000
-    await sender(services).send(message({"text": text, "buttons": [["我的议题", "m:mine"]]}))
+    await sender(services).send(*message({"text": text, "buttons": [["我的议题", "m:mine"]]}))
     assert fake.sent_texts() == ["议" * 3000, "题" * 3000]  # cut at the line break
     assert fake.keyboards() == [None, [[("我的议题", "m:mine")]]]  # buttons under the last
 
@@ -1123,7 +1128,7 @@ async def test_the_sender_maps_bot_api_errors_for_the_outbox(
 ) -> None:
     fake.fail("sendMessage", **failure)
     with pytest.raises(expected) as raised:
-        await sender(services).send(message({"text": "你好"}))
+        await sender(services).send(*message({"text": "你好"}))
     if failure["status"] == 429:
         assert raised.value.retry_after == timedelta(seconds=7)
     assert fake.requests("sendMessage") == []
@@ -1142,7 +1147,7 @@ async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat
                 channel="telegram",
                 address=address,
                 kind="notice",
-                body={"text": f"通知 {key}"},
+                message=OutboundMessage(text=f"通知 {key}"),
                 now=clock.now(),
             )
     fake.blocked.add(2002)
