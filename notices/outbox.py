@@ -21,6 +21,10 @@ Dead leases: a process taking a worker identity (bot/identity.py guarantees no t
 processes share one) first calls ``reclaim`` for it: whatever its killed predecessor had
 claimed, or held in the webhook, is due again at once instead of after the lease.
 
+Body: a row's ``body`` is an ``OutboundMessage``'s JSON (notices/message.py). The dispatcher
+decodes it once, before the send, and the sender gets the row and the message; a body it
+cannot read (a version it does not know) is dead at once, with the reason.
+
 A dispatcher claims only rows of the channels it has senders for: a message for a channel
 this process cannot reach waits, visibly pending, for a process that can.
 

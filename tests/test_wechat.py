@@ -994,6 +994,65 @@ async def test_outside_the_window_a_template_message(start: Start, ago: timedelt
     }
 
 
+#: A reviewer's card exactly as notices/notify.py wrote it before the typed message
+#: (version 0: no "v"), as rows already in the outbox at the upgrade hold it.
+CARD_V0 = {
+    "text": "新议题待初审：运河步道增设公厕\n来源：群众提议",
+    "topic_number": "D1-2026-000001",
+    "url": "https://mashangyi.test/t/D1-2026-000001",
+    "buttons": [["受理", "b:tok-accept"], ["不予受理", "b:tok-decline"]],
+    "review_url": "https://mashangyi.test/review/abc?exp=1&sig=x",
+}
+
+
+@pytest.mark.parametrize("ago", [timedelta(minutes=5), None])
+async def test_a_row_written_before_bodies_had_a_version_is_delivered_as_before(
+    start: Start, ago: timedelta | None
+) -> None:
+    """Inside the window a msgmenu with the card's buttons; outside it a template message
+    with its number, linking to the review page rather than the public one."""
+    h = await start()
+    await last_wrote(h, ago)
+    async with transaction(h.services.sessions) as session:
+        session.add(
+            OutboxMessage(
+                idempotency_key="card",
+                channel="wechat",
+                address=OPENID,
+                kind="topic.submitted",
+                body=CARD_V0,
+                not_before=h.clock.now(),
+                created_at=h.clock.now(),
+            )
+        )
+    assert await h.services.dispatcher().run_once() == 1
+    async with h.services.sessions() as session:
+        assert (await session.exec(select(OutboxMessage.status))).all() == ["sent"]
+    if ago is not None:
+        (call,) = h.fake.calls(CUSTOM_SEND)
+        assert call.json["msgmenu"] == {
+            "head_content": CARD_V0["text"],
+            "list": [
+                {"id": "b:tok-accept", "content": "受理"},
+                {"id": "b:tok-decline", "content": "不予受理"},
+            ],
+            "tail_content": "",
+        }
+        assert h.fake.calls(TEMPLATE_SEND) == []
+    else:
+        (call,) = h.fake.calls(TEMPLATE_SEND)
+        assert call.json == {
+            "touser": OPENID,
+            "template_id": TEMPLATE_ID,
+            "url": CARD_V0["review_url"],
+            "data": {
+                "character_string1": {"value": "D1-2026-000001"},
+                "thing2": {"value": "新议题待初审：运河步道增设公厕"},
+            },
+        }
+        assert h.fake.calls(CUSTOM_SEND) == []
+
+
 @pytest.mark.parametrize("errcode", [45015, 45047])
 async def test_refused_as_out_of_window_falls_back_to_a_template(
     start: Start, errcode: int
