@@ -84,7 +84,7 @@ class OutboundMessage:
         if not isinstance(body, Mapping):
             raise UnreadableBody(f"body is a {type(body).__name__}, not an object")
         version = body.get("v", 0)
-        if version not in _READABLE:
+        if type(version) is not int or version not in _READABLE:  # not True, not 1.0
             raise UnreadableBody(
                 f"body version {version!r} is not one this code reads ({sorted(_READABLE)})"
             )

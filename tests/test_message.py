@@ -80,6 +80,7 @@ def test_bodies_written_before_the_version_still_read(
     [
         ({"v": 2, "text": "来自未来"}, "version 2"),
         ({"v": "1", "text": "版本是字符串"}, "version '1'"),
+        ({"v": True, "text": "版本是布尔值"}, "version True"),
         ({"text": "按钮坏了", "buttons": [["只有标签"]]}, "not [label, payload]"),
         ({"text": "按钮坏了", "buttons": "受理"}, "buttons is a str"),
         ({"text": ["不是文字"]}, "text is a list"),
