@@ -23,7 +23,8 @@ from typing import TextIO
 
 from bot.services import Services
 from dialogs.router import chosen
-from dialogs.types import Button, Inbound, Reply, room_payload
+from dialogs.types import Inbound, Reply, room_payload
+from notices.message import OutboundMessage
 from notices.outbox import OutboxDispatcher
 from storage.models import OutboxMessage
 from workflow.texts import Catalogue
@@ -51,16 +52,11 @@ class PrintingSender:
         #: (``[label, payload]``); the chat empties it when a reply offers its own.
         self.offered: list[list[str]] = []
 
-    async def send(self, message: OutboxMessage) -> None:
-        offered = message.body.get("buttons") or []
-        buttons = [[str(label), str(payload)] for label, payload in offered]
-        reply = Reply(
-            SAY.text("console", "notice", text=message.body.get("text", "")),
-            tuple(Button(label, payload) for label, payload in buttons),
-        )
+    async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
+        reply = Reply(SAY.text("console", "notice", text=message.text), message.buttons)
         print(f"\n{render([reply])}", file=self.out, flush=True)
-        if buttons:
-            self.offered = buttons
+        if message.buttons:
+            self.offered = [[b.label, b.payload] for b in message.buttons]
 
 
 class StdinLines:

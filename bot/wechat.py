@@ -49,7 +49,8 @@ from bot.wechat_messages import CHANNEL, SAY, render_text_reply, reply_text, to_
 from bot.wechat_xml import parse_xml
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
-from dialogs.types import Inbound, reply_bodies
+from dialogs.types import Inbound
+from notices.message import OutboundMessage
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
@@ -175,7 +176,9 @@ class WeChatWebhook:
         text, *overflow = split_text(text, TEXT_BYTES, utf8_bytes)
         if overflow:  # a passive reply is one message: the rest follows through the outbox
             try:
-                await self._send_later(inbound, "overflow", [{"text": p} for p in overflow])
+                await self._send_later(
+                    inbound, "overflow", [OutboundMessage(text=p) for p in overflow]
+                )
             except Exception as exc:
                 # Unacknowledged: WeChat's retry gets the stored replies and tries again.
                 log.warning("wechat: the rest of a long reply was not kept (%r)", exc)
@@ -279,7 +282,7 @@ class WeChatWebhook:
                     channel=CHANNEL,
                     address=inbound.user_ref,
                     message_id=inbound.message_id,
-                    bodies=reply_bodies(handled.replies),
+                    replies=handled.replies,
                     now=self.services.clock.now(),
                 )
         except Exception:
@@ -324,18 +327,20 @@ class WeChatWebhook:
             log.warning("wechat: %d late steps left to the queue at shutdown", len(still))
             await asyncio.wait(still)
 
-    async def _send_later(self, inbound: Inbound, tag: str, bodies: list[dict[str, Any]]) -> None:
+    async def _send_later(
+        self, inbound: Inbound, tag: str, messages: list[OutboundMessage]
+    ) -> None:
         """Replies as customer-service messages, through the outbox, in order (the person
         has just written, so their window is open). A retried message has the same keys."""
         async with transaction(self.services.sessions) as session:
-            for number, body in enumerate(bodies):
+            for number, message in enumerate(messages):
                 await enqueue(
                     session,
-                    key=f"wechat:{tag}:{inbound.message_id or id(bodies)}:{number}",
+                    key=f"wechat:{tag}:{inbound.message_id or id(messages)}:{number}",
                     channel=CHANNEL,
                     address=inbound.user_ref,
                     kind="dialog.reply",
-                    body=body,
+                    message=message,
                     now=self.services.clock.now(),
                 )
 

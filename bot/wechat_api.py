@@ -23,6 +23,7 @@ from sqlmodel import select
 from bot.config import Config, WeChatSettings
 from bot.media import MediaFetcher, MediaTooLarge
 from bot.pieces import split_text, utf8_bytes
+from notices.message import OutboundMessage
 from notices.outbox import PermanentFailure, Sender, TemporaryFailure
 from storage.db import SessionFactory
 from storage.models import ChannelIdentity, OutboxMessage
@@ -306,13 +307,13 @@ def _json(data: bytes, path: str) -> dict[str, Any]:
 
 
 class WeChatSender:
-    """``notices.outbox.Sender`` for channel "wechat".
+    """``notices.outbox.Sender`` for channel "wechat" (what it sends: ``OutboundMessage``).
 
-    Body: ``{"text", "topic_number", "url"}`` and optionally ``"buttons": [[label, payload]…]``
-    and ``"review_url"`` (a reviewer's signed review-page link, preferred over ``url``).
     Inside the customer-service window (the person wrote within ``window``) the text goes as
     a customer-service message (a msgmenu when there are buttons); outside it, or when
-    WeChat refuses it as out of window / too many, a template message links to ``url``.
+    WeChat refuses it as out of window / too many, a template message with the topic
+    number and the text's first line links to the reviewer's ``review_url`` if there is
+    one, else to ``url``.
     """
 
     def __init__(
@@ -330,17 +331,17 @@ class WeChatSender:
         self.template_id = template_id
         self.window = window
 
-    async def send(self, message: OutboxMessage) -> None:
+    async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
         try:
-            if await self._in_window(message.address):
+            if await self._in_window(row.address):
                 try:
-                    await self._customer_service(message.address, message.body)
+                    await self._customer_service(row.address, message)
                     return
                 except WeChatAPIError as exc:
                     if exc.errcode not in OUT_OF_WINDOW:
                         raise
                     log.info("wechat: %s, falling back to a template message", exc)
-            await self._template(message.address, message.body)
+            await self._template(row.address, message)
         except WeChatError as exc:
             raise delivery_failure(exc) from exc
 
@@ -356,31 +357,30 @@ class WeChatSender:
             ).first()
         return last is not None and self.clock.now() - last < self.window
 
-    async def _customer_service(self, openid: str, body: Mapping[str, Any]) -> None:
+    async def _customer_service(self, openid: str, message: OutboundMessage) -> None:
         """A long text goes as several messages, the buttons (a msgmenu) with the last.
 
         If a later piece fails, the retry sends the earlier ones again: the outbox delivers
         at least once, and a long text is rare (a card with a 2,000-character description,
         a long escalation list)."""
-        *pieces, last = split_text(str(body.get("text", "")), TEXT_BYTES, utf8_bytes)
+        *pieces, last = split_text(message.text, TEXT_BYTES, utf8_bytes)
         for piece in pieces:
             await self.api.send_text(openid, piece)
-        buttons = body.get("buttons") or []
-        if buttons:
-            await self.api.send_menu(openid, last, [(str(p), str(label)) for label, p in buttons])
+        if message.buttons:
+            await self.api.send_menu(openid, last, [(b.payload, b.label) for b in message.buttons])
         else:
             await self.api.send_text(openid, last)
 
-    async def _template(self, openid: str, body: Mapping[str, Any]) -> None:
+    async def _template(self, openid: str, message: OutboundMessage) -> None:
         if not self.template_id:
             raise PermanentFailure("outside the customer-service window and no template configured")
         data = {
-            TEMPLATE_NUMBER_KEY: str(body.get("topic_number", ""))[:32],
-            TEMPLATE_SUMMARY_KEY: _clip(_first_line(str(body.get("text", ""))), TEMPLATE_THING_MAX),
+            TEMPLATE_NUMBER_KEY: message.topic_number[:32],
+            TEMPLATE_SUMMARY_KEY: _clip(_first_line(message.text), TEMPLATE_THING_MAX),
         }
         # A reviewer's card links to its review page (signed, single-use), not the public page.
-        url = body.get("review_url") or body.get("url", "")
-        await self.api.send_template(openid, self.template_id, data, str(url))
+        url = message.review_url or message.url
+        await self.api.send_template(openid, self.template_id, data, url)
 
 
 def delivery_failure(exc: WeChatError) -> TemporaryFailure | PermanentFailure:

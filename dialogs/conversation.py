@@ -50,8 +50,8 @@ class Tell(Protocol):
 
 
 class ReplyLater(Protocol):
-    """Writes the replies (``text``, ``buttons``) to a message that was acknowledged before
-    it was handled into the outbox, in the caller's transaction, to the chat it came from
+    """Writes the replies to a message that was acknowledged before it was handled into
+    the outbox, in the caller's transaction, to the chat it came from
     (``notices.notify.reply_later``, wired by the composition root)."""
 
     async def __call__(
@@ -61,7 +61,7 @@ class ReplyLater(Protocol):
         channel: str,
         address: str,
         message_id: str,
-        bodies: Sequence[dict[str, Any]],
+        replies: Sequence[Reply],
         now: datetime,
     ) -> None: ...
 

@@ -51,7 +51,7 @@ class Receipt:
     """What is known of a message: ``queued`` (kept, to be handled), ``done`` or ``failed``."""
 
     status: str
-    #: The replies as stored (``text``, ``buttons``): also the outbox bodies.
+    #: The replies as stored (``text``, ``buttons``).
     bodies: list[dict[str, Any]]
     #: Set when it was acknowledged before it was handled: its replies went by the outbox.
     queued_at: datetime | None

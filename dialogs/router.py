@@ -183,14 +183,13 @@ class Dialogs:
                     conv.reply(say("common", "expired", minutes=round(self.settings.idle_minutes)))
                 await self._step(conv)
                 _remember_buttons(conv, before)
-                bodies = reply_bodies(conv.replies)
                 deferred = await dialog_state.save(
                     conn,
                     inbound,
                     chat,
                     now,
                     now + timedelta(minutes=self.settings.idle_minutes),
-                    bodies if inbound.message_id else None,
+                    reply_bodies(conv.replies) if inbound.message_id else None,
                     late=answered is not None and answered.late,
                 )
                 if deferred and self.reply_later is not None:
@@ -199,7 +198,7 @@ class Dialogs:
                         channel=inbound.channel,
                         address=inbound.user_ref,
                         message_id=inbound.message_id,
-                        bodies=bodies,
+                        replies=conv.replies,
                         now=now,
                     )
                 elif write_replies is not None:

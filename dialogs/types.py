@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from storage.models import Attachment, ChannelIdentity, InboundReceipt, Person
-from workflow.payloads import START_INVITE, START_ROOM
+from workflow.payloads import START_INVITE, START_ROOM, Button
 
 Kind = Literal["text", "button", "start", "image", "voice", "location", "unsupported"]
 
@@ -119,12 +119,6 @@ class Inbound:
 
 
 @dataclass(frozen=True)
-class Button:
-    label: str
-    payload: str  # opaque, at most 64 bytes (Telegram callback_data)
-
-
-@dataclass(frozen=True)
 class Reply:
     text: str
     buttons: tuple[Button, ...] = field(default_factory=tuple)
@@ -141,5 +135,5 @@ def invite_payload(secret: str) -> str:
 
 
 def reply_bodies(replies: Sequence[Reply]) -> list[dict[str, Any]]:
-    """Replies as stored in a receipt and written to the outbox (``text``, ``buttons``)."""
+    """Replies as stored in a receipt (``text``, ``buttons``)."""
     return [{"text": r.text, "buttons": [[b.label, b.payload] for b in r.buttons]} for r in replies]

@@ -7,13 +7,14 @@ reviewers who now have work. The message text comes from ``templates/<audience>/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.message import OutboundMessage, Shown, as_buttons
 from notices.outbox import enqueue
 from notices.templating import text_environment
 from storage.models import Attachment, CardMessage, Person, Room, Topic
@@ -78,35 +79,36 @@ class OutboxWriter:
                 identity = await chat_address(session, recipient.person_id)
                 if identity is None:
                     continue
-                body: dict[str, Any] = {
-                    "text": self.render(recipient.audience, event, topic, room),
-                    "topic_number": topic.number,
-                    "url": public_url(self.public_base_url, topic.number, topic.state),
-                }
+                message = OutboundMessage(
+                    text=self.render(recipient.audience, event, topic, room),
+                    topic_number=topic.number,
+                    url=public_url(self.public_base_url, topic.number, topic.state),
+                )
                 if recipient.audience == "reviewer":  # the card, with the buttons to act
                     if card is None:
                         card = await card_text(session, topic, self.calendar, now)
                         media = await _has_media(session, topic)
                     actor = await load_actor(session, recipient.person_id)
-                    body["text"] += "\n\n" + card
-                    body["buttons"] = [
-                        list(b) for b in await action_buttons(session, topic, actor, now)
-                    ]
-                    if body["buttons"] and self.review_links is not None:
-                        body["review_url"] = await self.review_links.issue(
+                    message = replace(
+                        message,
+                        text=message.text + "\n\n" + card,
+                        buttons=as_buttons(await action_buttons(session, topic, actor, now)),
+                    )
+                    if message.buttons and self.review_links is not None:
+                        review_url = await self.review_links.issue(
                             session, recipient.person_id, topic, now
                         )
+                        shown = message.text
                         if media:  # shown on the review page
-                            body["text"] += "\n" + text(
-                                "cards", "media_link", url=body["review_url"]
-                            )
+                            shown += "\n" + text("cards", "media_link", url=review_url)
+                        message = replace(message, text=shown, review_url=review_url)
                 await enqueue(
                     session,
                     key=f"event:{event.event_id}:{recipient.audience}:{recipient.person_id}",
                     channel=identity.channel,
                     address=identity.external_id,
                     kind=event.name,
-                    body=body,
+                    message=message,
                     now=now,
                     person_id=recipient.person_id,
                     topic_id=topic.id,
@@ -142,7 +144,7 @@ class OutboxWriter:
                 channel=card.channel,
                 address=card.chat_id,
                 kind="card.handled",
-                body={"text": note, "edit_message_id": card.message_id},
+                message=OutboundMessage(text=note, edit_message_id=card.message_id),
                 now=self.clock.now(),
                 topic_id=topic.id,
             )
@@ -187,7 +189,8 @@ async def tell(
     now: datetime,
 ) -> None:
     """One message to one person through the outbox, in the caller's transaction, on the
-    chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``."""
+    chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``
+    (whose ``buttons`` are (label, payload) pairs)."""
     identity = await chat_address(session, person_id)
     if identity is None:
         return
@@ -197,7 +200,7 @@ async def tell(
         channel=identity.channel,
         address=identity.external_id,
         kind=kind,
-        body={"text": text, "buttons": [list(b) for b in buttons]},
+        message=OutboundMessage(text=text, buttons=as_buttons(buttons)),
         now=now,
         person_id=person_id,
         topic_id=topic_id,
@@ -210,20 +213,20 @@ async def reply_later(
     channel: str,
     address: str,
     message_id: str,
-    bodies: Sequence[dict[str, Any]],
+    replies: Sequence[Shown],
     now: datetime,
 ) -> None:
-    """The replies (``text``, ``buttons``) to a message acknowledged before it was handled,
-    through the outbox, to the chat it came from, in order (the dialogs' ``ReplyLater``).
-    Keys follow the message, so handling it twice writes them once."""
-    for number, body in enumerate(bodies):
+    """The replies to a message acknowledged before it was handled, through the outbox,
+    to the chat it came from, in order (the dialogs' ``ReplyLater``). Keys follow the
+    message, so handling it twice writes them once."""
+    for number, reply in enumerate(replies):
         await enqueue(
             session,
             key=f"{channel}:late:{message_id}:{number}",
             channel=channel,
             address=address,
             kind="dialog.reply",
-            body=dict(body),
+            message=OutboundMessage.of(reply),
             now=now,
         )
 

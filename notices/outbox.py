@@ -21,6 +21,10 @@ Dead leases: a process taking a worker identity (bot/identity.py guarantees no t
 processes share one) first calls ``reclaim`` for it: whatever its killed predecessor had
 claimed, or held in the webhook, is due again at once instead of after the lease.
 
+Body: a row's ``body`` is an ``OutboundMessage``'s JSON (notices/message.py). The dispatcher
+decodes it once, before the send, and the sender gets the row and the message; a body it
+cannot read (a version it does not know) is dead at once, with the reason.
+
 A dispatcher claims only rows of the channels it has senders for: a message for a channel
 this process cannot reach waits, visibly pending, for a process that can.
 
@@ -43,6 +47,7 @@ from sqlalchemy import exc as sa_exc
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.message import OutboundMessage, UnreadableBody
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
 from storage.models import UNSENT, OutboxMessage
@@ -117,9 +122,10 @@ class Sender(Protocol):
     """Delivers one channel's messages. A sender may also have ``chat_interval``
     (a ``timedelta``): the least time between two messages to one chat (Telegram: 1 s)."""
 
-    async def send(self, message: OutboxMessage) -> None:
-        """Deliver one message; raise a DeliveryError subclass when it did not go through.
-        Any other exception is treated as a temporary failure."""
+    async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
+        """Deliver ``message`` (the row's body, decoded) to the row's address; raise a
+        DeliveryError subclass when it did not go through. Any other exception is treated
+        as a temporary failure."""
         ...
 
 
@@ -130,7 +136,7 @@ async def enqueue(
     channel: str,
     address: str,
     kind: str,
-    body: dict[str, Any],
+    message: OutboundMessage,
     now: datetime,
     person_id: int | None = None,
     topic_id: int | None = None,
@@ -152,7 +158,7 @@ async def enqueue(
         channel=channel,
         address=address,
         kind=kind,
-        body=body,
+        message=message,
         now=now,
         person_id=person_id,
         topic_id=topic_id,
@@ -178,7 +184,7 @@ async def enqueue_many(
     """Add many outbox rows inside the caller's transaction (sweeps send thousands at once).
 
     Each message has ``enqueue``'s keyword arguments (``key``, ``channel``, ``address``,
-    ``kind``, ``body``, optionally ``person_id``, ``topic_id``, ``not_before``); keys that
+    ``kind``, ``message``, optionally ``person_id``, ``topic_id``, ``not_before``); keys that
     already exist are skipped, as in ``enqueue``.
     """
     rows = [_row(now=now, **message) for message in messages]
@@ -191,7 +197,7 @@ def _row(
     channel: str,
     address: str,
     kind: str,
-    body: dict[str, Any],
+    message: OutboundMessage,
     now: datetime,
     person_id: int | None = None,
     topic_id: int | None = None,
@@ -207,7 +213,7 @@ def _row(
         "person_id": person_id,
         "topic_id": topic_id,
         "kind": kind,
-        "body": body,
+        "body": message.to_json(),
         "status": "pending" if held_until is None else "sending",
         "attempts": 0,
         "not_before": not_before if not_before is not None else now,
@@ -389,21 +395,7 @@ class OutboxDispatcher:
             # already, so sending it now would risk a double send. Hand it back instead.
             await self._release(message, lease_token)
             return False
-        sender = self._senders[message.channel]  # claimed only for channels with a sender
-        # No session is open here: a slow platform must not hold a DB connection.
-        try:
-            await sender.send(message)
-        except PermanentFailure as exc:
-            outcome = _Outcome("dead", reason=_short(exc.reason), attempts=message.attempts + 1)
-        except TemporaryFailure as exc:
-            outcome = self._retry(message, exc.reason, exc.retry_after)
-        except DeliveryError as exc:
-            outcome = self._retry(message, exc.reason, None)
-        except Exception as exc:
-            log.warning("outbox: sender for %s raised", message.channel, exc_info=True)
-            outcome = self._retry(message, f"{type(exc).__name__}: {exc}", None)
-        else:
-            outcome = _Outcome("sent")
+        outcome = await self._send(message)
         recorded = await self._record_in_time(message, lease_token, outcome)
         if not recorded:
             log.warning(
@@ -413,6 +405,28 @@ class OutboxDispatcher:
         elif outcome.status == "dead":
             log.warning("outbox: %s is dead: %s", message.idempotency_key, outcome.reason)
         return recorded
+
+    async def _send(self, message: OutboxMessage) -> _Outcome:
+        sender = self._senders[message.channel]  # claimed only for channels with a sender
+        # The one place a body is decoded: a sender reads the model, never the stored dict.
+        try:
+            content = OutboundMessage.from_json(message.body)
+        except UnreadableBody as exc:
+            reason = _short(f"unreadable body: {exc}")
+            return _Outcome("dead", reason=reason, attempts=message.attempts + 1)
+        # No session is open here: a slow platform must not hold a DB connection.
+        try:
+            await sender.send(message, content)
+        except PermanentFailure as exc:
+            return _Outcome("dead", reason=_short(exc.reason), attempts=message.attempts + 1)
+        except TemporaryFailure as exc:
+            return self._retry(message, exc.reason, exc.retry_after)
+        except DeliveryError as exc:
+            return self._retry(message, exc.reason, None)
+        except Exception as exc:
+            log.warning("outbox: sender for %s raised", message.channel, exc_info=True)
+            return self._retry(message, f"{type(exc).__name__}: {exc}", None)
+        return _Outcome("sent")
 
     def _retry(
         self, message: OutboxMessage, reason: str, retry_after: timedelta | None

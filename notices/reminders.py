@@ -55,6 +55,7 @@ from sqlalchemy import String, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.message import OutboundMessage, as_buttons
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
 from storage.bulk import insert_many
@@ -495,7 +496,7 @@ class Sweeper:
         kind = f"reminder.{reminder.name}"
         messages: list[dict[str, Any]] = []
 
-        def message(person: int, key: str, body: dict[str, Any], topic_id: int | None) -> None:
+        def message(person: int, key: str, body: OutboundMessage, topic_id: int | None) -> None:
             channel, address = addresses[person]
             messages.append(
                 {
@@ -503,7 +504,7 @@ class Sweeper:
                     "channel": channel,
                     "address": address,
                     "kind": kind,
-                    "body": body,
+                    "message": body,
                     "person_id": person,
                     "topic_id": topic_id,
                 }
@@ -516,11 +517,7 @@ class Sweeper:
             for person, items in sorted(per_person.items()):
                 items.sort(key=lambda item: order[item[0][0]])
                 contexts = [wanted[key].context for key, _ in items]
-                body: dict[str, Any] = {
-                    "text": render({"items": contexts, "count": len(contexts)}),
-                    "topic_number": "",
-                    "url": "",
-                }
+                body = OutboundMessage(text=render({"items": contexts, "count": len(contexts)}))
                 # Keyed by the first sent record in it: unique, and the same on any retry.
                 message(person, f"reminder:{min(i for _, i in items)}", body, None)
             return messages
@@ -531,13 +528,13 @@ class Sweeper:
             if n % _YIELD_EVERY == 0:  # let the kinds swept alongside send their statements
                 await asyncio.sleep(0)
             due = wanted[key]
-            body = {
-                "text": render(due.context),
-                "topic_number": due.context.get("number", ""),
-                "url": due.context.get("url", ""),
-            }
-            if reminder.buttons is not None:
-                body["buttons"] = [list(b) for b in reminder.buttons(due)]
+            offered = reminder.buttons(due) if reminder.buttons is not None else ()
+            body = OutboundMessage(
+                text=render(due.context),
+                buttons=as_buttons(offered),
+                topic_number=due.context.get("number", ""),
+                url=due.context.get("url", ""),
+            )
             message(key[2], f"reminder:{sent_id}", body, due.topic_id)
         return messages
 

@@ -18,6 +18,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.identity import take_identity
+from notices.message import OutboundMessage
 from notices.notify import tell
 from notices.outbox import (
     OutboxDispatcher,
@@ -30,6 +31,7 @@ from notices.outbox import (
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, Person
 from workflow.clock import FixedClock
+from workflow.payloads import Button
 
 #: Nothing listens there: a database that went away.
 DEAD_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
@@ -53,7 +55,7 @@ class RecordingSender:
         self.calls: list[str] = []  # every attempt, failed or not
         self.sent: list[str] = []  # only the ones that went through
 
-    async def send(self, message: OutboxMessage) -> None:
+    async def send(self, message: OutboxMessage, content: OutboundMessage) -> None:
         self.calls.append(message.idempotency_key)
         for _ in range(self.yields):
             await asyncio.sleep(0)  # let the other dispatcher run mid-send
@@ -82,7 +84,7 @@ async def add(
             channel=channel,
             address=address,
             kind="topic_received",
-            body={"text": f"hello {key}"},
+            message=OutboundMessage(text=f"hello {key}"),
             now=clock.now(),
             not_before=not_before,
         )
@@ -125,16 +127,16 @@ async def test_enqueue_same_key_twice_adds_one_row(
             channel="wechat",
             address="other",
             kind="other",
-            body={"text": "different"},
+            message=OutboundMessage(text="different"),
             now=clock.now(),
         )
     assert again is False
     assert await count_rows(sessions) == 1
     stored = await row(sessions, "k1")
-    assert (stored.channel, stored.address, stored.body) == (
+    assert (stored.channel, stored.address, OutboundMessage.from_json(stored.body)) == (
         "telegram",
         "chat-1",
-        {"text": "hello k1"},
+        OutboundMessage(text="hello k1"),
     )
     assert (stored.status, stored.attempts, stored.not_before) == ("pending", 0, clock.now())
     assert stored.created_at == clock.now()
@@ -151,7 +153,7 @@ async def test_enqueue_belongs_to_the_callers_transaction(
                 channel="telegram",
                 address="chat-1",
                 kind="k",
-                body={},
+                message=OutboundMessage(),
                 now=clock.now(),
             )
             await session.rollback()
@@ -639,7 +641,7 @@ async def _enqueue_many(sessions: SessionFactory, clock: FixedClock, n: int) -> 
                 # Many chats: one chat's rows go one at a time, whoever claims them.
                 address=f"chat-{number % 60}",
                 kind="bulk",
-                body={},
+                message=OutboundMessage(),
                 now=clock.now(),
             )
     return keys
@@ -749,13 +751,16 @@ async def test_tell_writes_once_to_the_chat_last_used_and_skips_a_person_without
                 )
     async with sessions() as session:
         rows = (await session.exec(select(OutboxMessage))).all()
-    assert [(r.channel, r.address, r.person_id, r.kind, r.body) for r in rows] == [
+    assert [
+        (r.channel, r.address, r.person_id, r.kind, OutboundMessage.from_json(r.body))
+        for r in rows
+    ] == [
         (
             "wechat",
             "o-jia",
             reached.id,
             "joint",
-            {"text": "请确认联名", "buttons": [["确认联名", "cs:x:y"]]},
+            OutboundMessage(text="请确认联名", buttons=(Button("确认联名", "cs:x:y"),)),
         )
     ]
 

@@ -585,30 +585,34 @@ def test_bad_reminder_settings_are_named(env: dict[str, str], message: str) -> N
 async def test_enqueue_many_skips_existing_keys_and_keeps_every_field(
     sessions: SessionFactory,
 ) -> None:
+    from notices.message import OutboundMessage
     from notices.outbox import enqueue, enqueue_many
+    from workflow.payloads import Button
 
     now = at("03-02")
+    old, empty = OutboundMessage(text="旧"), OutboundMessage()
+    second = OutboundMessage(text="二", buttons=(Button("查看议题", "t:1"),))
     async with transaction(sessions) as session:
         await enqueue(
-            session, key="k1", channel="console", address="a", kind="x", body={"t": "旧"}, now=now
+            session, key="k1", channel="console", address="a", kind="x", message=old, now=now
         )
         await enqueue_many(
             session,
             [
-                {"key": "k1", "channel": "console", "address": "a", "kind": "x", "body": {}},
+                {"key": "k1", "channel": "console", "address": "a", "kind": "x", "message": empty},
                 {
                     "key": "k2",
                     "channel": "wechat",
                     "address": "b",
                     "kind": "y",
-                    "body": {"text": "二", "buttons": [["查看议题", "t:1"]]},
+                    "message": second,
                 },
                 {
                     "key": "k3",
                     "channel": "console",
                     "address": "c",
                     "kind": "y",
-                    "body": {},
+                    "message": empty,
                     "not_before": at("03-03"),
                 },
             ],
@@ -617,18 +621,18 @@ async def test_enqueue_many_skips_existing_keys_and_keeps_every_field(
     async with sessions() as session:
         rows = (await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))).all()
     assert [
-        (m.idempotency_key, m.channel, m.address, m.kind, m.body, m.status, m.not_before)
+        (
+            m.idempotency_key,
+            m.channel,
+            m.address,
+            m.kind,
+            OutboundMessage.from_json(m.body),
+            m.status,
+            m.not_before,
+        )
         for m in rows
     ] == [
-        ("k1", "console", "a", "x", {"t": "旧"}, "pending", now),
-        (
-            "k2",
-            "wechat",
-            "b",
-            "y",
-            {"text": "二", "buttons": [["查看议题", "t:1"]]},
-            "pending",
-            now,
-        ),
-        ("k3", "console", "c", "y", {}, "pending", at("03-03")),
+        ("k1", "console", "a", "x", old, "pending", now),
+        ("k2", "wechat", "b", "y", second, "pending", now),
+        ("k3", "console", "c", "y", empty, "pending", at("03-03")),
     ]

@@ -19,6 +19,7 @@ from bot.web import create_app
 from bot.worker import run_worker
 from dialogs.inbox import keep
 from dialogs.types import Inbound
+from notices.message import OutboundMessage
 from notices.reminders import Sweeper, SweepReport
 from notices.scheduler import SWEEP_JOB, SweepScheduler
 from storage.models import OutboxMessage
@@ -167,7 +168,7 @@ class Recorder:
         self.wanted = wanted
         self.enough = asyncio.Event()
 
-    async def send(self, message: OutboxMessage) -> None:
+    async def send(self, message: OutboxMessage, content: OutboundMessage) -> None:
         if message.kind.startswith("reminder."):
             self.kinds.append(message.kind)
             if len(self.kinds) >= self.wanted:

@@ -39,10 +39,12 @@ from dialogs.conversation import say
 from dialogs.router import Handled
 from dialogs.throttle import LocalThrottle
 from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.message import OutboundMessage
 from notices.outbox import PermanentFailure, TemporaryFailure, enqueue
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import (
     Attachment,
+    CardMessage,
     ChannelIdentity,
     InboundFailure,
     InboundReceipt,
@@ -566,7 +568,7 @@ async def notice(services: Services, key: str, text: str, chat: int = USER) -> N
             channel="telegram",
             address=str(chat),
             kind="notice",
-            body={"text": text},
+            message=OutboundMessage(text=text),
             now=services.clock.now(),
         )
 
@@ -1062,8 +1064,11 @@ async def test_the_database_unreachable_still_asks_telegram_to_deliver_again(
 # -- the outbox sender -------------------------------------------------------------------
 
 
-def message(body: dict[str, Any], address: str = str(USER)) -> OutboxMessage:
-    return OutboxMessage(
+def message(
+    body: dict[str, Any], address: str = str(USER)
+) -> tuple[OutboxMessage, OutboundMessage]:
+    """A row with this body and its message, as the dispatcher hands them to a sender."""
+    row = OutboxMessage(
         idempotency_key="k",
         channel="telegram",
         address=address,
@@ -1072,6 +1077,7 @@ def message(body: dict[str, Any], address: str = str(USER)) -> OutboxMessage:
         not_before=None,  # type: ignore[arg-type]
         created_at=None,  # type: ignore[arg-type]
     )
+    return row, OutboundMessage.from_json(body)
 
 
 def sender(services: Services) -> TelegramSender:
@@ -1084,7 +1090,7 @@ async def test_the_sender_sends_a_notice_with_its_link_and_buttons(
     services: Services, fake: FakeBotAPI
 ) -> None:
     await sender(services).send(
-        message(
+        *message(
             {
                 "text": "您的议题已通过初审。",
                 "topic_number": "D1-2026-000001",
@@ -1103,7 +1109,7 @@ async def test_the_sender_splits_a_text_longer_than_telegram_takes(
     services: Services, fake: FakeBotAPI
 ) -> None:
     text = "议" * 3000 + "\n" + "题" * 3000
-    await sender(services).send(message({"text": text, "buttons": [["我的议题", "m:mine"]]}))
+    await sender(services).send(*message({"text": text, "buttons": [["我的议题", "m:mine"]]}))
     assert fake.sent_texts() == ["议" * 3000, "题" * 3000]  # cut at the line break
     assert fake.keyboards() == [None, [[("我的议题", "m:mine")]]]  # buttons under the last
 
@@ -1123,7 +1129,7 @@ async def test_the_sender_maps_bot_api_errors_for_the_outbox(
 ) -> None:
     fake.fail("sendMessage", **failure)
     with pytest.raises(expected) as raised:
-        await sender(services).send(message({"text": "你好"}))
+        await sender(services).send(*message({"text": "你好"}))
     if failure["status"] == 429:
         assert raised.value.retry_after == timedelta(seconds=7)
     assert fake.requests("sendMessage") == []
@@ -1142,7 +1148,7 @@ async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat
                 channel="telegram",
                 address=address,
                 kind="notice",
-                body={"text": f"通知 {key}"},
+                message=OutboundMessage(text=f"通知 {key}"),
                 now=clock.now(),
             )
     fake.blocked.add(2002)
@@ -1154,6 +1160,103 @@ async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat
     clock.advance(timedelta(hours=1))
     assert await services.dispatcher().run_once() == 1
     assert fake.sent_texts() == ["通知 a"]
+
+
+# -- rows in the outbox from before the typed message -------------------------------------
+
+
+async def raw_row(services: Services, key: str, body: Any, topic_id: int | None = None) -> None:
+    """A row inserted as it stands in the table, ``body`` stored as given (not enqueued)."""
+    now = services.clock.now()
+    async with transaction(services.sessions) as session:
+        session.add(
+            OutboxMessage(
+                idempotency_key=key,
+                channel="telegram",
+                address=str(USER),
+                kind="topic.accepted",
+                body=body,
+                topic_id=topic_id,
+                not_before=now,
+                created_at=now,
+            )
+        )
+
+
+async def a_topic(services: Services) -> int:
+    now = services.clock.now()
+    async with transaction(services.sessions) as session:
+        room = (await session.exec(select(Room))).first()
+        assert room is not None and room.id is not None
+        topic = Topic(
+            number="D1-2026-000001",
+            room_id=room.id,
+            source="public",
+            title="运河步道增设公厕",
+            state="submitted",
+            step_started_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(topic)
+        await session.flush()
+        assert topic.id is not None
+        return topic.id
+
+
+async def test_rows_written_before_bodies_had_a_version_are_delivered_as_before(
+    services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """Rows already in the outbox when the typed message came in: bodies without a version,
+    in the exact shapes notices/notify.py, notices/reminders.py and the webhook wrote."""
+    topic_id = await a_topic(services)
+    url = "https://bot.example.org/t/D1-2026-000001"
+    card = {
+        "text": "新议题待初审：运河步道增设公厕",
+        "topic_number": "D1-2026-000001",
+        "url": url,
+        "buttons": [["受理", "b:tok-accept"], ["不予受理", "b:tok-decline"]],
+        "review_url": "https://bot.example.org/review/abc?exp=1&sig=x",
+    }
+    await raw_row(services, "card", card, topic_id)
+    await raw_row(services, "digest", {"text": "您有2件待办", "topic_number": "", "url": ""})
+    await raw_row(services, "reply", {"text": "收到", "buttons": [["我的议题", "m:mine"]]})
+    await raw_row(services, "handled", {"text": "【已处理】", "edit_message_id": "77"}, topic_id)
+    await drain_paced(services, fake, clock)
+    assert [row.status for row in await outbox(services)] == ["sent"] * 4
+    assert fake.sent_texts(USER) == [
+        f"新议题待初审：运河步道增设公厕\n\n详情：{url}",
+        "您有2件待办",
+        "收到",
+    ]
+    assert fake.keyboards() == [
+        [[("受理", "b:tok-accept")], [("不予受理", "b:tok-decline")]],
+        None,
+        [[("我的议题", "m:mine")]],
+    ]
+    (edit,) = fake.requests("editMessageText")
+    assert (edit["chat_id"], edit["message_id"], edit["text"]) == (USER, 77, "【已处理】")
+    async with services.sessions() as session:
+        remembered = (await session.exec(select(CardMessage))).all()
+    sent_card = fake.results("sendMessage")[0]
+    assert [(c.topic_id, c.message_id) for c in remembered] == [
+        (topic_id, str(sent_card["message_id"]))
+    ]
+
+
+async def test_a_row_of_a_body_version_this_code_cannot_read_goes_dead_saying_so(
+    services: Services, fake: FakeBotAPI, clock: FixedClock
+) -> None:
+    """Written by a newer release, read by this one (a rollback): the row is given up with
+    the reason, nothing is sent, and the chat's next row goes out."""
+    await raw_row(services, "future", {"v": 99, "text": "来自未来的版本"})
+    await raw_row(services, "after", OutboundMessage(text="之后的通知").to_json())
+    await drain_paced(services, fake, clock)
+    future, after = await outbox(services)
+    assert (future.status, future.attempts) == ("dead", 1)
+    assert future.last_error is not None and "version 99" in future.last_error
+    assert after.status == "sent"
+    assert fake.sent_texts() == ["之后的通知"]
 
 
 def test_the_file_url_follows_the_configured_base_url() -> None:

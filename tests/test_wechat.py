@@ -8,7 +8,7 @@ import base64
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from bot.wechat_api import TEXT_BYTES, WeChatAPIError, WeChatSender
 from bot.wechat_messages import OPENID_MAX, cdata, reply_text, to_inbound
 from dialogs.router import Handled
 from dialogs.types import Button, Inbound, Location, Media, Reply
+from notices.message import OutboundMessage
 from notices.outbox import enqueue
 from storage.db import transaction
 from storage.models import (
@@ -906,8 +907,13 @@ async def last_wrote(h: Harness, ago: timedelta | None) -> None:
         )
 
 
-async def deliver(h: Harness, key: str = "k1", **body: Any) -> OutboxMessage:
+async def deliver(h: Harness, key: str = "k1", **fields: Any) -> OutboxMessage:
     """Queue one message for the resident, run one delivery round, return the row."""
+    message = OutboundMessage(
+        text="您的议题已受理。\n编号：V1-2026-000001",
+        topic_number="D1-2026-000001",
+        url="https://mashangyi.test/t/D1-2026-000001",
+    )
     async with transaction(h.services.sessions) as session:
         await enqueue(
             session,
@@ -915,12 +921,7 @@ async def deliver(h: Harness, key: str = "k1", **body: Any) -> OutboxMessage:
             channel="wechat",
             address=OPENID,
             kind="topic.accepted",
-            body={
-                "text": "您的议题已受理。\n编号：V1-2026-000001",
-                "topic_number": "D1-2026-000001",
-                "url": "https://mashangyi.test/t/D1-2026-000001",
-            }
-            | body,
+            message=replace(message, **fields),
             now=h.clock.now(),
         )
     await h.services.dispatcher().run_once()
@@ -949,7 +950,7 @@ async def test_a_long_card_goes_in_pieces_with_the_buttons_on_the_last(start: St
     h = await start()
     await last_wrote(h, timedelta(minutes=5))
     card = "\n".join(f"{n}. 运河步道增设公厕，沿线3公里没有公厕" for n in range(1, 121))
-    row = await deliver(h, text=card, buttons=[["受理", "a:1:accept"]])
+    row = await deliver(h, text=card, buttons=(Button("受理", "a:1:accept"),))
     assert row.status == "sent"
     calls = [call.json for call in h.fake.calls(CUSTOM_SEND)]
     assert [c["msgtype"] for c in calls] == ["text"] * (len(calls) - 1) + ["msgmenu"]
@@ -962,7 +963,9 @@ async def test_a_long_card_goes_in_pieces_with_the_buttons_on_the_last(start: St
 async def test_buttons_inside_the_window_become_a_msgmenu(start: Start) -> None:
     h = await start()
     await last_wrote(h, timedelta(minutes=5))
-    row = await deliver(h, buttons=[["受理", "a:1:accept"], ["不予受理", "a:1:decline"]])
+    row = await deliver(
+        h, buttons=(Button("受理", "a:1:accept"), Button("不予受理", "a:1:decline"))
+    )
     assert row.status == "sent"
     (call,) = h.fake.calls(CUSTOM_SEND)
     assert call.json["msgtype"] == "msgmenu"
@@ -989,6 +992,65 @@ async def test_outside_the_window_a_template_message(start: Start, ago: timedelt
             "thing2": {"value": "您的议题已受理。"},
         },
     }
+
+
+#: A reviewer's card exactly as notices/notify.py wrote it before the typed message
+#: (version 0: no "v"), as rows already in the outbox at the upgrade hold it.
+CARD_V0 = {
+    "text": "新议题待初审：运河步道增设公厕\n来源：群众提议",
+    "topic_number": "D1-2026-000001",
+    "url": "https://mashangyi.test/t/D1-2026-000001",
+    "buttons": [["受理", "b:tok-accept"], ["不予受理", "b:tok-decline"]],
+    "review_url": "https://mashangyi.test/review/abc?exp=1&sig=x",
+}
+
+
+@pytest.mark.parametrize("ago", [timedelta(minutes=5), None])
+async def test_a_row_written_before_bodies_had_a_version_is_delivered_as_before(
+    start: Start, ago: timedelta | None
+) -> None:
+    """Inside the window a msgmenu with the card's buttons; outside it a template message
+    with its number, linking to the review page rather than the public one."""
+    h = await start()
+    await last_wrote(h, ago)
+    async with transaction(h.services.sessions) as session:
+        session.add(
+            OutboxMessage(
+                idempotency_key="card",
+                channel="wechat",
+                address=OPENID,
+                kind="topic.submitted",
+                body=CARD_V0,
+                not_before=h.clock.now(),
+                created_at=h.clock.now(),
+            )
+        )
+    assert await h.services.dispatcher().run_once() == 1
+    async with h.services.sessions() as session:
+        assert (await session.exec(select(OutboxMessage.status))).all() == ["sent"]
+    if ago is not None:
+        (call,) = h.fake.calls(CUSTOM_SEND)
+        assert call.json["msgmenu"] == {
+            "head_content": CARD_V0["text"],
+            "list": [
+                {"id": "b:tok-accept", "content": "受理"},
+                {"id": "b:tok-decline", "content": "不予受理"},
+            ],
+            "tail_content": "",
+        }
+        assert h.fake.calls(TEMPLATE_SEND) == []
+    else:
+        (call,) = h.fake.calls(TEMPLATE_SEND)
+        assert call.json == {
+            "touser": OPENID,
+            "template_id": TEMPLATE_ID,
+            "url": CARD_V0["review_url"],
+            "data": {
+                "character_string1": {"value": "D1-2026-000001"},
+                "thing2": {"value": "新议题待初审：运河步道增设公厕"},
+            },
+        }
+        assert h.fake.calls(CUSTOM_SEND) == []
 
 
 @pytest.mark.parametrize("errcode", [45015, 45047])

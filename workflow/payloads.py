@@ -26,6 +26,16 @@ T = TypeVar("T")
 MAX_BYTES = 64
 
 
+@dataclass(frozen=True)
+class Button:
+    """An offered button: what it says and the payload it brings back when pressed. Here
+    because dialogs' replies and notices' outgoing messages both carry buttons, and
+    neither of those packages may import the other."""
+
+    label: str
+    payload: str  # opaque, at most MAX_BYTES (Telegram callback_data)
+
+
 class Payload(StrEnum):
     """Buttons without a value: the payload is the whole string."""
 

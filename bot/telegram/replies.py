@@ -24,8 +24,9 @@ from telegram.error import TelegramError
 from bot.edge import is_transient
 from bot.services import Services
 from bot.telegram.client import CHANNEL
-from bot.telegram.sender import delivery_failure, reply_body, send_reply
+from bot.telegram.sender import delivery_failure, send_reply
 from dialogs.types import Reply
+from notices.message import OutboundMessage
 from notices.outbox import (
     RECORD_MARGIN,
     RECORD_RETRY,
@@ -112,7 +113,7 @@ class HeldReplies:
                 channel=CHANNEL,
                 address=address,
                 kind="reply",
-                body=reply_body(reply),
+                message=OutboundMessage.of(reply),
                 now=clock.now(),
                 held_until=None if waiting else hold,
                 held_by=self.services.worker_id,

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.error import (
@@ -25,10 +25,12 @@ from bot.config import Config
 from bot.pieces import split_text, utf16_units
 from bot.telegram.client import CHANNEL, BotClient, TelegramMediaFetcher
 from dialogs.types import Button, Reply
+from notices.message import OutboundMessage
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure
 from storage.db import SessionFactory, transaction
 from storage.models import CardMessage, OutboxMessage
 from workflow.clock import Clock
+from workflow.payloads import REVIEW
 from workflow.texts import Catalogue
 
 log = logging.getLogger("mashangyi.telegram")
@@ -90,27 +92,18 @@ async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> Message | No
     return sent
 
 
-def reply_body(reply: Reply) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": reply.text}
-    if reply.buttons:
-        body["buttons"] = [[b.label, b.payload] for b in reply.buttons]
-    return body
-
-
-def body_reply(body: dict[str, Any]) -> Reply:
-    """An outbox body (``text``, maybe ``url`` and ``buttons``) as one reply."""
-    text = body.get("text") or ""
-    url = body.get("url")
+def shown(message: OutboundMessage) -> Reply:
+    """A message as one reply: its text, with its page's link unless the text has it."""
+    text, url = message.text, message.url
     if url and url not in text:
         text = f"{text}\n\n{TEXTS.text('telegram', 'details', url=url)}"
-    buttons = tuple(Button(label, payload) for label, payload in body.get("buttons") or [])
-    return Reply(text, buttons)
+    return Reply(text, message.buttons)
 
 
 class TelegramSender:
     """The outbox's sender for the "telegram" channel; ``address`` is the chat id.
 
-    A body with ``edit_message_id`` edits that message (a review card that has been
+    A message with ``edit_message_id`` edits that message (a review card that has been
     handled: the text says by whom, the keyboard goes). A review card that is sent is
     remembered (``CardMessage``) so it can be edited that way later.
     """
@@ -123,39 +116,35 @@ class TelegramSender:
     ) -> None:
         self.client, self.sessions, self.clock = client, sessions, clock
 
-    async def send(self, message: OutboxMessage) -> None:
+    async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
         bot = self.client.get()
         try:
-            if "edit_message_id" in message.body:
-                await self._edit(bot, message)
+            if message.edit_message_id is not None:
+                await self._edit(bot, row.address, message.text, message.edit_message_id)
                 return
-            sent = await send_reply(bot, message.address, body_reply(message.body))
+            sent = await send_reply(bot, row.address, shown(message))
         except TelegramError as exc:
             raise delivery_failure(exc) from exc
-        if sent is not None and message.topic_id is not None and is_card(message.body):
-            await self._remember(message, sent)
+        if sent is not None and row.topic_id is not None and is_card(message):
+            await self._remember(row, sent)
 
-    async def _edit(self, bot: Bot, message: OutboxMessage) -> None:
+    async def _edit(self, bot: Bot, chat_id: str, text: str, message_id: str) -> None:
         try:
-            await bot.edit_message_text(
-                chat_id=message.address,
-                text=message.body["text"],
-                message_id=int(message.body["edit_message_id"]),
-            )
+            await bot.edit_message_text(chat_id=chat_id, text=text, message_id=int(message_id))
         except BadRequest as exc:
             if "not modified" not in exc.message.lower():  # already says so: done
                 raise
 
-    async def _remember(self, message: OutboxMessage, sent: Message) -> None:
-        if self.sessions is None or self.clock is None or message.topic_id is None:
+    async def _remember(self, row: OutboxMessage, sent: Message) -> None:
+        if self.sessions is None or self.clock is None or row.topic_id is None:
             return
         try:
             async with transaction(self.sessions) as session:
                 session.add(
                     CardMessage(
-                        topic_id=message.topic_id,
+                        topic_id=row.topic_id,
                         channel=CHANNEL,
-                        chat_id=message.address,
+                        chat_id=row.address,
                         message_id=str(sent.message_id),
                         created_at=self.clock.now(),
                     )
@@ -164,9 +153,9 @@ class TelegramSender:
             log.warning("telegram: could not remember card %s", sent.message_id, exc_info=True)
 
 
-def is_card(body: dict[str, Any]) -> bool:
+def is_card(message: OutboundMessage) -> bool:
     """A review card: its buttons are review-button references."""
-    return any(payload.startswith("b:") for _, payload in body.get("buttons") or [])
+    return any(REVIEW.claims(button.payload) for button in message.buttons)
 
 
 def telegram_outbound(
