@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.cli.common import CliError, due, when, with_services
 from bot.config import Config
 from bot.services import Services
@@ -46,17 +48,22 @@ def _state(given: str) -> State:
     raise CliError(f"unknown state {given!r}; valid states: {', '.join(shown)}")
 
 
+async def _room_id(session: AsyncSession, code: str | None) -> int | None:
+    """The id of room ``code``; None when no room is given."""
+    if not code:
+        return None
+    room = await get_room(session, code)
+    if room is None:
+        raise CliError(f"no room with code {code!r}")
+    return room.id
+
+
 async def cmd_topics_list(config: Config, args: argparse.Namespace) -> int:
     async def work(services: Services) -> int:
         async with services.sessions() as session:
             if args.limit < 1 or args.offset < 0:
                 raise CliError("--limit must be at least 1 and --offset at least 0")
-            room_id = None
-            if args.room:
-                room = await get_room(session, args.room)
-                if room is None:
-                    raise CliError(f"no room with code {args.room!r}")
-                room_id = room.id
+            room_id = await _room_id(session, args.room)
             state = _state(args.state) if args.state else None
             page = await topic_page(
                 session, room_id=room_id, state=state, offset=args.offset, limit=args.limit
@@ -173,12 +180,7 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
 async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
     async def work(services: Services) -> int:
         async with services.sessions() as session:
-            under = None
-            if args.under:
-                room = await get_room(session, args.under)
-                if room is None:
-                    raise CliError(f"no room with code {args.under!r}")
-                under = room.id
+            under = await _room_id(session, args.under)
             report = await overdue_report(
                 session,
                 services.clock.now(),
