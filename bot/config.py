@@ -5,6 +5,9 @@ One typed model (pydantic-settings): a class per section, a field per key with i
 and its check; a wrong or missing value stops start-up with one line naming the key.
 Secrets are ``SecretStr``: printing the settings shows ``**********``, and code that needs a
 secret calls ``get_secret_value()`` where it uses it.
+
+Over 400 lines on purpose: the whole schema of config.example.toml, section by section, next
+to the one loader that reads it, so a key's default, check and reading are found together.
 """
 
 from __future__ import annotations

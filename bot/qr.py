@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import select
 from telegram.helpers import create_deep_linked_url
 
 from bot.poster import (
@@ -36,6 +35,7 @@ from bot.services import Services
 from bot.wechat_api import WeChatAPI, WeChatError
 from dialogs.types import room_payload
 from storage.models import Room
+from workflow.queries import all_rooms
 
 #: What both platforms accept as a scene / start payload.
 PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -148,7 +148,7 @@ async def make_posters(
         raise QRError(str(exc)) from None
 
     async with services.sessions() as session:
-        rooms = list((await session.exec(select(Room))).all())
+        rooms = list(await all_rooms(session))
     chosen = select_rooms(rooms, code, subtree)
     bad = [room.code for room, _ in chosen if not PAYLOAD.fullmatch(room_payload(room.code))]
     if bad:

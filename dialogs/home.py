@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dialogs import submit_topic
 from dialogs.conversation import HOME, Conversation, button, say
 from dialogs.handlers import Handlers, on
+from dialogs.sources import source_buttons
 from dialogs.types import Button
 from storage.models import Room
 from workflow.payloads import ROOM, START_PLAIN, START_ROOM, Payload
@@ -31,7 +31,7 @@ async def menu_buttons(conv: Conversation) -> list[Button]:
     of raising topics, and people who review (any role) their to-do list."""
     actor, room = await conv.actor(), await conv.room()
     reviewer = [button("todo", Payload.MENU_TODO)] if actor.grants else []
-    sources = submit_topic.source_buttons(actor, room) if room is not None else []
+    sources = source_buttons(actor, room) if room is not None else []
     return [
         button("submit", Payload.MENU_SUBMIT),
         *sources,

@@ -395,8 +395,8 @@ async def test_a_joint_recommendation_nobody_finished_lapses_with_one_message(
 def test_one_source_rule_the_chat_offering_only_a_role_held_in_the_room() -> None:
     """``permissions.source_role`` is the one rule; an admin of the room or one above may
     open any source through the lifecycle, while the chat offers a source only to its own
-    role in that very room (``submit_topic.offered``)."""
-    from dialogs.submit_topic import offered
+    role in that very room (``dialogs.sources.offered``)."""
+    from dialogs.sources import offered
     from storage.models import Room
     from workflow.lifecycle import Source
     from workflow.permissions import Actor, source_role

@@ -7,10 +7,9 @@ outbox), all inside the caller's transaction: either everything is recorded or n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -24,14 +23,13 @@ from workflow.clock import CHINA, Clock
 from workflow.errors import (
     Conflict,
     InvalidField,
-    MissingField,
     NotPermitted,
     UnknownAction,
     WrongState,
 )
+from workflow.fields import check_fields, jsonable, text_field
 from workflow.lifecycle import (
     BACKGROUND_MAX,
-    FIELDS,
     SUBMIT,
     TITLE_MAX,
     TRANSITIONS,
@@ -39,7 +37,7 @@ from workflow.lifecycle import (
     Transition,
 )
 from workflow.permissions import Actor, acting_role, can, source_role
-from workflow.rooms import get_room, nearest_common_ancestor, number_prefix, room_chain
+from workflow.rooms import nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
 from workflow.workdays import WorkdayCalendar
 
@@ -106,8 +104,8 @@ class Lifecycle:
         role = source_role(actor, source, [_id(r) for r in chain])
         if role is None:
             raise NotPermitted("source_not_permitted", source=label("sources", source))
-        title = _text("title", title, TITLE_MAX)
-        background = _text("background", background, BACKGROUND_MAX, allow_empty=True)
+        title = text_field("title", title, TITLE_MAX)
+        background = text_field("background", background, BACKGROUND_MAX, allow_empty=True)
         now = self.clock.now()
         topic = Topic(
             number=await self._next_number(session, chain, now),
@@ -160,7 +158,7 @@ class Lifecycle:
             raise NotPermitted("not_permitted", action=action_label)
         if topic.state not in transition.sources:
             raise WrongState("wrong_state", state=label("states", topic.state), action=action_label)
-        values = await self._validate(session, transition, fields)
+        values = await check_fields(session, transition, fields)
         if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
                 "needs_prior", prior=label("actions", transition.after), action=action_label
@@ -179,7 +177,7 @@ class Lifecycle:
             changes["review_due_at"] = None
         if "category" in values or "kind" in values:
             changes["category"] = values.get("category") or values.get("kind")
-        recorded = {name: _jsonable(value) for name, value in values.items()}
+        recorded = {name: jsonable(value) for name, value in values.items()}
         for name in ("title", "background"):  # the Party organisation's edits
             if name in values and values[name] != getattr(topic, name):
                 recorded[f"previous_{name}"] = getattr(topic, name)
@@ -200,26 +198,6 @@ class Lifecycle:
         return await available_actions(session, topic, actor)
 
     # -- the parts of apply ------------------------------------------------------------
-
-    async def _validate(
-        self, session: AsyncSession, transition: Transition, fields: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        allowed = (*transition.required, *transition.optional)
-        action_label = label("actions", transition.action)
-        for name in fields:
-            if name not in allowed:
-                raise InvalidField(
-                    "unexpected_field", action=action_label, field=label("fields", name)
-                )
-        values: dict[str, Any] = {}
-        for name in allowed:
-            raw = fields.get(name)
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                if name in transition.required:
-                    raise MissingField("missing_field", field=label("fields", name))
-                continue
-            values[name] = await _coerce(session, name, raw)
-        return values
 
     async def _new_room(
         self,
@@ -352,50 +330,3 @@ async def _on_record(session: AsyncSession, topic: Topic, action: str) -> bool:
 def _id(row: Room | Topic | TopicEvent) -> int:
     assert row.id is not None, "row must be flushed first"
     return row.id
-
-
-def _text(name: str, value: Any, limit: int, *, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidField("empty", field=label("fields", name))
-    value = value.strip()
-    if not value and not allow_empty:
-        raise MissingField("missing_field", field=label("fields", name))
-    if len(value) > limit:
-        raise InvalidField("too_long", field=label("fields", name), limit=limit, length=len(value))
-    return value
-
-
-async def _coerce(session: AsyncSession, name: str, raw: Any) -> Any:
-    spec, field_label = FIELDS[name], label("fields", name)
-    if spec.kind in ("text", "url"):
-        value = _text(name, raw, spec.max_len)
-        if spec.kind == "url" and not re.match(r"https?://\S+$", value):
-            raise InvalidField("bad_url", field=field_label)
-        return value
-    if spec.kind == "choice":
-        if raw not in spec.choices:
-            raise InvalidField("bad_choice", field=field_label, choices="、".join(spec.choices))
-        return raw
-    if spec.kind == "room":
-        room = raw if isinstance(raw, Room) else await get_room(session, str(raw).strip())
-        if room is None:
-            raise InvalidField("unknown_room", code=str(raw))
-        return room
-    if spec.kind == "datetime":
-        try:
-            moment = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-        except ValueError:
-            raise InvalidField("bad_datetime", field=field_label) from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=CHINA)
-    try:  # date
-        return raw if isinstance(raw, date) else date.fromisoformat(str(raw))
-    except ValueError:
-        raise InvalidField("bad_date", field=field_label) from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Room):
-        return value.code
-    if isinstance(value, date):  # datetime too
-        return value.isoformat()
-    return value

@@ -53,6 +53,27 @@ async def holders(session: AsyncSession, room_id: int, roles: Iterable[str]) -> 
     return sorted({person_id for _, _, person_id in rows})
 
 
+async def cosigner_candidates(
+    session: AsyncSession, room_id: int, person_id: int
+) -> list[tuple[int, str | None]]:
+    """Whom ``person_id`` may ask to co-sign a 委员荐题 in room ``room_id``: the room's other
+    members who have a chat, by id, with their names."""
+    rows = await session.exec(
+        select(Person.id, Person.display_name)
+        .join(RoleGrant, col(RoleGrant.person_id) == Person.id)
+        .where(
+            RoleGrant.room_id == room_id,
+            RoleGrant.role == Role.MEMBER,
+            in_force(),
+            Person.id != person_id,
+            col(Person.id).in_(select(ChannelIdentity.person_id)),
+        )
+        .order_by(col(Person.id))
+        .distinct()
+    )
+    return [(pid, name) for pid, name in rows if pid is not None]
+
+
 class Grants:
     """Live (not revoked) role grants: who holds which role in which room."""
 

@@ -1,9 +1,10 @@
-"""Read-side queries for the operators' command line (bot/cli.py formats what they return)."""
+"""Read-side queries for the operators' command line (bot/cli/ formats what they return)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from sqlmodel import col, func, select
@@ -11,6 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
 from workflow.lifecycle import State
+from workflow.overdue import OverdueItem, list_overdue
+from workflow.workdays import WorkdayCalendar
 
 _Row = TypeVar("_Row", Room, Person)
 NAMES_CHUNK = 500  # ids per IN list (SQLite's old bound parameter limit is 999)
@@ -105,3 +108,26 @@ async def topic_record(session: AsyncSession, number: str) -> TopicRecord | None
         [topic.submitter_id, *(e.actor_id for e in events), *(m.person_id for m in outbox)],
     )
     return TopicRecord(topic, events, outbox, rooms, people)
+
+
+@dataclass(frozen=True)
+class OverdueReport:
+    items: Sequence[OverdueItem]
+    #: The people responsible for them.
+    people: dict[int | None, Person]
+
+
+async def overdue_report(
+    session: AsyncSession,
+    now: datetime,
+    calendar: WorkdayCalendar,
+    *,
+    escalate_after_days: int,
+    under: int | None = None,
+) -> OverdueReport:
+    """Every overdue step (``list_overdue``) with the people who may act on it."""
+    items = await list_overdue(
+        session, now, calendar, escalate_after_days=escalate_after_days, under=under
+    )
+    people = await names(session, Person, (pid for i in items for pid, _ in i.responsible))
+    return OverdueReport(items, people)
