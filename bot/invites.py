@@ -20,7 +20,7 @@ from typing import Any
 from bot.poster import qr_image
 from bot.qr import RAW_SIZE, QRError, telegram_link
 from bot.services import Services
-from bot.wechat_api import WeChatAPI, WeChatError
+from bot.wechat.client import WeChatAPI, WeChatError
 from dialogs.types import invite_payload
 from storage.db import transaction
 from storage.models import Room

@@ -32,7 +32,7 @@ from bot.poster import (
     wechat_code,
 )
 from bot.services import Services
-from bot.wechat_api import WeChatAPI, WeChatError
+from bot.wechat.client import WeChatAPI, WeChatError
 from dialogs.types import room_payload
 from storage.models import Room
 from workflow.queries import all_rooms

@@ -17,7 +17,7 @@ from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
-from bot.wechat_api import wechat_outbound
+from bot.wechat.outbound import wechat_outbound
 from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
@@ -39,7 +39,7 @@ from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi")
 
-#: Seconds keeping a late WeChat message may take (bot/wechat.py: the reply deadline
+#: Seconds keeping a late WeChat message may take (bot/wechat/webhook.py: the reply deadline
 #: leaves about this much of WeChat's 5 seconds).
 KEEP_TIMEOUT = 1.0
 

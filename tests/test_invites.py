@@ -19,11 +19,11 @@ from telegram import Update
 from wechatpy import parse_message
 
 from bot import telegram as telegram_channel
-from bot import wechat as wechat_channel
 from bot.cli import CliError, build_parser, main, run
 from bot.config import load_config
 from bot.invites import parse_validity
 from bot.services import Services, build_services
+from bot.wechat.messages import to_inbound
 from dialogs.types import Inbound, Reply, invite_payload
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import AuditEntry, DialogState, Invite, RoleGrant, Room, Topic
@@ -305,7 +305,7 @@ async def test_wechat_gets_a_temporary_qr_code_whose_scene_redeems(
     # A new follower scanning it: the subscribe event through the WeChat adapter.
     xml = (PAYLOADS / "wechat" / "subscribe_scene.xml").read_text("utf-8")
     xml = xml.replace("qrscene_r_V1", f"qrscene_{scene}")
-    inbound = wechat_channel.to_inbound(parse_message(xml))
+    inbound = to_inbound(parse_message(xml))
     assert inbound is not None and inbound.payload == scene
     [reply] = await services.dialogs.handle(inbound)
     assert reply.text.startswith("身份确认成功！您已成为二村议事室的网格员。")

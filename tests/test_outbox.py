@@ -752,8 +752,7 @@ async def test_tell_writes_once_to_the_chat_last_used_and_skips_a_person_without
     async with sessions() as session:
         rows = (await session.exec(select(OutboxMessage))).all()
     assert [
-        (r.channel, r.address, r.person_id, r.kind, OutboundMessage.from_json(r.body))
-        for r in rows
+        (r.channel, r.address, r.person_id, r.kind, OutboundMessage.from_json(r.body)) for r in rows
     ] == [
         (
             "wechat",

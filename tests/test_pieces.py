@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.pieces import split_text, utf8_bytes, utf16_units
 from bot.telegram import TEXT_LIMIT
-from bot.wechat_api import TEXT_BYTES
+from bot.wechat.client import TEXT_BYTES
 
 
 def test_telegram_counts_utf16_units() -> None:

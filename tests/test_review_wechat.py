@@ -14,7 +14,7 @@ import pytest
 import xmltodict
 
 from bot.pieces import utf8_bytes
-from bot.wechat_api import TEXT_BYTES
+from bot.wechat.client import TEXT_BYTES
 from tests import review_matrix as matrix
 from tests import test_wechat
 from tests.fakes.wechat_api import CUSTOM_SEND

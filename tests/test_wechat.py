@@ -28,9 +28,11 @@ from bot.config import load_config
 from bot.media import MediaTooLarge
 from bot.services import Services, build_services
 from bot.web import create_app
-from bot.wechat import MAX_BODY, WEBHOOK
-from bot.wechat_api import TEXT_BYTES, WeChatAPIError, WeChatSender
-from bot.wechat_messages import OPENID_MAX, cdata, reply_text, to_inbound
+from bot.wechat.client import TEXT_BYTES, WeChatAPIError
+from bot.wechat.envelope import MAX_BODY
+from bot.wechat.messages import OPENID_MAX, cdata, reply_text, to_inbound
+from bot.wechat.outbound import WeChatSender
+from bot.wechat.webhook import WEBHOOK
 from dialogs.router import Handled
 from dialogs.types import Button, Inbound, Location, Media, Reply
 from notices.message import OutboundMessage

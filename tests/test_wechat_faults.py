@@ -18,7 +18,7 @@ from bot.config import load_config
 from bot.edge import is_transient
 from bot.services import build_services
 from bot.web import create_app
-from bot.wechat import WEBHOOK
+from bot.wechat.webhook import WEBHOOK
 from dialogs.inbox import Inbox, spool_record
 from dialogs.router import Handled
 from dialogs.types import Inbound

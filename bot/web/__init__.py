@@ -15,10 +15,10 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import wechat
 from bot.services import Services
 from bot.telegram import webhook as telegram
 from bot.web import review_page, topic_page
+from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
 
 log = logging.getLogger("mashangyi.web")

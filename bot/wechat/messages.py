@@ -25,9 +25,9 @@ from wechatpy.replies import TextReply
 from dialogs.types import Inbound, Location, Media, Reply
 from workflow.texts import Catalogue
 
-log = logging.getLogger("bot.wechat")
+log = logging.getLogger("bot.wechat.webhook")
 
-SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
+SAY = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
 
 CHANNEL = "wechat"
 VOICE_TYPES = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}

@@ -1,19 +1,11 @@
 """The WeChat official-account webhook, ``/wechat``.
 
 GET: URL verification (echo ``echostr`` back). POST: a message or event, in the message
-mode configured as ``wechat.message_mode`` (the admin console's 明文/兼容/安全模式):
+mode configured as ``wechat.message_mode`` (the admin console's 明文/兼容/安全模式; see
+envelope.py).
 
-- plain: plaintext bodies, signed by ``signature``; an encrypted body is refused.
-- compatible: WeChat sends the plaintext elements *and* an ``<Encrypt>`` element; when the
-  encrypted part is there it must be signed by ``msg_signature`` and is the only part read.
-  A plaintext-only body is still accepted (so this mode is no safer than plain).
-- safe: only ``encrypt_type=aes`` with a valid ``msg_signature`` over ``<Encrypt>``.
-  ``signature`` alone does not cover the body, so a captured query could carry any
-  plaintext; safe mode never reads plaintext elements.
-
-Each request: verify (signature, fresh timestamp) → read (size cap) → decrypt → parse (no
-DOCTYPE) → ``Inbound`` → ``Dialogs.handle`` → one passive text reply, encrypted when the
-request was.
+Each request: verify, read, decrypt and parse (envelope.py) → ``Inbound`` →
+``Dialogs.handle`` → one passive text reply, sealed as the request was.
 
 WeChat waits 5 seconds for the reply and retries the same message up to twice; the dialogs
 deduplicate by ``message_id`` and hand a retry the same replies. A step that misses the
@@ -25,28 +17,22 @@ message that cannot even be kept is not acknowledged (503), so WeChat delivers i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import struct
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from xml.parsers.expat import ExpatError
 
 from aiohttp import web
 from sqlalchemy import exc as sa_exc
-from wechatpy import parse_message
-from wechatpy.crypto import WeChatCrypto
-from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.messages import (
     BaseMessage,
 )
 
 from bot.pieces import split_text, utf8_bytes
-from bot.wechat_api import TEXT_BYTES, WeChatAPI
-from bot.wechat_messages import CHANNEL, SAY, render_text_reply, reply_text, to_inbound
-from bot.wechat_xml import parse_xml
+from bot.wechat.client import TEXT_BYTES, WeChatAPI
+from bot.wechat.envelope import PARSE_ERRORS, Envelope, Forbidden, TooLarge
+from bot.wechat.messages import CHANNEL, SAY, render_text_reply, reply_text, to_inbound
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
 from dialogs.types import Inbound
@@ -54,7 +40,6 @@ from notices.message import OutboundMessage
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
-from workflow.signatures import same_secret
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -62,22 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: WeChat's messages are a few kilobytes; anything much larger is not from WeChat.
-MAX_BODY = 64 * 1024
-#: A signed request older (or newer) than this is refused: a captured request cannot be
-#: replayed later.
-MAX_SKEW = timedelta(minutes=5)
-#: Everything a malformed, hostile or mis-addressed body can raise on its way to an Inbound.
-PARSE_ERRORS = (
-    ValueError,  # a DOCTYPE (bot.wechat_xml), bad base64/padding, bad UTF-8, bad numbers
-    ExpatError,  # not XML
-    KeyError,  # a required element (Encrypt, MsgType) missing
-    TypeError,  # <xml> without children
-    AttributeError,
-    IndexError,
-    struct.error,  # ciphertext that decrypts to fewer bytes than a length prefix
-    InvalidAppIdException,  # encrypted for another account
-)
 #: The running webhook, for tests and operators that tune it.
 WEBHOOK: web.AppKey[WeChatWebhook] = web.AppKey("wechat_webhook")
 #: Seconds we wait for the dialogs before answering; WeChat gives up at 5.
@@ -93,14 +62,6 @@ DRAIN_SECONDS = 10.0
 MAX_SPOOLED = MAX_REMEMBERED = 10_000
 #: Answering this (or an empty body) tells WeChat "received, nothing to say".
 SUCCESS = "success"
-
-
-class Forbidden(Exception):
-    """Signature or timestamp check failed, or the body is not in our message mode."""
-
-
-class TooLarge(Exception):
-    """The body is over ``MAX_BODY``."""
 
 
 def setup(app: web.Application, services: Services) -> None:
@@ -138,18 +99,12 @@ class WeChatWebhook:
         self._spooled: OrderedDict[str, None] = OrderedDict()
         #: Passive replies to messages handled here, by message id (see ``_remember``).
         self._replied: OrderedDict[str, str] = OrderedDict()
-        self.token: str = wechat.token.get_secret_value()
-        self.mode: str = wechat.message_mode  # bot.config checked it against the key
-        self.crypto = (
-            WeChatCrypto(self.token, wechat.encoding_aes_key.get_secret_value(), wechat.app_id)
-            if self.mode != "plain"
-            else None
-        )
+        self.envelope = Envelope(wechat, services.clock)
 
     async def verify_url(self, request: web.Request) -> web.Response:
         """The admin console's "submit URL" check: echo ``echostr`` when signed by us."""
         try:
-            self.check(request.query)
+            self.envelope.check(request.query)
         except Forbidden:
             return web.Response(status=403, text="forbidden")
         echostr = request.query.get("echostr")
@@ -159,7 +114,7 @@ class WeChatWebhook:
 
     async def receive(self, request: web.Request) -> web.Response:
         try:
-            message, safe = await self.decode(request)
+            message, safe = await self.envelope.decode(request)
             inbound = to_inbound(message)
         except Forbidden:
             return web.Response(status=403, text="forbidden")
@@ -344,58 +299,6 @@ class WeChatWebhook:
                     now=self.services.clock.now(),
                 )
 
-    # -- steps ---------------------------------------------------------------------------
-
-    async def decode(self, request: web.Request) -> tuple[BaseMessage, bool]:
-        """The message of a POST and whether it came encrypted, in our message mode.
-
-        Raises Forbidden (not signed, or not in our mode), TooLarge, or one of PARSE_ERRORS.
-        """
-        query = request.query
-        self.check(query)
-        body = await read_capped(request, MAX_BODY)
-        if body is None:
-            raise TooLarge
-        envelope = parse_xml(body)
-        aes = query.get("encrypt_type") == "aes"
-        # An <Encrypt> is the part we read, and must be signed, even without the flag.
-        encrypted = aes or "Encrypt" in envelope
-        if (self.mode == "plain" and encrypted) or (self.mode == "safe" and not aes):
-            raise Forbidden  # not our mode; in safe mode nothing signs a plaintext body
-        # wechatpy parses text only: it reads the same bytes again, with the same expat.
-        if not encrypted:
-            return parse_message(body), False
-        inner = self.decrypt(envelope, query)
-        parse_xml(inner)  # the decrypted XML may carry a DOCTYPE too
-        return parse_message(inner), True
-
-    def check(self, query: Mapping[str, str]) -> None:
-        """``signature`` = sha1 of the sorted token, timestamp and nonce; timestamp fresh."""
-        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        if not same_secret(sign(self.token, timestamp, nonce), query.get("signature", "")):
-            raise Forbidden
-        try:
-            sent = datetime.fromtimestamp(int(timestamp), UTC)
-        except (ValueError, OverflowError, OSError):
-            raise Forbidden from None
-        if abs(self.services.clock.now() - sent) > MAX_SKEW:
-            raise Forbidden
-
-    def decrypt(self, envelope: Mapping[str, Any], query: Mapping[str, str]) -> str:
-        """Check ``msg_signature`` (which also covers the ciphertext), decrypt."""
-        assert self.crypto is not None  # bot.config: compatible and safe need the key
-        encrypted = envelope["Encrypt"]
-        if not isinstance(encrypted, str):
-            raise ValueError("Encrypt is not text")
-        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        expected = sign(self.token, timestamp, nonce, encrypted)
-        if not same_secret(expected, query.get("msg_signature", "")):
-            raise Forbidden
-        try:
-            return self.crypto.decrypt_message(envelope, expected, timestamp, nonce)
-        except InvalidSignatureException:  # pragma: no cover - checked just above
-            raise Forbidden from None
-
     def respond(
         self, message: BaseMessage, text: str, query: Mapping[str, str], safe: bool
     ) -> web.Response:
@@ -404,8 +307,7 @@ class WeChatWebhook:
         now = int(self.services.clock.now().timestamp())
         xml = render_text_reply(message, text, now)
         if safe:
-            assert self.crypto is not None
-            xml = self.crypto.encrypt_message(xml, query.get("nonce", ""), str(now))
+            xml = self.envelope.seal(xml, query, now)
         return web.Response(text=xml, content_type="application/xml")
 
 
@@ -416,21 +318,3 @@ def busy(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, sa_exc.OperationalError) and ("locked" in text or "busy" in text)
-
-
-async def read_capped(request: web.Request, cap: int) -> bytes | None:
-    """The body, or None when it is larger than ``cap`` (never reads more than cap+1)."""
-    if request.content_length is not None and request.content_length > cap:
-        return None
-    chunks, size = [], 0
-    while size <= cap:
-        chunk = await request.content.read(cap + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return None if size > cap else b"".join(chunks)
-
-
-def sign(token: str, *parts: str) -> str:
-    return hashlib.sha1("".join(sorted((token, *parts))).encode()).hexdigest()
