@@ -31,7 +31,7 @@ from jinja2.runtime import new_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from notices.reminders import _Renderer
+from notices.reminders.sweeper import _Renderer
 from notices.templating import TEXT_TEMPLATES, text_environment
 from workflow.texts import by_day
 

@@ -42,8 +42,8 @@ from sqlalchemy.dialects import postgresql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.serve import freeze_start_up_heap
-from notices import reminders
-from notices.reminders import Sweeper
+from notices.reminders import Sweep, Sweeper
+from notices.reminders import sweeper as reminders
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade
 from workflow.clock import CHINA, FixedClock
@@ -67,7 +67,7 @@ class FloorRenderer(SWEEPER_RENDERER):
     function on a context made by ``jinja2.runtime.new_context`` (Jinja's internals, not a
     supported API), the values shared instead of copied. A yardstick only."""
 
-    def __init__(self, template: Template, sweep: reminders.Sweep) -> None:
+    def __init__(self, template: Template, sweep: Sweep) -> None:
         super().__init__(template, sweep)
         self.globals = dict(template.globals)  # once per sweep: a ChainMap is slow to iterate
 

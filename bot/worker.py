@@ -4,7 +4,7 @@ For deployments that keep web and background work apart: the reminder sweeps (on
 APScheduler), the outbox delivery loop, kept messages (dialogs/inbox.py: the database's
 queue, and the spool folder when it is on this host) and media downloads. Any number of workers and
 ``serve`` processes may run against one PostgreSQL database: sweeps and deliveries are
-guarded there (notices/reminders.py, notices/outbox.py).
+guarded there (notices/reminders/, notices/outbox.py).
 """
 
 from __future__ import annotations

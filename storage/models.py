@@ -330,7 +330,7 @@ class OutboxMessage(_Table, table=True):
 
 
 class ReminderSent(_Table, table=True):
-    """One reminder given to one person: the scheduler's whole memory (notices/reminders.py).
+    """One reminder given to one person: the scheduler's whole memory (notices/reminders/).
 
     The row is inserted before its outbox message, in the same transaction, and the unique
     key makes a second send of the same reminder impossible — after a restart, and with

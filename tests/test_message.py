@@ -54,7 +54,7 @@ V0: list[tuple[dict[str, Any], OutboundMessage]] = [
         {"text": "已由张三处理", "edit_message_id": "77"},
         OutboundMessage(text="已由张三处理", edit_message_id="77"),
     ),
-    # notices/reminders.py, a digest
+    # notices/reminders/, a digest
     ({"text": "待办2件", "topic_number": "", "url": ""}, OutboundMessage(text="待办2件")),
     # notices/notify.py tell / dialogs' replies, with and without buttons
     (

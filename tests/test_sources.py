@@ -378,7 +378,7 @@ async def test_two_cosigners_confirming_at_once_open_the_topic_once(
 async def test_a_joint_recommendation_nobody_finished_lapses_with_one_message(
     world: World, services: Services
 ) -> None:
-    """Expiry is one declarative Reminder (notices/reminders.py), swept like the others."""
+    """Expiry is one declarative Reminder (notices/reminders/), swept like the others."""
     await _joint(world, services)
     world.clock.set(world.clock.now() + timedelta(days=8))  # Tue 03-10 10:00, office hours
     sweeper = services.sweeper()

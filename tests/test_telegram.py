@@ -1208,7 +1208,7 @@ async def test_rows_written_before_bodies_had_a_version_are_delivered_as_before(
     services: Services, fake: FakeBotAPI, clock: FixedClock
 ) -> None:
     """Rows already in the outbox when the typed message came in: bodies without a version,
-    in the exact shapes notices/notify.py, notices/reminders.py and the webhook wrote."""
+    in the exact shapes notices/notify.py, notices/reminders/ and the webhook wrote."""
     topic_id = await a_topic(services)
     url = "https://bot.example.org/t/D1-2026-000001"
     card = {
