@@ -69,6 +69,9 @@ class ChannelIdentity(_Table, table=True):
     external_id: str = Field(max_length=128)
     #: When the person last wrote to us: WeChat customer-service messages need it (48 h).
     last_inbound_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The platform said this chat cannot be reached (Telegram 403: the bot was blocked);
+    #: nothing more is sent to it until the person writes again.
+    unreachable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -101,6 +104,10 @@ class Topic(_Table, table=True):
     __table_args__ = (
         Index("ix_topics_room_state", "room_id", "state"),
         Index("ix_topics_state_due", "state", "review_due_at"),
+        # The public lists (码上建议, 码上查情): newest publication first, city-wide or by room.
+        Index("ix_topics_published", "published_at"),
+        Index("ix_topics_room_published", "room_id", "published_at"),
+        Index("ix_topics_results_published", "results_published_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(max_length=60, unique=True)
@@ -120,6 +127,10 @@ class Topic(_Table, table=True):
     review_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: The latest value of every field recorded by an action (reasons, meeting, outcome…).
     facts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
+    #: When it was publicized (公示) and its results published (结果公示): set once by the
+    #: lifecycle (``Transition.stamps``), what the public lists are ordered by.
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    results_published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Optimistic-lock counter: two reviewers pressing at once, exactly one wins.
     version: int = 0
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -414,3 +425,8 @@ class AuditEntry(_Table, table=True):
     #: What it was about (ids, room code, role, reason); never a secret.
     subject: dict[str, Any] = Field(default_factory=dict, sa_type=JSONData)
     at: datetime = Field(sa_type=UTCDateTime)
+
+
+# The public's tables (follows, likes, suggestions, polls, consents) live in their own
+# module; importing it here keeps them in the metadata wherever the models are loaded.
+import storage.participation  # noqa: E402, F401

@@ -88,6 +88,19 @@ async def test_the_whole_process_leaves_a_complete_ordered_trail(world: World) -
     assert events[2].actor_role == Role.PARTY
 
 
+async def test_publication_and_results_are_stamped_for_the_public_lists(world: World) -> None:
+    topic = await world.walk(await world.open("V1"), ROUTES[State.APPROVED])
+    assert (topic.published_at, topic.results_published_at) == (None, None)
+    topic = await world.walk(topic, ["publish"])
+    published = world.clock.now()
+    assert topic.published_at == published
+    world.clock.advance(timedelta(days=9))
+    steps = ROUTES[State.RESULTS_PUBLISHED][ROUTES[State.RESULTS_PUBLISHED].index("publish") + 1 :]
+    topic = await world.walk(topic, steps)
+    assert topic.published_at == published  # later steps leave it as it was
+    assert topic.results_published_at == world.clock.now()
+
+
 @pytest.mark.parametrize("action", ["decline", "redirect", "withdraw"])
 async def test_closing_paths(world: World, action: str) -> None:
     topic = await world.walk(await world.open("V1"), [action])

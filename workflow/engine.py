@@ -175,6 +175,8 @@ class Lifecycle:
         elif transition.target != topic.state:
             changes["step_started_at"] = now
             changes["review_due_at"] = None
+        if transition.stamps is not None:
+            changes[transition.stamps] = now
         if "category" in values or "kind" in values:
             changes["category"] = values.get("category") or values.get("kind")
         recorded = {name: jsonable(value) for name, value in values.items()}

@@ -141,6 +141,7 @@ class Transition:
     clock: bool = False  # the target state starts a five-working-day review clock
     moves: Literal["to_room", "common_parent"] | None = None  # where the topic's room goes
     after: str | None = None  # an action that must already be on record (无调研不协商)
+    stamps: Literal["published_at", "results_published_at"] | None = None  # set to now
 
 
 def _t(
@@ -171,7 +172,8 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
        optional=("title", "background")),
     _t("send_back",        {S.AWAITING_APPROVAL},   S.SUBMITTED,         {P},      "sent_back",
        required=("comment",), clock=True),
-    _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized"),
+    _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized",
+       stamps="published_at"),
     _t("plan_research",    {S.PUBLICIZED},          S.RESEARCHING,       {C, OP},  "research_planned",
        required=("plan",)),
     _t("record_findings",  {S.RESEARCHING},         S.RESEARCHING,       {C, OP},  "findings_recorded",
@@ -183,7 +185,8 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
        required=("consensus",), clock=True),
     _t("approve_outcome",  {S.OUTCOME_REVIEW},      S.OUTCOME_APPROVED,  {P},      "outcome_approved",
        required=("implementer", "measures", "due")),
-    _t("publish_results",  {S.OUTCOME_APPROVED},    S.RESULTS_PUBLISHED, {C},      "results_published"),
+    _t("publish_results",  {S.OUTCOME_APPROVED},    S.RESULTS_PUBLISHED, {C},      "results_published",
+       stamps="results_published_at"),
     _t("record_progress",  {S.RESULTS_PUBLISHED},   S.RESULTS_PUBLISHED, {C, OP},  "progress_recorded",
        required=("note",)),
     _t("complete",         {S.RESULTS_PUBLISHED},   S.IMPLEMENTED,       {C},      "implemented",
