@@ -5,12 +5,14 @@
     python3 dev.py test   # set up, lint, type-check, run the whole test suite
     python3 dev.py setup  # only set up (.venv from uv.lock)
 
-The set-up is a pinned uv in .tools/ that installs exactly uv.lock into .venv/.
+The set-up is a pinned uv in .tools/ that installs exactly uv.lock into .venv/, and, where
+apt-get can (Debian, as root), Debian's Chromium and a CJK font for the page tests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,6 +23,14 @@ UV_VERSION = "0.13.8"
 TOOLS, VENV = ROOT / ".tools", ROOT / ".venv"
 BIN = "Scripts" if os.name == "nt" else "bin"
 DEMO_CONFIG = ROOT / "var" / "demo.toml"
+#: What the browser tests (tests/browser.py) need from the system: the browser Playwright
+#: drives (its own downloaded builds are not used) and a font with Chinese glyphs.
+CHROMIUM = Path("/usr/bin/chromium")
+CJK_FONTS = (
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+)
+SYSTEM_PACKAGES = ("chromium", "fonts-wqy-microhei")
 
 
 def run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
@@ -40,6 +50,28 @@ def setup() -> None:
     # machine's default) every process would otherwise compile its dependencies from source
     # at each start — seconds per `serve --workers` child on a busy machine.
     run(uv, "sync", "--frozen", "--compile-bytecode", "--python", sys.executable, env=env)
+    system_packages()
+
+
+def system_packages() -> None:
+    """Chromium and a CJK font through apt-get when missing; where that cannot be done the
+    browser tests skip, saying why (tests/browser.py)."""
+    if CHROMIUM.exists() and any(font.exists() for font in CJK_FONTS):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(
+            "note: no Chromium or CJK font, and apt-get is not available as root here: the "
+            f"browser tests will skip (install {' '.join(SYSTEM_PACKAGES)} to run them)",
+            flush=True,
+        )
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run(apt, "update", "-qq", env=env)
+        run(apt, "install", "-y", "-qq", "--no-install-recommends", *SYSTEM_PACKAGES, env=env)
+    except subprocess.CalledProcessError as exc:
+        print(f"note: apt-get failed ({exc}): the browser tests will skip", flush=True)
 
 
 def tool(name: str) -> Path:

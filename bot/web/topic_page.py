@@ -1,57 +1,81 @@
-"""Public topic pages, ``GET /t/<number>`` (the seed of 码上建议 / 码上查情). A topic has one
-only once it is publicized (``PUBLIC_STATES``); before that, or declined, redirected or
-withdrawn, its number answers as an unknown one does. Only public facts are shown: never the
-submitter, their phone or location."""
+"""A topic's public page, ``GET /t/<number>``, and its approved photos,
+``GET /t/<number>/photo/<id>``.
+
+A topic has a page only once it is publicized (``PUBLIC_STATES``); before that, or
+declined, redirected or withdrawn, its number answers as an unknown one does. The page shows
+what ``workflow.public.public_topic`` gives: never the submitter, a phone, a location, a
+held or hidden suggestion. A photo is served only when the convener allowed it at
+publication (the publish step's ``photos``); any other attachment id answers 404, whatever
+topic it belongs to.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from datetime import datetime
+from typing import Any
 
+from aiohttp import web
+
+from bot.qr import telegram_link
 from bot.services import Services
-from bot.web.pages import PAGES
-from storage.models import Room, Topic, TopicEvent
+from bot.web.pages import PAGES, day, minute
+from bot.web.public_pages import HEADERS, html
 from workflow.clock import CHINA, last_day
-from workflow.lifecycle import PUBLIC_STATES, State
-from workflow.texts import by_day, label
+from workflow.public import approved_photo, find_public_topic, public_topic
+from workflow.texts import by_day
 
 ROUTE = "/t/{number}"
+DESCRIPTION = 100
 
 
 def setup(app: web.Application, services: Services) -> None:
     async def get(request: web.Request) -> web.Response:
+        now = services.clock.now()
         async with services.sessions() as session:
-            page = await topic_page(session, request.match_info["number"])
-        if page is None:
-            raise web.HTTPNotFound(text="没有这个议题。")
-        return web.Response(text=page, content_type="text/html")
+            topic = await find_public_topic(session, request.match_info["number"])
+            if topic is None:
+                raise web.HTTPNotFound(text="没有这个议题。")
+            view = await public_topic(session, topic, now)
+        config = services.config
+        bot = config.telegram.bot_username
+        base = config.server.public_base_url.rstrip("/")
+        background = " ".join(topic.background.split())
+        page = PAGES.get_template("topic.html").render(
+            view=view,
+            topic=topic,
+            room=view.room,
+            due=by_day(last_day(topic.review_due_at)) if topic.review_due_at else None,
+            steps=[_step(s.action, s.at, s.details) for s in view.steps],
+            description=background[:DESCRIPTION] + ("…" if len(background) > DESCRIPTION else ""),
+            url=f"{base}/t/{topic.number}",
+            telegram=telegram_link(bot, f"p_{topic.number}") if bot else "",
+            now=now,
+        )
+        return html(page)
+
+    async def photo(request: web.Request) -> web.Response:
+        ident = request.match_info["attachment"]
+        async with services.sessions() as session:
+            topic = await find_public_topic(session, request.match_info["number"])
+            attachment = (
+                await approved_photo(session, topic, int(ident))
+                if topic is not None and ident.isdigit() and len(ident) < 12
+                else None
+            )
+        if attachment is None:
+            raise web.HTTPNotFound()
+        data = await services.media_store.get(attachment.storage_key)
+        return web.Response(body=data, content_type=attachment.content_type, headers=HEADERS)
 
     app.router.add_get(ROUTE, get)
+    app.router.add_get(ROUTE + "/photo/{attachment}", photo)
 
 
-async def topic_page(session: AsyncSession, number: str) -> str | None:
-    topic = (await session.exec(select(Topic).where(Topic.number == number))).first()
-    if topic is None or topic.state not in PUBLIC_STATES:
-        return None  # not public: indistinguishable from a number never given
-    room = await session.get(Room, topic.room_id)
-    events = (
-        await session.exec(
-            select(TopicEvent).where(TopicEvent.topic_id == topic.id).order_by(col(TopicEvent.seq))
-        )
-    ).all()
-    published = topic.state in (State.RESULTS_PUBLISHED, State.IMPLEMENTED)
-    return PAGES.get_template("topic.html").render(
-        topic=topic,
-        room=room,
-        state=label("states", topic.state),
-        due=by_day(last_day(topic.review_due_at)) if topic.review_due_at else None,
-        outcome=topic.facts.get("approve_outcome") if published else None,
-        history=[
-            {
-                "when": e.at.astimezone(CHINA).strftime("%Y-%m-%d"),
-                "action": label("actions", e.action),
-            }
-            for e in events
-        ],
-    )
+def _step(action: str, at: datetime, details: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(details)
+    if "time" in shown:  # a meeting's time, recorded as an ISO string
+        try:
+            shown["time"] = minute(datetime.fromisoformat(str(shown["time"])).astimezone(CHINA))
+        except ValueError:
+            shown.pop("time")
+    return {"action": action, "day": day(at), "details": shown}
