@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -57,8 +56,10 @@ def missing() -> str:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+def chromium(database_url: str) -> Iterator[Any]:
+    """One headless Chromium for the whole session. It asks for ``database_url`` only so
+    that the database is migrated first: that uses ``asyncio.run``, which refuses to start
+    once Playwright's synchronous API has marked the main thread's loop as running."""
     why = missing()
     if why:
         if os.environ.get("CI"):
@@ -69,9 +70,7 @@ def chromium() -> Iterator[Any]:
     with sync_playwright() as playwright:
         # --no-sandbox: the tests run as root here and in CI, where Chromium's sandbox
         # refuses to start; the pages are our own, served on loopback.
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"]
-        )
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()
 
@@ -121,9 +120,9 @@ class LiveSite:
 
 def context(browser: Any, viewport: dict[str, int], *, javascript: bool = True) -> Any:
     """A fresh browser context (no cookies) the size of ``viewport``, in Chinese."""
-    return browser.new_context(
-        viewport=viewport, locale="zh-CN", java_script_enabled=javascript
-    )
+    made = browser.new_context(viewport=viewport, locale="zh-CN", java_script_enabled=javascript)
+    made.set_default_timeout(5000)  # our pages answer in milliseconds: fail fast, not in 30 s
+    return made
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -137,7 +136,3 @@ def screenshot(page: Any, name: str) -> Path:
 def clear_artifacts(prefix: str) -> None:
     for old in ARTIFACTS.glob(f"{prefix}*.png") if ARTIFACTS.exists() else ():
         old.unlink()
-
-
-def have_tool(name: str) -> bool:
-    return shutil.which(name) is not None

@@ -217,7 +217,7 @@ async def _counts(
         .where(col(Suggestion.topic_id).in_(topic_ids), Suggestion.status == "visible")
         .group_by(col(Suggestion.topic_id))
     )
-    return dict(likes.all()), dict(suggestions.all())  # type: ignore[arg-type]
+    return dict(likes.all()), dict(suggestions.all())
 
 
 # -- one topic --------------------------------------------------------------------------------
@@ -275,7 +275,9 @@ def approved_photo_ids(topic: Topic) -> list[int]:
     return [p for p in photos if isinstance(p, int) and not isinstance(p, bool)][:20]
 
 
-async def approved_photo(session: AsyncSession, topic: Topic, attachment_id: int) -> Attachment | None:
+async def approved_photo(
+    session: AsyncSession, topic: Topic, attachment_id: int
+) -> Attachment | None:
     """The attachment if it is one of ``topic``'s approved, stored images."""
     if attachment_id not in approved_photo_ids(topic):
         return None
@@ -333,7 +335,7 @@ async def public_topic(session: AsyncSession, topic: Topic, now: datetime) -> Pu
     likes = await _count_likes(session, topic.id)
     follows = (
         await session.exec(
-            select_columns(func.count())
+            select(func.count())
             .select_from(Follow)
             .where(Follow.topic_id == topic.id, col(Follow.ended_at).is_(None))
         )
@@ -356,13 +358,13 @@ async def public_topic(session: AsyncSession, topic: Topic, now: datetime) -> Pu
 
 
 async def _count(session: AsyncSession, *where: Any) -> int:
-    found = await session.exec(select_columns(func.count()).select_from(Suggestion).where(*where))
+    found = await session.exec(select(func.count()).select_from(Suggestion).where(*where))
     return int(found.one())
 
 
 async def _count_likes(session: AsyncSession, topic_id: int) -> int:
     found = await session.exec(
-        select_columns(func.count())
+        select(func.count())
         .select_from(Like)
         .where(Like.topic_id == topic_id, col(Like.active).is_(True))
     )
@@ -400,7 +402,7 @@ async def _poll(session: AsyncSession, topic_id: int, now: datetime) -> PollView
             .where(PollVote.poll_id == poll.id)
             .group_by(col(PollVote.option_id))
         )
-        votes = dict(counted.all())  # type: ignore[arg-type]
+        votes = dict(counted.all())
     return PollView(
         title=poll.title,
         closes_at=poll.closes_at,

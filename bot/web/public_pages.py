@@ -83,9 +83,7 @@ def scope_of(tree: RoomTree, code: str) -> Scope | None:
     room = tree.by_code(code) if ROOM_CODE.fullmatch(code) else None
     if room is None:
         return None
-    children = sorted(
-        (r for r in tree.rooms.values() if r.parent_id == room.id), key=_key
-    )
+    children = sorted((r for r in tree.rooms.values() if r.parent_id == room.id), key=_key)
     return Scope(room, list(reversed(tree.chain(room.id)[1:])), children, tree.subtree(room.id))
 
 
