@@ -1,10 +1,12 @@
 """Pages in a real browser: Debian's Chromium driven by Playwright, against the real app
 served on loopback.
 
-The app runs in a thread with an event loop of its own (``LiveSite``), so that the tests
-can use Playwright's synchronous API (which refuses to run inside a running event loop) and
-still seed the database through the project's async code (``LiveSite.run``). One Chromium
-per test session (``chromium``); each test opens its own context (``LiveSite.context``).
+Chromium (Playwright's async API) and the app both live on one event loop in a thread of
+its own (``Loop``), for the whole session: the tests are plain functions that hand their
+steps to it (``LiveSite.run``). Not Playwright's sync API in the main thread: while it runs
+it marks the main thread's loop as running, and every pytest-asyncio test after it would
+then refuse to start. One Chromium per test session (``chromium``); each test opens its own
+context (``context``).
 
 Chromium and a CJK font are installed by ``python3 dev.py setup`` (apt-get). Where they are
 missing the browser tests skip saying so; under CI (``CI`` set) they fail instead, since CI's
@@ -55,36 +57,67 @@ def missing() -> str:
     return ""
 
 
+class Loop:
+    """An event loop running in a daemon thread; ``run`` waits for a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout=timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
 @pytest.fixture(scope="session")
-def chromium(database_url: str) -> Iterator[Any]:
-    """One headless Chromium for the whole session. It asks for ``database_url`` only so
-    that the database is migrated first: that uses ``asyncio.run``, which refuses to start
-    once Playwright's synchronous API has marked the main thread's loop as running."""
+def browser_loop() -> Iterator[Loop]:
+    loop = Loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def chromium(browser_loop: Loop) -> Iterator[Any]:
+    """One headless Chromium (an async Playwright ``Browser`` on ``browser_loop``)."""
     why = missing()
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"browser tests cannot run under CI: {why}")
         pytest.skip(why)
-    from playwright.sync_api import sync_playwright
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as playwright:
+    async def start() -> tuple[Any, Any]:
+        playwright = await async_playwright().start()
         # --no-sandbox: the tests run as root here and in CI, where Chromium's sandbox
         # refuses to start; the pages are our own, served on loopback.
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+        )
+        return playwright, browser
+
+    playwright, browser = browser_loop.run(start())
+    yield browser
+
+    async def stop() -> None:
+        await browser.close()
+        await playwright.stop()
+
+    browser_loop.run(stop())
 
 
 class LiveSite:
-    """The app (``create_app`` with real services) listening on 127.0.0.1."""
+    """The app (``create_app`` with real services) listening on 127.0.0.1, on ``loop``."""
 
-    def __init__(self, config_text: str, config_dir: Path, clock: Clock) -> None:
+    def __init__(self, config_text: str, config_dir: Path, clock: Clock, loop: Loop) -> None:
         path = config_dir / "site.toml"
         path.write_text(config_text, "utf-8")
-        self.config_path, self.clock = path, clock
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.config_path, self.clock, self.loop = path, clock, loop
         self.services: Services = self.run(self._start())
 
     async def _start(self) -> Services:
@@ -100,9 +133,8 @@ class LiveSite:
         return services
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the site's loop (seeding, checking the database)."""
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(timeout=60)
+        """Run ``coroutine`` on the site's loop (seeding, a browser scenario)."""
+        return self.loop.run(coroutine)
 
     def close(self) -> None:
         async def stop() -> None:
@@ -110,29 +142,23 @@ class LiveSite:
             await self.services.close()
 
         self.run(stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
 
-def context(browser: Any, viewport: dict[str, int], *, javascript: bool = True) -> Any:
+async def context(browser: Any, viewport: dict[str, int], *, javascript: bool = True) -> Any:
     """A fresh browser context (no cookies) the size of ``viewport``, in Chinese."""
-    made = browser.new_context(viewport=viewport, locale="zh-CN", java_script_enabled=javascript)
+    made = await browser.new_context(
+        viewport=viewport, locale="zh-CN", java_script_enabled=javascript
+    )
     made.set_default_timeout(5000)  # our pages answer in milliseconds: fail fast, not in 30 s
     return made
 
 
-def screenshot(page: Any, name: str) -> Path:
+async def screenshot(page: Any, name: str) -> Path:
     """Keep a full-page screenshot under tests/artifacts/ (gitignored) to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=True)
     return path
-
-
-def clear_artifacts(prefix: str) -> None:
-    for old in ARTIFACTS.glob(f"{prefix}*.png") if ARTIFACTS.exists() else ():
-        old.unlink()

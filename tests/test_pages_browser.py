@@ -12,15 +12,23 @@ from typing import Any
 
 import pytest
 
-from bot.media import LocalMediaStore
 from storage.db import make_engine, make_session_factory
-from tests.browser import DESKTOP, PHONE, LiveSite, chromium, context, screenshot
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    LiveSite,
+    Loop,
+    browser_loop,
+    chromium,
+    context,
+    screenshot,
+)
 from tests.conftest import empty_database
 from tests.public_seed import HOSTILE, HOSTILE_TITLE, Board, seed
 from tests.public_seed import PHONE as SECRET_PHONE
 from workflow.clock import CHINA, FixedClock
 
-__all__ = ["chromium"]  # the session's browser (a fixture)
+__all__ = ["browser_loop", "chromium"]  # the session's loop and browser (fixtures)
 
 #: WCAG 2.0 and 2.1, levels A and AA.
 WCAG_AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
@@ -66,7 +74,7 @@ GLYPHS = """(sample) => {
 
 @pytest.fixture(scope="module")
 def live(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, browser_loop: Loop
 ) -> Iterator[tuple[LiveSite, Board]]:
     folder = tmp_path_factory.mktemp("live")
     clock = FixedClock(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
@@ -76,15 +84,14 @@ def live(
         '[telegram]\nbot_username = "mashangyi_test_bot"\n',
         folder,
         clock,
+        browser_loop,
     )
 
     async def prepare() -> Board:
         engine = make_engine(database_url)
         await empty_database(engine)
         try:
-            return await seed(
-                make_session_factory(engine), clock, LocalMediaStore(folder / "var/media")
-            )
+            return await seed(make_session_factory(engine), clock, site.services.media_store)
         finally:
             await engine.dispose()
 
@@ -103,124 +110,139 @@ def pages(board: Board) -> dict[str, str]:
     }
 
 
-def look(page: Any) -> dict[str, Any]:
-    return page.evaluate(
-        """() => ({
-          lang: document.documentElement.lang,
-          scroll: document.documentElement.scrollWidth,
-          width: document.documentElement.clientWidth,
-          body: parseFloat(getComputedStyle(document.body).fontSize),
-          title: document.title,
-          og: document.querySelector('meta[property="og:title"]')?.content,
-          ogd: document.querySelector('meta[property="og:description"]')?.content,
-          description: document.querySelector('meta[name="description"]')?.content,
-        })"""
-    )
+LOOK = """() => ({
+  lang: document.documentElement.lang,
+  scroll: document.documentElement.scrollWidth,
+  width: document.documentElement.clientWidth,
+  body: parseFloat(getComputedStyle(document.body).fontSize),
+  og: document.querySelector('meta[property="og:title"]')?.content,
+  ogd: document.querySelector('meta[property="og:description"]')?.content,
+  description: document.querySelector('meta[name="description"]')?.content,
+})"""
 
 
 @pytest.mark.parametrize("name", ["topic", "results-topic", "list", "results", "room"])
 def test_each_page_reads_well_on_a_small_phone_and_a_desktop(
     chromium: Any, live: tuple[LiveSite, Board], name: str
 ) -> None:
-    from axe_playwright_python.sync_playwright import Axe
+    from axe_playwright_python.async_playwright import Axe
 
     site, board = live
     path = pages(board)[name]
-    for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
-        browser = context(chromium, viewport)
-        page = browser.new_page()
-        response = page.goto(site.url(path))
+
+    async def scenario(size: str, viewport: dict[str, int]) -> None:
+        browser = await context(chromium, viewport)
+        page = await browser.new_page()
+        response = await page.goto(site.url(path))
         assert response is not None and response.status == 200
-        seen = look(page)
+        seen = await page.evaluate(LOOK)
         assert seen["lang"] == "zh-Hans"
         assert seen["scroll"] <= seen["width"], f"{name} scrolls sideways at {viewport}"
         assert seen["body"] >= MIN_FONT_PX
-        assert page.evaluate(SMALL_TEXT) == [], f"text under {MIN_FONT_PX}px on {name}"
+        assert await page.evaluate(SMALL_TEXT) == [], f"text under {MIN_FONT_PX}px on {name}"
         assert seen["og"] and seen["ogd"] and seen["description"]
-        text = page.inner_text("body")
+        text = await page.inner_text("body")
         assert SECRET_PHONE not in text and "张三丰" not in text
-        sample = "".join(
-            dict.fromkeys(c for c in page.inner_text("h1") if "\u4e00" <= c <= "\u9fff")
-        )
+        heading = await page.inner_text("h1")
+        sample = "".join(dict.fromkeys(c for c in heading if "\u4e00" <= c <= "\u9fff"))
         assert sample, "no Chinese in the heading"
-        glyphs = page.evaluate(GLYPHS, sample)
+        glyphs = await page.evaluate(GLYPHS, sample)
         assert glyphs["bad"] == [] and glyphs["distinct"] == len(sample), glyphs
-        result = Axe().run(page, options=WCAG_AA)
+        result = await Axe().run(page, options=WCAG_AA)
         violations = [(v["id"], v["help"], len(v["nodes"])) for v in result.response["violations"]]
         assert violations == [], violations
-        screenshot(page, f"pages-{name}-{size}")
-        browser.close()
+        await screenshot(page, f"pages-{name}-{size}")
+        await browser.close()
+
+    for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        site.run(scenario(size, viewport))
 
 
 def test_a_topic_page_shows_what_a_resident_should_see(
     chromium: Any, live: tuple[LiveSite, Board]
 ) -> None:
     site, board = live
-    browser = context(chromium, PHONE)
-    page = browser.new_page()
-    page.goto(site.url(pages(board)["topic"]))
-    assert page.inner_text("h1") == "村口路灯不亮"
-    counts = page.inner_text(".counts")
-    assert "点赞 2" in counts and "关注 1" in counts and "建议 2" in counts
-    suggestions = page.inner_text(".suggestions")
-    assert "建议在路口加装两盏太阳能灯" in suggestions
-    assert "好主意" + HOSTILE in suggestions  # shown as the text it is, not run
-    assert "含有敏感词" not in page.inner_text("body")
-    # The approved photo is drawn (it loaded), and it is the only one.
-    photos = page.locator(".photos img")
-    assert photos.count() == 1
-    assert photos.first.evaluate("img => img.complete && img.naturalWidth") == 480
-    steps = page.locator(".timeline li").all_inner_texts()
-    assert [s.split(" ", 1)[1] for s in steps] == [
-        "收到议题", "议事室受理", "党组织审定通过", "公示，征求大家的建议",
-    ]  # fmt: skip
-    link = page.get_by_role("link", name="点赞")
-    assert link.get_attribute("href") == (
-        f"https://t.me/mashangyi_test_bot?start=p_{board.topics['lamp'].number}"
-    )
-    browser.close()
+
+    async def scenario() -> None:
+        browser = await context(chromium, PHONE)
+        page = await browser.new_page()
+        await page.goto(site.url(pages(board)["topic"]))
+        assert await page.inner_text("h1") == "村口路灯不亮"
+        counts = await page.inner_text(".counts")
+        assert "点赞 2" in counts and "关注 1" in counts and "建议 2" in counts
+        suggestions = await page.inner_text(".suggestions")
+        assert "建议在路口加装两盏太阳能灯" in suggestions
+        assert "好主意" + HOSTILE in suggestions  # shown as the text it is, not run
+        assert "含有敏感词" not in await page.inner_text("body")
+        # The approved photo is drawn (it loaded), and it is the only one.
+        photos = page.locator(".photos img")
+        assert await photos.count() == 1
+        assert await photos.first.evaluate("img => img.complete && img.naturalWidth") == 480
+        steps = await page.locator(".timeline li").all_inner_texts()
+        assert [s.split(" ", 1)[1] for s in steps] == [
+            "收到议题", "议事室受理", "党组织审定通过", "公示，征求大家的建议",
+        ]  # fmt: skip
+        link = page.get_by_role("link", name="点赞")
+        assert await link.get_attribute("href") == (
+            f"https://t.me/mashangyi_test_bot?start=p_{board.topics['lamp'].number}"
+        )
+        await browser.close()
+
+    site.run(scenario())
 
 
 def test_hostile_text_is_shown_never_run(chromium: Any, live: tuple[LiveSite, Board]) -> None:
     site, board = live
-    browser = context(chromium, PHONE)
-    page = browser.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(site.url(f"/t/{board.topics['hostile'].number}"))
-    assert page.inner_text("h1") == HOSTILE_TITLE
-    page.goto(site.url(pages(board)["topic"]))
-    page.goto(site.url("/topics?q=" + "<script>alert(2)</script>"))
-    assert page.locator("#q").input_value() == "<script>alert(2)</script>"
-    assert dialogs == []
-    assert page.locator("script").count() == 0
-    browser.close()
+
+    async def scenario() -> None:
+        browser = await context(chromium, PHONE)
+        page = await browser.new_page()
+        dialogs: list[str] = []
+
+        async def dismiss(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.dismiss()
+
+        page.on("dialog", dismiss)
+        await page.goto(site.url(f"/t/{board.topics['hostile'].number}"))
+        assert await page.inner_text("h1") == HOSTILE_TITLE
+        await page.goto(site.url(pages(board)["topic"]))
+        await page.goto(site.url("/topics?q=<script>alert(2)</script>"))
+        assert await page.locator("#q").input_value() == "<script>alert(2)</script>"
+        assert dialogs == []
+        assert await page.locator("script").count() == 0
+        await browser.close()
+
+    site.run(scenario())
 
 
 def test_everything_works_without_javascript(chromium: Any, live: tuple[LiveSite, Board]) -> None:
     site, _ = live
-    browser = context(chromium, PHONE, javascript=False)
-    page = browser.new_page()
-    page.goto(site.url("/topics"))
-    page.get_by_label("搜索").fill("积水")
-    page.get_by_role("button", name="搜索").click()
-    page.wait_for_load_state()
-    assert "q=" in page.url
-    assert page.locator("a.title").all_inner_texts() == ["小区雨天积水严重"]
-    page.get_by_role("link", name="小区雨天积水严重").click()
-    page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == "小区雨天积水严重"
-    assert "落实单位：镇城管科" in page.inner_text("body")
-    page.get_by_role("link", name="三村议事室").first.click()
-    page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == "三村议事室"
-    page.get_by_role("link", name="码上建议").first.click()
-    page.wait_for_load_state()
-    page.get_by_role("link", name="市议事室", exact=True).click()
-    page.wait_for_load_state()
-    page.get_by_role("link", name="一区议事室", exact=True).click()
-    page.wait_for_load_state()
-    assert "村口路灯不亮" in page.locator("main").inner_text()
-    assert "四村健身器材损坏" not in page.locator("main").inner_text()
-    screenshot(page, "pages-nojs-district")
-    browser.close()
+
+    async def scenario() -> None:
+        browser = await context(chromium, PHONE, javascript=False)
+        page = await browser.new_page()
+        await page.goto(site.url("/topics"))
+        await page.get_by_label("搜索").fill("积水")
+        await page.get_by_role("button", name="搜索").click()
+        await page.wait_for_url("**/topics?q=*")
+        assert await page.locator("a.title").all_inner_texts() == ["小区雨天积水严重"]
+        await page.get_by_role("link", name="小区雨天积水严重").click()
+        await page.wait_for_url("**/t/*")
+        assert await page.locator("h1").inner_text() == "小区雨天积水严重"
+        assert "落实单位：镇城管科" in await page.inner_text("body")
+        await page.get_by_role("link", name="三村议事室").first.click()
+        await page.wait_for_url("**/r/V3")
+        assert await page.locator("h1").inner_text() == "三村议事室"
+        await page.get_by_role("link", name="码上建议").first.click()
+        await page.wait_for_url("**/topics")
+        await page.get_by_role("link", name="市议事室", exact=True).click()
+        await page.wait_for_url("**/topics?room=CITY")
+        await page.get_by_role("link", name="一区议事室", exact=True).click()
+        await page.wait_for_url("**/topics?room=D1")
+        main = await page.locator("main").inner_text()
+        assert "村口路灯不亮" in main and "四村健身器材损坏" not in main
+        await screenshot(page, "pages-nojs-district")
+        await browser.close()
+
+    site.run(scenario())
