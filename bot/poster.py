@@ -185,6 +185,11 @@ def telegram_code(link: str) -> Code:
     return Code(SAY.text("poster", "telegram_caption"), link, TELEGRAM_BLUE)
 
 
+def page_code(url: str) -> Code:
+    """The room's public page: read by any phone's camera, WeChat or not."""
+    return Code(SAY.text("poster", "page_caption"), url, RED)
+
+
 def _wrap(
     draw: ImageDraw.ImageDraw, text: str, face: ImageFont.FreeTypeFont, width: int
 ) -> list[str]:
@@ -273,7 +278,7 @@ def render_poster(content: PosterContent, font: PosterFont) -> Image.Image:
     count = len(content.codes)
     caption, frame = 120, 14
     room = box_top - 50 - top - caption - 2 * frame
-    slot = min(room, 620 if count > 1 else 860)
+    slot = min(room, {1: 860, 2: 620}.get(count, 440))
     gap = (width - 2 * margin - count * slot) // (count + 1) if count else 0
     y = top + frame + max(0, (room - slot) // 2)
     for n, code in enumerate(content.codes):

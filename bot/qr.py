@@ -3,8 +3,10 @@
 For each room (one, or a whole subtree): the WeChat permanent parametric QR code
 (``qrcode/create`` with ``QR_LIMIT_STR_SCENE`` and scene ``r_<CODE>``; we encode the
 returned ``url`` ourselves and never download WeChat's picture), the Telegram deep link
-``https://t.me/<bot>?start=r_<CODE>``, a poster PNG, one PDF with every poster as a page and
-``codes.csv``. A channel that is not configured is left out with a note.
+``https://t.me/<bot>?start=r_<CODE>``, the room's public page ``<public_base_url>/r/<CODE>``
+(so that a poster leads somewhere also where no chat platform is configured), a poster PNG,
+one PDF with every poster as a page and ``codes.csv``. A channel that is not configured is
+left out with a note.
 
 Every WeChat call is made before anything is written, so a refusal leaves no half batch.
 """
@@ -27,6 +29,7 @@ from bot.poster import (
     PosterFont,
     find_font,
     qr_image,
+    page_code,
     render_poster,
     telegram_code,
     wechat_code,
@@ -45,7 +48,9 @@ TOWN_LEVELS = frozenset({"town", "street", "park"})
 RAW_SIZE = 800
 PDF_NAME = "posters.pdf"
 CSV_NAME = "codes.csv"
-CSV_HEADER = ("room_code", "name", "scene", "wechat_url", "telegram_link")
+CSV_HEADER = ("room_code", "name", "scene", "wechat_url", "telegram_link", "page_url")
+#: Where a printed page code would lead nowhere off this machine.
+LOOPBACK = re.compile(r"https?://(127\.|localhost\b|\[::1\])")
 
 
 class QRError(Exception):
@@ -60,6 +65,7 @@ class RoomCodes:
     scene: str
     wechat_url: str = ""  # "" when WeChat is not configured
     telegram_link: str = ""  # "" when telegram.bot_username is empty
+    page_url: str = ""  # the room's public page
 
     def poster(self) -> PosterContent:
         codes = []
@@ -67,6 +73,8 @@ class RoomCodes:
             codes.append(wechat_code(self.wechat_url))
         if self.telegram_link:
             codes.append(telegram_code(self.telegram_link))
+        if self.page_url:
+            codes.append(page_code(self.page_url))
         return PosterContent(self.code, self.name, self.town, tuple(codes))
 
 
@@ -159,11 +167,13 @@ async def make_posters(
 
     with_wechat = bool(config.wechat.app_id)
     bot_username = config.telegram.bot_username
+    base_url = config.server.public_base_url.rstrip("/")
     if not with_wechat and not bot_username:
-        raise QRError(
-            "neither WeChat (wechat.app_id) nor Telegram (telegram.bot_username) is "
-            "configured: there is no code to print"
-        )
+        say("note: neither WeChat (wechat.app_id) nor Telegram (telegram.bot_username) is "
+            "configured: the posters carry only the code of each room's public page")  # fmt: skip
+    if LOOPBACK.match(base_url):
+        say(f"note: server.public_base_url is {base_url}: the page code on the posters leads "
+            "nowhere off this machine; set it to the service's public address")  # fmt: skip
     if not with_wechat:
         say("note: WeChat is not configured (wechat.app_id is empty): no WeChat codes, the "
             "posters carry the Telegram code only")  # fmt: skip
@@ -182,6 +192,7 @@ async def make_posters(
             scene=scene,
             wechat_url=urls.get(scene, ""),
             telegram_link=links.get(scene, ""),
+            page_url=f"{base_url}/r/{room.code}",
         )
         for (room, town), scene in zip(chosen, scenes, strict=True)
     ]
@@ -204,6 +215,8 @@ def write_batch(batch: list[RoomCodes], font: PosterFont, out: Path) -> None:
             qr_image(room.wechat_url, RAW_SIZE).save(out / f"room-{room.code}-wechat.png")
         if room.telegram_link:
             qr_image(room.telegram_link, RAW_SIZE).save(out / f"room-{room.code}-telegram.png")
+        if room.page_url:
+            qr_image(room.page_url, RAW_SIZE).save(out / f"room-{room.code}-page.png")
         poster = render_poster(room.poster(), font)
         poster.save(out / f"room-{room.code}-poster.png", dpi=(DPI, DPI))
         # JPEG pages at high quality without chroma subsampling: the codes stay crisp.
@@ -216,4 +229,7 @@ def write_batch(batch: list[RoomCodes], font: PosterFont, out: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_HEADER)
         for room in batch:
-            writer.writerow((room.code, room.name, room.scene, room.wechat_url, room.telegram_link))
+            writer.writerow(
+                (room.code, room.name, room.scene, room.wechat_url, room.telegram_link,
+                 room.page_url)
+            )  # fmt: skip

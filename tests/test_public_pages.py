@@ -113,6 +113,8 @@ async def test_results_list_shows_only_published_results(site: Site) -> None:
     page = await site.page("/results")
     assert titles(page) == ["小区雨天积水严重"]
     assert "码上查情" in page and "公示结果" in page
+    assert "落实单位：镇城管科 · 完成时限：2026-06-30" in page
+    assert "落实措施：立项施工" in page and "最新进展：排水管已铺设一半" in page
     assert titles(await site.page("/results?room=D2")) == []
 
 
@@ -206,7 +208,8 @@ async def test_results_page_shows_outcome_and_progress(site: Site) -> None:
     page = await site.page(f"/t/{site.board.topics['results'].number}")
     assert "落实单位：镇城管科" in page and "落实措施：立项施工" in page
     assert "完成时限：2026-06-30" in page
-    assert "落实进展：排水管已铺设一半" in page
+    assert "落实进展：排水管已铺设一半" in page  # in the timeline
+    assert re.search(r"<li>2026年3月2日：排水管已铺设一半</li>", page)  # and under the result
     assert "安排协商会议：2026年3月20日 19:00，村部会议室" in page
     # Research findings are the conveners' working material: not on the page.
     assert "走访32户" not in page

@@ -48,6 +48,15 @@ def telegram_link(code: str) -> str:
     return f"https://t.me/{BOT}?start=r_{code}"
 
 
+#: Where the configs below serve the public pages.
+BASE = "https://mashangyi.test"
+
+
+def page_url(code: str) -> str:
+    """The room's public page (bot/web/public_pages.py), also on every poster."""
+    return f"{BASE}/r/{code}"
+
+
 def pdf_pages(path: Path) -> int:
     pdf = PdfParser.PdfParser(str(path))
     try:
@@ -75,7 +84,7 @@ async def run_qr(config: Path, *args: str) -> None:
 
 
 #: A WeChat account needs the key that signs review links (bot/services.py).
-SIGNING = {"secret_key": "test-secret-key-0123456789"}
+SIGNING = {"secret_key": "test-secret-key-0123456789", "public_base_url": BASE}
 
 
 def wechat_section(fake: FakeWeChatAPI) -> dict[str, str]:
@@ -132,10 +141,12 @@ async def test_a_batch_under_a_street_makes_one_poster_and_one_page_per_room(
     for code in UNDER_CX:
         assert decode(out / f"room-{code}-wechat.png") == {wechat_url(code)}
         assert decode(out / f"room-{code}-telegram.png") == {telegram_link(code)}
-    # Both codes on the poster are readable, and they are this room's.
+        assert decode(out / f"room-{code}-page.png") == {page_url(code)}
+    # The three codes on the poster are readable, and they are this room's.
     assert decode(out / "room-QJP-CX-A-poster.png") == {
         wechat_url("QJP-CX-A"),
         telegram_link("QJP-CX-A"),
+        page_url("QJP-CX-A"),
     }
 
     with (out / "codes.csv").open(encoding="utf-8-sig", newline="") as handle:
@@ -147,6 +158,7 @@ async def test_a_batch_under_a_street_makes_one_poster_and_one_page_per_room(
         "scene": "r_QJP-CX-A",
         "wechat_url": wechat_url("QJP-CX-A"),
         "telegram_link": telegram_link("QJP-CX-A"),
+        "page_url": page_url("QJP-CX-A"),
     }
 
 
@@ -184,15 +196,25 @@ async def test_without_wechat_posters_carry_the_telegram_code_and_a_note(
     tmp_path: Path, database_url: str, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await load_rooms(sessions)
-    config = write_config(tmp_path / "c.toml", database_url, telegram={"bot_username": BOT})
+    config = write_config(
+        tmp_path / "c.toml",
+        database_url,
+        telegram={"bot_username": BOT},
+        server={"public_base_url": BASE},
+    )
     out = tmp_path / "out"
     await run_qr(config, "--all-under", "QJP-CX", "--out", str(out))
 
-    assert "note: WeChat is not configured (wechat.app_id is empty)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "note: WeChat is not configured (wechat.app_id is empty)" in said
+    assert "public_base_url" not in said  # a public address: no note about it
     assert list(out.glob("*-wechat.png")) == []
     assert len(list(out.glob("*-telegram.png"))) == len(UNDER_CX)
     assert pdf_pages(out / "posters.pdf") == len(UNDER_CX)
-    assert decode(out / "room-QJP-CX-B-poster.png") == {telegram_link("QJP-CX-B")}
+    assert decode(out / "room-QJP-CX-B-poster.png") == {
+        telegram_link("QJP-CX-B"),
+        page_url("QJP-CX-B"),
+    }
     with (out / "codes.csv").open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["wechat_url"] for r in rows} == {""}
@@ -216,7 +238,10 @@ async def test_without_telegram_posters_carry_the_wechat_code_and_a_note(
     await run_qr(config, "--room", "QJP-CX-A", "--out", str(out))
     assert "note: telegram.bot_username is empty" in capsys.readouterr().out
     assert list(out.glob("*-telegram.png")) == []
-    assert decode(out / "room-QJP-CX-A-poster.png") == {wechat_url("QJP-CX-A")}
+    assert decode(out / "room-QJP-CX-A-poster.png") == {
+        wechat_url("QJP-CX-A"),
+        page_url("QJP-CX-A"),
+    }
 
 
 async def test_a_wechat_refusal_stops_the_batch_before_anything_is_written(
@@ -241,13 +266,29 @@ def test_an_unknown_room_exits_1_and_says_so(
     assert not out.exists()
 
 
-async def test_no_channel_at_all_is_an_error(
-    tmp_path: Path, database_url: str, sessions: SessionFactory
+async def test_without_any_chat_platform_a_poster_still_leads_to_the_rooms_page(
+    tmp_path: Path, database_url: str, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A poster printed where neither WeChat nor Telegram is configured (a village without
+    either) carries the code of the room's public page, and says so."""
+    await load_rooms(sessions)
+    config = write_config(tmp_path / "c.toml", database_url, server={"public_base_url": BASE})
+    out = tmp_path / "out"
+    await run_qr(config, "--room", "QJP-CX", "--out", str(out))
+    said = capsys.readouterr().out
+    assert "the posters carry only the code of each room's public page" in said
+    assert decode(out / "room-QJP-CX-poster.png") == {page_url("QJP-CX")}
+    assert list(out.glob("*-wechat.png")) == list(out.glob("*-telegram.png")) == []
+
+
+async def test_a_loopback_base_url_on_a_poster_gets_a_note(
+    tmp_path: Path, database_url: str, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await load_rooms(sessions)
-    config = write_config(tmp_path / "c.toml", database_url)
-    with pytest.raises(CliError, match=r"neither WeChat \(wechat\.app_id\) nor Telegram"):
-        await run_qr(config, "--room", "QJP-CX", "--out", str(tmp_path / "out"))
+    config = write_config(tmp_path / "c.toml", database_url, telegram={"bot_username": BOT})
+    out = tmp_path / "out"
+    await run_qr(config, "--room", "QJP-CX", "--out", str(out))
+    assert "server.public_base_url is http://127.0.0.1:8080" in capsys.readouterr().out
 
 
 async def test_a_room_code_unfit_for_a_payload_is_named(
