@@ -18,11 +18,6 @@ from pathlib import Path
 
 import qrcode
 import qrcode.constants
-from fontTools.pens.cu2quPen import Cu2QuPen
-from fontTools.pens.ttGlyphPen import TTGlyphPen
-from fontTools.subset import Options, Subsetter
-from fontTools.ttLib import TTFont, newTable
-from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -211,6 +206,13 @@ def truetype_subset(font: Path, index: int, text: str) -> bytes:
     font it embeds as ``Identity-H``, which every reader handles. So the outlines are
     converted to quadratic curves (fontTools' otf2ttf recipe), for these few glyphs only.
     """
+    # Imported here: they take a second to import, and only printing needs them (every
+    # command and every process would pay for it otherwise).
+    from fontTools.pens.cu2quPen import Cu2QuPen
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+    from fontTools.subset import Options, Subsetter
+    from fontTools.ttLib import TTFont, newTable
+
     face = TTFont(str(font), fontNumber=index)
     options = Options()
     options.notdef_outline = True
@@ -248,6 +250,8 @@ def truetype_subset(font: Path, index: int, text: str) -> bytes:
 
 def render_pdf(notice: Notice, font: Path, index: int = 0) -> bytes:
     """The notice as an A4 PDF whose text is text (the glyphs it uses embedded)."""
+    from fpdf import FPDF  # see truetype_subset
+
     pdf = FPDF(format="A4")
     pdf.set_margins(15, 15)
     pdf.set_auto_page_break(auto=True, margin=15)
