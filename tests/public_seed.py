@@ -2,8 +2,8 @@
 the real lifecycle in the rooms of tests/world.py, with photos, suggestions in every
 moderation status, likes, follows and a poll.
 
-The convener's choice of photos at publication is written as the publish step records it
-(``facts["publish"]["photos"]``, a list of attachment ids).
+Photos are published as the convener chooses them: through the publish step's ``photos``
+field (recorded as ``facts["publish"]["photos"]``, a list of attachment ids).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 from PIL import Image, ImageDraw
-from sqlalchemy.orm.attributes import flag_modified
 
 from bot.media import LocalMediaStore
 from storage.db import SessionFactory, transaction
@@ -59,6 +58,43 @@ async def publicized(world: World, room: str, title: str, **kw: Any) -> Topic:
     return await world.walk(await world.open(room, title=title, **kw), ROUTES[State.PUBLICIZED])
 
 
+async def photo(world: World, topic: Topic, name: str, media: LocalMediaStore) -> int:
+    """A stored photo of ``topic`` (as the media downloader leaves it)."""
+    async with transaction(world.sessions) as session:
+        attachment = Attachment(
+            topic_id=topic.id,
+            kind="image",
+            status="stored",
+            storage_key=f"test/{name}.png",
+            content_type="image/png",
+            created_at=world.clock.now(),
+        )
+        session.add(attachment)
+        await session.flush()
+        assert attachment.id is not None
+    await media.put(attachment.storage_key, PNG)
+    return attachment.id
+
+
+async def published_with_photos(
+    world: World,
+    room: str,
+    title: str,
+    media: LocalMediaStore,
+    names: dict[str, bool],
+    photos: dict[str, int],
+    **kw: Any,
+) -> Topic:
+    """A topic walked to approval, given photos, and published with the ones ``names``
+    marks True (the convener's choice)."""
+    topic = await world.walk(await world.open(room, title=title, **kw), ROUTES[State.APPROVED])
+    for name in names:
+        photos[name] = await photo(world, topic, name, media)
+    chosen = [photos[name] for name, shown in names.items() if shown]
+    await world.apply(topic, "publish", world.person(room, "convener"), photos=chosen)
+    return await world.reload(topic)
+
+
 async def seed(sessions: SessionFactory, clock: FixedClock, media: LocalMediaStore) -> Board:
     world = await build_world(sessions, clock)
     board = Board(world)
@@ -67,15 +103,20 @@ async def seed(sessions: SessionFactory, clock: FixedClock, media: LocalMediaSto
         assert person is not None
         person.display_name, person.phone = SUBMITTER, PHONE
 
-    lamp = await publicized(
+    lamp = await published_with_photos(
         world,
         "V1",
         "村口路灯不亮",
+        media,
+        {"approved": True, "unapproved": False},
+        board.photos,
         contact_phone=PHONE,
         location={"latitude": 33.6, "longitude": 119.0, "label": "秘密小巷7号"},
     )
     clock.advance(timedelta(hours=1))
-    hostile = await publicized(world, "V2", HOSTILE_TITLE)
+    hostile = await published_with_photos(
+        world, "V2", HOSTILE_TITLE, media, {"elsewhere": True}, board.photos
+    )
     clock.advance(timedelta(hours=1))
     results = await world.walk(await world.open("V3", title="小区雨天积水严重"),
                                ROUTES[State.RESULTS_PUBLISHED])  # fmt: skip
@@ -96,31 +137,6 @@ async def seed(sessions: SessionFactory, clock: FixedClock, media: LocalMediaSto
     resident = world.person("-", "resident")
     neighbour = world.person("-", "neighbour")
     async with transaction(sessions) as session:
-        for name, topic_name, approved in (
-            ("approved", "lamp", True),
-            ("unapproved", "lamp", False),
-            ("private", "private", False),
-            ("elsewhere", "hostile", True),
-        ):
-            attachment = Attachment(
-                topic_id=board.topics[topic_name].id,
-                kind="image",
-                status="stored",
-                storage_key=f"test/{name}.png",
-                content_type="image/png",
-                created_at=now,
-            )
-            session.add(attachment)
-            await session.flush()
-            assert attachment.id is not None
-            board.photos[name] = attachment.id
-            await media.put(attachment.storage_key, PNG)
-            if approved:
-                topic = await session.get(Topic, board.topics[topic_name].id)
-                assert topic is not None
-                photos = [*topic.facts.get("publish", {}).get("photos", []), attachment.id]
-                topic.facts = {**topic.facts, "publish": {"photos": photos}}
-                flag_modified(topic, "facts")
         lamp_id = lamp.id
         assert lamp_id is not None
         for key, body, status in (
@@ -158,5 +174,6 @@ async def seed(sessions: SessionFactory, clock: FixedClock, media: LocalMediaSto
         await session.flush()
         session.add(PollVote(poll_id=poll.id, person_id=resident, option_id=options[0].id, at=now))
         session.add(PollVote(poll_id=poll.id, person_id=neighbour, option_id=options[0].id, at=now))
+    board.photos["private"] = await photo(world, hidden_topic, "private", media)
     board.topics = {name: await world.reload(t) for name, t in board.topics.items()}
     return board

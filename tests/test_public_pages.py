@@ -181,6 +181,10 @@ async def test_a_topic_page_shows_what_the_public_may_see(site: Site) -> None:
     assert f'<meta property="og:url" content="{BASE}/t/{board.topics["lamp"].number}">' in page
     # Outside WeChat the buttons open the bot on this topic.
     assert f"https://t.me/{BOT}?start=p_{board.topics['lamp'].number}" in page
+    # The printable notice (bot/web/notice_page.py) is linked, and is there.
+    notice = f"/t/{board.topics['lamp'].number}/notice.pdf"
+    assert f'href="{notice}"' in page and "kind=results" not in page
+    assert (await site.client.get(notice)).status == 200
     # The poll is open: candidates without votes.
     assert "本季度先办哪件事" in page and "结果在投票结束后公布" in page
     assert "票</li>" not in page
@@ -213,6 +217,7 @@ async def test_results_page_shows_outcome_and_progress(site: Site) -> None:
     assert "安排协商会议：2026年3月20日 19:00，村部会议室" in page
     # Research findings are the conveners' working material: not on the page.
     assert "走访32户" not in page
+    assert f'href="/t/{site.board.topics["results"].number}/notice.pdf?kind=results"' in page
 
 
 async def test_only_approved_photos_are_served(site: Site) -> None:
