@@ -385,20 +385,25 @@ async def public_topic(session: AsyncSession, topic: Topic, now: datetime) -> Pu
         suggestion_count=suggestion_count,
         likes=likes,
         follows=follows,
-        poll=await _poll(session, topic.id, now),
+        poll=await _poll(session, topic.room_id, topic.id, now),
         outcome=outcome if isinstance(outcome, dict) else None,
         progress=[s for s in steps if s.action == "record_progress"],
     )
 
 
-async def _poll(session: AsyncSession, topic_id: int, now: datetime) -> PollView | None:
+async def _poll(
+    session: AsyncSession, room_id: int, topic_id: int, now: datetime
+) -> PollView | None:
     """The newest poll this topic is a candidate in; votes only once it has closed (no live
     results: they would shape the vote)."""
+    # Through the room's polls (ix_polls_room_id, then each poll's options by their unique
+    # key): poll_options has no index by topic alone, and a scan of it would grow with
+    # every poll ever held. A poll's candidates are topics of its room.
     poll = (
         await session.exec(
             select(Poll)
             .join(PollOption, col(PollOption.poll_id) == col(Poll.id))
-            .where(PollOption.topic_id == topic_id)
+            .where(Poll.room_id == room_id, PollOption.topic_id == topic_id)
             .order_by(col(Poll.closes_at).desc())
             .limit(1)
         )
