@@ -179,6 +179,10 @@ class WeChatSettings(Section):
     encoding_aes_key: Annotated[SecretStr, _optional(AES_KEY)] = SecretStr("")
     message_mode: Annotated[MessageMode, _one_of(*MESSAGE_MODES)] = "plain"
     api_base_url: Annotated[str, _url_scheme("http://", "https://")] = "https://api.weixin.qq.com/"
+    #: Where the web authorization's authorize page is (网页授权, connect/oauth2/authorize).
+    oauth_base_url: Annotated[str, _url_scheme("http://", "https://")] = (
+        "https://open.weixin.qq.com/"
+    )
     template_id: str = ""
     cs_window_hours: Annotated[float, POSITIVE] = 48.0
 

@@ -429,4 +429,5 @@ class AuditEntry(_Table, table=True):
 
 # The public's tables (follows, likes, suggestions, polls, consents) live in their own
 # module; importing it here keeps them in the metadata wherever the models are loaded.
-import storage.participation  # noqa: E402, F401
+import storage.participation  # noqa: E402
+import storage.webauth  # noqa: E402, F401

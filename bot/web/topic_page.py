@@ -11,24 +11,36 @@ topic it belongs to.
 
 from __future__ import annotations
 
-from datetime import datetime
+import io
+from collections import OrderedDict
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from bot.poster import qr_image
 from bot.qr import telegram_link
 from bot.services import Services
+from bot.web import web_auth
 from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
+from bot.wechat.client import WeChatAPI, WeChatError
 from workflow.clock import CHINA, last_day
 from workflow.public import approved_photo, find_public_topic, public_topic
 from workflow.texts import by_day
 
 ROUTE = "/t/{number}"
 DESCRIPTION = 100
+#: A topic's WeChat code (scene p_<number>) is a temporary one (a permanent code per topic
+#: would use up the account's 100,000): made for this long, shown while a day of it is left.
+CODE_DAYS = 30
+CODES_KEPT = 1000
 
 
 def setup(app: web.Application, services: Services) -> None:
+    #: number → (PNG, made at), newest last: WeChat is asked once a month per topic.
+    codes: OrderedDict[str, tuple[bytes, datetime]] = OrderedDict()
+
     async def get(request: web.Request) -> web.Response:
         now = services.clock.now()
         async with services.sessions() as session:
@@ -49,9 +61,43 @@ def setup(app: web.Application, services: Services) -> None:
             description=background[:DESCRIPTION] + ("…" if len(background) > DESCRIPTION else ""),
             url=f"{base}/t/{topic.number}",
             telegram=telegram_link(bot, f"p_{topic.number}") if bot else "",
+            wechat_code=bool(config.wechat.app_id),
+            in_wechat=web_auth.enabled(services) and web_auth.in_wechat(request),
+            viewer=web_auth.viewer(request, services),
             now=now,
         )
-        return html(page)
+        response = html(page)
+        # What the page shows depends on the browser and the person: never cached shared.
+        response.headers["Cache-Control"] = "private, no-cache"
+        response.headers["Vary"] = "User-Agent, Cookie"
+        return response
+
+    async def wechat_code(request: web.Request) -> web.Response:
+        """The topic's temporary WeChat code: scanned, it opens the bot on this topic."""
+        config = services.config
+        now = services.clock.now()
+        number = request.match_info["number"]
+        if not config.wechat.app_id:
+            raise web.HTTPNotFound()
+        async with services.sessions() as session:
+            if await find_public_topic(session, number) is None:
+                raise web.HTTPNotFound()
+        kept = codes.get(number)
+        if kept is None or now - kept[1] > timedelta(days=CODE_DAYS - 1):
+            api = WeChatAPI.from_config(config.wechat, services.clock)
+            try:
+                made = await api.create_qrcode(f"p_{number}", CODE_DAYS * 24 * 3600)
+            except WeChatError:
+                raise web.HTTPServiceUnavailable(text="暂时无法生成二维码，请稍后再试。") from None
+            finally:
+                await api.close()
+            buffer = io.BytesIO()
+            qr_image(made.url, 480).save(buffer, "PNG")
+            kept = codes[number] = (buffer.getvalue(), now)
+            while len(codes) > CODES_KEPT:
+                codes.popitem(last=False)
+        codes.move_to_end(number)
+        return web.Response(body=kept[0], content_type="image/png", headers=HEADERS)
 
     async def photo(request: web.Request) -> web.Response:
         ident = request.match_info["attachment"]
@@ -69,6 +115,7 @@ def setup(app: web.Application, services: Services) -> None:
 
     app.router.add_get(ROUTE, get)
     app.router.add_get(ROUTE + "/photo/{attachment}", photo)
+    app.router.add_get(ROUTE + "/wechat.png", wechat_code)
 
 
 def _step(action: str, at: datetime, details: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -23,6 +24,10 @@ TEXT_BYTES_REFUSED = 2048
 TEMPLATE_SEND = "cgi-bin/message/template/send"
 MEDIA_GET = "cgi-bin/media/get"
 QRCODE_CREATE = "cgi-bin/qrcode/create"
+#: Web authorization (网页授权): the authorize page (open.weixin.qq.com in life) and the code
+#: exchange (api.weixin.qq.com); both served here.
+OAUTH_AUTHORIZE = "connect/oauth2/authorize"
+OAUTH_TOKEN = "sns/oauth2/access_token"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,11 @@ class FakeWeChatAPI:
     _script: dict[str, list[Answer]] = field(default_factory=dict)
     _tokens: itertools.count = field(default_factory=lambda: itertools.count(1))
     _msgids: itertools.count = field(default_factory=lambda: itertools.count(200000001))
+    #: The WeChat user whose browser opens the authorize page (None: nobody is signed in,
+    #: the page answers as WeChat does outside its own browser).
+    browser_openid: str | None = None
+    #: Web authorization codes not yet exchanged: code → openid (each works once).
+    _codes: dict[str, str] = field(default_factory=dict)
     _server: TestServer | None = None
 
     async def start(self) -> str:
@@ -116,6 +126,10 @@ class FakeWeChatAPI:
             return _json(answer.body or {"errcode": 0, "errmsg": "ok"}, answer.status)
         if path == STABLE_TOKEN:
             return self._stable_token(body or {})
+        if path == OAUTH_AUTHORIZE:
+            return self._authorize(request.query)
+        if path == OAUTH_TOKEN:
+            return self._oauth_token(request.query)
         if request.query.get("access_token") not in self._valid:
             return _json(
                 {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
@@ -148,6 +162,40 @@ class FakeWeChatAPI:
         token = f"TOKEN-{next(self._tokens)}"
         self._valid.add(token)
         return _json({"access_token": token, "expires_in": self.expires_in})
+
+    def _authorize(self, query: Any) -> web.Response:
+        """WeChat's authorize page with snsapi_base: silent, straight back to redirect_uri
+        with a fresh code and the caller's state."""
+        if query.get("appid") != self.app_id:
+            return web.Response(status=200, text="参数错误: appid")
+        if query.get("response_type") != "code" or query.get("scope") != "snsapi_base":
+            return web.Response(status=200, text="参数错误: scope")
+        if self.browser_openid is None:
+            return web.Response(status=200, text="请在微信客户端打开链接")
+        code = f"CODE{next(self._tokens)}"
+        self._codes[code] = self.browser_openid
+        target = query.get("redirect_uri", "")
+        sep = "&" if "?" in target else "?"
+        location = f"{target}{sep}{urlencode({'code': code, 'state': query.get('state', '')})}"
+        raise web.HTTPFound(location)
+
+    def _oauth_token(self, query: Any) -> web.Response:
+        if query.get("appid") != self.app_id or query.get("secret") != self.app_secret:
+            return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
+        if query.get("grant_type") != "authorization_code":
+            return _json({"errcode": 40002, "errmsg": "invalid grant_type"})
+        openid = self._codes.pop(query.get("code", ""), None)
+        if openid is None:  # unknown, or used already: WeChat's codes work once
+            return _json({"errcode": 40029, "errmsg": "invalid code"})
+        return _json(
+            {
+                "access_token": f"WEB-{next(self._tokens)}",
+                "expires_in": 7200,
+                "refresh_token": "REFRESH",
+                "openid": openid,
+                "scope": "snsapi_base",
+            }
+        )
 
     def _qrcode(self, body: dict[str, Any]) -> web.Response:
         scene = body.get("action_info", {}).get("scene", {}).get("scene_str", "")
