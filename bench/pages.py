@@ -16,10 +16,11 @@ more), and every tenth topic has 12 suggestions (two held), 30 likes and 5 follo
 **Load.** The app (``create_app`` with ``build_services``, no outbox loops) runs in a
 process of its own; this process sends requests at a fixed rate whatever the answers do
 (open loop: the latency of each is counted from the moment it was scheduled, so queueing
-shows), for ``--seconds`` after a warm-up. Every request is one of (in turn): a random
-topic's page; the city-wide list; a district's, a town's, a village's list (random);
-page 2 of a district's list (the cursor taken from its first page); 码上查情 city-wide; a
-search by one word within a town.
+shows), for ``--seconds`` after a warm-up; before that, ``SEQUENTIAL`` requests of each kind
+one at a time (the service time, without any queue: columns "alone"). Every request is
+one of (in turn): a random topic's page; the city-wide list; a district's, a town's, a
+village's list (random); page 2 of a district's list (the cursor taken from its first
+page); 码上查情 city-wide; a search by one word within a town.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ DISTRICTS, TOWNS_PER_DISTRICT, VILLAGES_PER_TOWN = 10, 10, 16
 PUBLIC = ["publicized", "researching", "meeting_scheduled", "outcome_review", "outcome_approved"]
 WORDS = ["路灯", "积水", "停车", "垃圾", "噪音", "绿化", "健身", "道路"]
 KINDS = ["topic", "city", "district", "town", "village", "district p2", "results", "search"]
+#: Requests of each kind sent one at a time before the load (the service time, no queue).
+SEQUENTIAL = 40
 
 
 async def reset() -> None:
@@ -229,6 +232,7 @@ async def load(
     rng = random.Random(5)
     base = f"http://127.0.0.1:{port}"
     latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    alone: dict[str, list[float]] = {kind: [] for kind in KINDS}
     errors: list[str] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
         # Page 2 of each district: the cursor from its first page (as a reader follows it).
@@ -263,6 +267,14 @@ async def load(
             if counted:
                 latencies[kind].append((time.perf_counter() - scheduled) * 1000)
 
+        # Service time first: one request at a time, each kind in turn (no queueing at all).
+        for n in range(SEQUENTIAL * len(KINDS)):
+            kind = KINDS[n % len(KINDS)]
+            start = time.perf_counter()
+            async with http.get(base + url(kind)) as response:
+                await response.read()
+            alone[kind].append((time.perf_counter() - start) * 1000)
+
         began = time.perf_counter()
         total = int((warmup + seconds) * rate)
         tasks = []
@@ -273,7 +285,7 @@ async def load(
         await asyncio.gather(*tasks)
     if errors:
         print(f"  {len(errors)} errors, e.g. {errors[:3]}")
-    return latencies
+    return {**{k: v for k, v in latencies.items()}, **{f"{k} alone": v for k, v in alone.items()}}
 
 
 def pct(values: list[float], p: float) -> float:
