@@ -248,6 +248,12 @@ async def report(
         raise InvalidField("unknown_suggestion")
     if row.person_id == person_id:
         raise NotPermitted("own_suggestion")
+    if row.status != Status.VISIBLE:
+        # Hidden or held meanwhile: a report of one's own is harmless (the double tap
+        # whose first press hid it), a new one has nothing left to hide.
+        if await has_reported(session, person_id, suggestion_id):
+            return row
+        raise WrongState("suggestion_not_shown")
     added = (
         await session.exec(
             insert_for(session, SuggestionReport)
@@ -278,6 +284,16 @@ async def report(
     fresh = await _suggestion_by(session, col(Suggestion.id) == suggestion_id)
     assert fresh is not None
     return fresh
+
+
+async def has_reported(session: AsyncSession, person_id: int, suggestion_id: int) -> bool:
+    found = await session.exec(
+        select(SuggestionReport.id).where(
+            SuggestionReport.person_id == person_id,
+            SuggestionReport.suggestion_id == suggestion_id,
+        )
+    )
+    return found.first() is not None
 
 
 async def moderate(
@@ -426,3 +442,50 @@ async def awaiting_moderation(
         .limit(limit)
     )
     return list(found.all())
+
+
+@dataclass(frozen=True)
+class PublicPage:
+    topics: list[Topic]
+    total: int
+    offset: int
+
+    @property
+    def more(self) -> int:
+        return max(self.total - self.offset - len(self.topics), 0)
+
+
+async def public_topics(
+    session: AsyncSession, room_id: int, *, offset: int = 0, limit: int = 8
+) -> PublicPage:
+    """A room's public topics (publicized and on), newest publication first; an offset
+    past the end gives the last page."""
+    where = (
+        col(Topic.room_id) == room_id,
+        col(Topic.published_at).is_not(None),
+        col(Topic.state).in_(sorted(PUBLIC_STATES)),
+    )
+    total = (await session.exec(select(func.count()).select_from(Topic).where(*where))).one()
+    if total and offset >= total:
+        offset = (total - 1) // limit * limit
+    found = await session.exec(
+        select(Topic)
+        .where(*where)
+        .order_by(col(Topic.published_at).desc(), col(Topic.id).desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return PublicPage(list(found.all()), total, offset)
+
+
+async def public_topic(
+    session: AsyncSession, *, topic_id: int | None = None, number: str = ""
+) -> Topic | None:
+    """A topic the public may see (by id or by number), or None."""
+    query = select(Topic).where(col(Topic.state).in_(sorted(PUBLIC_STATES)))
+    query = (
+        query.where(Topic.id == topic_id)
+        if topic_id is not None
+        else query.where(Topic.number == number)
+    )
+    return (await session.exec(query)).first()
