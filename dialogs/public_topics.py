@@ -200,11 +200,14 @@ async def follow_topic(conv: Conversation, setting: Setting) -> None:
     except WorkflowError as refusal:
         conv.reply(refusal.message)
         return
-    note = say("public", "followed" if setting.on else "unfollowed", title=topic.title)
     if await pt.public_topic(conv.session, topic_id=setting.id) is not None:
+        note = say("public", "followed" if setting.on else "unfollowed", title=topic.title)
         await view(conv, topic, note)
-    else:  # not public (yet): followed from a similar-topic hint; nothing more to show
+    else:
+        # Not public (yet: followed from a similar-topic hint): nothing more to show, not
+        # even its title, which a forged button must not learn.
         again = FOLLOW_TOPIC.build(Setting(setting.id, not setting.on))
+        note = say("public", "followed_unnamed" if setting.on else "unfollowed_unnamed")
         conv.reply(note, public_button("unfollow" if setting.on else "follow", again))
 
 

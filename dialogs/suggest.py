@@ -48,7 +48,8 @@ def _key(conv: Conversation) -> str:
 
 async def text_step(conv: Conversation) -> None:
     inbound = conv.inbound
-    topic = await conv.session.get(Topic, conv.data.get(NAME, {}).get("topic"))
+    topic_id = conv.data.get(NAME, {}).get("topic")
+    topic = await conv.session.get(Topic, topic_id) if isinstance(topic_id, int) else None
     if topic is None:
         conv.home()
         conv.reply(say("public", "not_found"))

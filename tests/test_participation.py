@@ -154,9 +154,9 @@ async def test_a_suggestion_over_the_limit_is_refused_with_the_limit(world: Worl
 
 async def test_a_sensitive_word_holds_the_suggestion_for_the_convener(world: World) -> None:
     topic = await world.at(State.PUBLICIZED)
-    held = await _suggest(world, world.person("-", "resident"), topic, "这是SPAM广告", "k1")
+    held = await _suggest(world, world.person("-", "resident"), topic, "这是ＳＰＡＭ广告", "k1")
     assert held.status == p.Status.HELD and held.matched == "Spam"
-    await _suggest(world, world.person("-", "resident"), topic, "这是SPAM广告", "k1")  # retried
+    await _suggest(world, world.person("-", "resident"), topic, "这是ＳＰＡＭ广告", "k1")  # retried
     assert (await _counts(world, topic)).suggestions == 0
     audits = await _rows(world, AuditEntry, action="suggestion.hold")
     assert [a.subject["suggestion_id"] for a in audits] == [held.id]  # once, not per retry

@@ -132,6 +132,29 @@ async def test_scan_browse_like_follow_suggest_unfollow(services: Services, worl
     await li.send(text="路灯坏了")  # still in 提议题: the title was taken
     assert "请详细描述情况" in li.text()
 
+    # The room's follow, and its off-button from within the same dialog.
+    room = world.rooms["V1"]
+    await li.send("button", payload=f"fr:{room}:1")
+    assert li.text().startswith("已关注一村议事室") and "取消关注本议事室" in li.labels()
+    await li.send("button", payload=f"fr:{room}:0")
+    assert li.text().startswith("已取消关注一村议事室")
+    follows = await _rows(services, Follow)
+    assert [(f.room_id, f.ended_at is not None) for f in follows] == [(None, True), (room, True)]
+    await li.send(text="3号楼前路灯不亮")
+    assert "可以补充照片" in li.text()  # 提议题 went on
+
+
+async def test_a_forged_follow_of_a_topic_not_public_learns_nothing(
+    services: Services, world: World
+) -> None:
+    submitted = await world.open("V1", title="不公开的标题")
+    li = Person(services, "li")
+    await li.send("button", payload=f"ft:{submitted.id}:1")
+    assert "不公开的标题" not in li.text() and li.text().startswith("已关注这个议题")
+    withdrawn = await world.at(State.WITHDRAWN)
+    await li.send("button", payload=f"ft:{withdrawn.id}:1")
+    assert "不能进行「关注」" in li.text()
+
 
 async def test_a_topics_link_opens_it_in_its_room(services: Services, world: World) -> None:
     topic = await world.at(State.PUBLICIZED)

@@ -7,11 +7,16 @@ toggle, and rests on the tables' unique keys (``storage.participation``) through
 retried message, a double tap or two people at once leave one row and the same answer.
 A refusal is a ``workflow.errors`` type with a Chinese message. Nothing is deleted:
 moderation changes a suggestion's ``status`` and every moderation action is an audit row.
+
+Near 500 lines on purpose: every use case of the public's part on a topic with the small
+read functions that answer for them (counts, what a person has done, the lists), one
+module the chat, the pages and the pushes all build on.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -162,10 +167,17 @@ def suggestions_open(topic: Topic, now: datetime) -> bool:
     return topic.state == State.PUBLICIZED and (closes is None or now < closes)
 
 
+def _fold(value: str) -> str:
+    # NFKC: full-width letters and digits (ＡＢＣ, typed by Chinese input methods) match
+    # the list's ASCII ones.
+    return unicodedata.normalize("NFKC", value).casefold()
+
+
 def sensitive_match(body: str, words: Iterable[str]) -> str | None:
-    """The first word of ``words`` that ``body`` contains (case-insensitively), or None."""
-    folded = body.casefold()
-    return next((w for w in words if w.strip() and w.strip().casefold() in folded), None)
+    """The first word of ``words`` that ``body`` contains (case- and width-insensitively),
+    or None."""
+    folded = _fold(body)
+    return next((w for w in words if w.strip() and _fold(w.strip()) in folded), None)
 
 
 def clean_suggestion(raw: str) -> str:
