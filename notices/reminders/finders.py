@@ -176,8 +176,10 @@ async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> l
     ]
 
 
-#: How long after closing a poll's voters who could not be reached yet are still told.
-POLL_TELL_DAYS = 7
+#: How long after closing a poll's voters not told yet are still told (a sweep that failed,
+#: a chat identity that came later). Short: each sweep reads the voters of every poll
+#: closed in this window.
+POLL_TELL_DAYS = 2
 
 
 async def closed_polls(session: AsyncSession, sweep: Sweep) -> list[Due]:
