@@ -187,6 +187,19 @@ async def test_a_date_closes_at_the_end_of_that_day_in_china(world: World) -> No
     assert not p.suggestions_open(topic, world.clock.now() + timedelta(days=7, hours=14))
 
 
+async def test_a_closing_day_is_said_as_that_day_not_as_midnight_of_the_next(
+    world: World,
+) -> None:
+    topic = await world.at(State.PUBLICIZED)
+    async with transaction(world.sessions) as session:
+        row = await session.get(Topic, topic.id)
+        assert row is not None
+        row.facts = {**row.facts, "publish": {"suggestions_close": "2026-03-09"}}
+    world.clock.advance(timedelta(days=8))
+    with pytest.raises(WrongState, match="建议征集已于3月9日24时截止"):
+        await _suggest(world, world.person("-", "resident"), topic, "晚了", "c")
+
+
 @pytest.mark.parametrize("state", [State.RESEARCHING, State.APPROVED, State.WITHDRAWN])
 async def test_no_suggestions_outside_publication(world: World, state: State) -> None:
     topic = await world.at(state)

@@ -364,6 +364,9 @@ async def moderate(
 
 def _when(moment: datetime) -> str:
     local = moment.astimezone(CHINA)
+    if local.time() == time():  # the end of the day before, as notices say it: "13日24时"
+        day = local.date() - timedelta(days=1)
+        return text("participation", "day_end", month=day.month, day=day.day)
     return text("participation", "when", month=local.month, day=local.day, time=f"{local:%H:%M}")
 
 
