@@ -12,6 +12,7 @@ topic it belongs to.
 from __future__ import annotations
 
 import io
+import secrets
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
 from bot.wechat.client import WeChatAPI, WeChatError
 from workflow.clock import CHINA, last_day
+from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
 from workflow.texts import by_day
 
@@ -48,6 +50,10 @@ def setup(app: web.Application, services: Services) -> None:
             if topic is None:
                 raise web.HTTPNotFound(text="没有这个议题。")
             view = await public_topic(session, topic, now)
+            in_wechat = web_auth.enabled(services) and web_auth.in_wechat(request)
+            viewer = web_auth.viewer(request, services) if in_wechat else None
+            assert topic.id is not None
+            mine = await stance(session, viewer.person_id, topic.id) if viewer else None
         config = services.config
         bot = config.telegram.bot_username
         base = config.server.public_base_url.rstrip("/")
@@ -62,8 +68,14 @@ def setup(app: web.Application, services: Services) -> None:
             url=f"{base}/t/{topic.number}",
             telegram=telegram_link(bot, f"p_{topic.number}") if bot else "",
             wechat_code=bool(config.wechat.app_id),
-            in_wechat=web_auth.enabled(services) and web_auth.in_wechat(request),
-            viewer=web_auth.viewer(request, services),
+            in_wechat=in_wechat,
+            viewer=viewer,
+            stance=mine,
+            token=request.app[web_auth.SESSIONS].form_token(viewer, topic.number) if viewer else "",
+            nonce=secrets.token_urlsafe(16),
+            open=suggestions_open(topic, now),
+            limit=SUGGESTION_MAX,
+            said=request.query.get("said", ""),
             now=now,
         )
         response = html(page)
