@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.web.web_auth import COOKIE, SESSIONS
 from storage.db import make_engine, make_session_factory
 from tests.browser import (
     DESKTOP,
@@ -24,6 +25,7 @@ from tests.browser import (
     screenshot,
 )
 from tests.conftest import empty_database
+from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.public_seed import HOSTILE, HOSTILE_TITLE, Board, seed
 from tests.public_seed import PHONE as SECRET_PHONE
 from workflow.clock import CHINA, FixedClock
@@ -78,10 +80,15 @@ def live(
 ) -> Iterator[tuple[LiveSite, Board]]:
     folder = tmp_path_factory.mktemp("live")
     clock = FixedClock(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    fake = FakeWeChatAPI()
+    browser_loop.run(fake.start())
     site = LiveSite(
         f'[database]\nurl = "{database_url}"\n'
         '[server]\npublic_base_url = "https://mashangyi.test"\n'
-        '[telegram]\nbot_username = "mashangyi_test_bot"\n',
+        'secret_key = "test-secret-key-0123456789"\n'
+        '[telegram]\nbot_username = "mashangyi_test_bot"\n'
+        f'[wechat]\napp_id = "{fake.app_id}"\napp_secret = "{fake.app_secret}"\n'
+        f'api_base_url = "{fake.base_url}"\noauth_base_url = "{fake.base_url}"\n',
         folder,
         clock,
         browser_loop,
@@ -98,6 +105,7 @@ def live(
     board = site.run(prepare())
     yield site, board
     site.close()
+    browser_loop.run(fake.close())
 
 
 def pages(board: Board) -> dict[str, str]:
@@ -246,3 +254,70 @@ def test_everything_works_without_javascript(chromium: Any, live: tuple[LiveSite
         await browser.close()
 
     site.run(scenario())
+
+
+WECHAT_UA = "Mozilla/5.0 (Linux; Android 14) MicroMessenger/8.0.50.2701 NetType/WIFI"
+
+
+def test_in_wechat_a_signed_in_resident_likes_and_suggests_without_javascript(
+    chromium: Any, live: tuple[LiveSite, Board]
+) -> None:
+    """The page as WeChat's browser shows it once the web authorization has named the
+    person (the cookie it sets, signed here as the callback signs it): the forms, large and
+    accessible, working with JavaScript off."""
+    from axe_playwright_python.async_playwright import Axe
+
+    site, board = live
+    cookie = site.run(_cookie(site))
+
+    async def signed_in(javascript: bool) -> tuple[Any, Any]:
+        browser = await chromium.new_context(
+            viewport=PHONE, locale="zh-CN", java_script_enabled=javascript, user_agent=WECHAT_UA
+        )
+        browser.set_default_timeout(5000)
+        await browser.add_cookies([{"name": COOKIE, "value": cookie, "url": site.url("/")}])
+        page = await browser.new_page()
+        await page.goto(site.url(pages(board)["topic"]))
+        return browser, page
+
+    async def looks() -> None:
+        # Scripts on for measuring (Playwright's evaluate needs them), not for the page.
+        browser, page = await signed_in(True)
+        assert "已通过微信确认身份" in await page.inner_text("main")
+        size = await page.get_by_role("button", name="点赞").evaluate(
+            "b => parseFloat(getComputedStyle(b).fontSize)"
+        )
+        assert size >= MIN_FONT_PX
+        assert await page.evaluate(SMALL_TEXT) == []
+        result = await Axe().run(page, options=WCAG_AA)
+        assert [v["id"] for v in result.response["violations"]] == []
+        await screenshot(page, "pages-topic-wechat-phone")
+        await browser.close()
+
+    async def acts() -> None:
+        browser, page = await signed_in(False)
+        await page.get_by_role("button", name="点赞").click()
+        await page.wait_for_url("**/t/*")
+        assert "点赞 3" in await page.inner_text(".counts")
+        assert await page.get_by_role("button", name="取消点赞").count() == 1
+        await page.get_by_label("提建议").fill("在村口再装一盏灯")
+        await page.get_by_role("button", name="提交建议").click()
+        await page.wait_for_url("**said=ok*")
+        assert "您的建议已发布" in await page.inner_text("main")
+        assert "在村口再装一盏灯" in await page.inner_text(".suggestions")
+        await browser.close()
+
+    site.run(looks())
+    site.run(acts())
+
+
+async def _cookie(site: LiveSite) -> str:
+    """A session cookie for a new WeChat person, signed by the app's own signer."""
+    from storage.db import transaction
+    from workflow.webauth import person_for_openid
+
+    openid = "oNeighbourBrowser000000000001"
+    async with transaction(site.services.sessions) as session:
+        person = await person_for_openid(session, openid, site.clock.now())
+    app_sessions = site.runner.app[SESSIONS]
+    return app_sessions.issue(person, openid, site.clock.now())
