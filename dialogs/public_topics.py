@@ -123,6 +123,8 @@ async def view(conv: Conversation, topic: Topic, note: str = "") -> None:
         window = window or say("public", "open")
     else:
         window = say("public", "closed")
+    if held := await pt.held_of(conv.session, _person(conv), topic_id):
+        window += "\n" + say("public", "own_held", count=held)
     text = say(
         "public",
         "view",

@@ -181,7 +181,11 @@ async def test_a_held_suggestion_goes_to_the_convener_who_restores_it(
     await li.send("button", payload=f"sg:{topic.id}")
     await li.send(text="这里有违禁词")
     assert "待审核" in li.text()
-    assert "建议 0" not in li.text()
+    await li.press("返回议题")
+    assert "建议 0" in li.text() and "您有 1 条建议待审核" in li.text()
+    other = Person(services, "zhang")
+    await other.send("button", payload=f"pt:{topic.id}")
+    assert "待审核" not in other.text() and "看建议" not in other.labels()
     (notice,) = await _outbox(services, "suggestion.held_notice")
     assert notice.address == "V1:convener" and "违禁词" in notice.body["text"]
     decide = notice.body["buttons"][0][1]

@@ -441,6 +441,19 @@ async def visible_suggestions(
     return list(found.all())
 
 
+async def held_of(session: AsyncSession, person_id: int, topic_id: int) -> int:
+    """How many of ``person_id``'s suggestions on the topic wait for the convener (their
+    author sees them as awaiting review; nobody else sees them at all)."""
+    found = await session.exec(
+        select(func.count()).where(
+            col(Suggestion.topic_id) == topic_id,
+            col(Suggestion.person_id) == person_id,
+            col(Suggestion.status) == Status.HELD,
+        )
+    )
+    return found.one()
+
+
 async def awaiting_moderation(
     session: AsyncSession, room_ids: Sequence[int], *, limit: int = 20
 ) -> list[Suggestion]:
