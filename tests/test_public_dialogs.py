@@ -254,3 +254,18 @@ async def test_three_reports_hide_and_the_convener_decides(
     assert (
         world.person("V1", Role.CONVENER) == (await _rows(services, Suggestion))[0].moderated_by_id
     )
+
+
+async def test_a_topics_view_links_its_page_and_says_the_closing_day(
+    services: Services, world: World
+) -> None:
+    topic = await world.open("V1")
+    topic = await world.walk(topic, ["screen_accept", "approve"])
+    await world.apply(
+        topic, "publish", world.person("V1", "convener"), suggestions_close="2026-03-09"
+    )
+    li = Person(services, "li")
+    await li.send("start", payload=f"p_{topic.number}")
+    assert "征集建议至 3月9日24时，欢迎点“提建议”。" in li.text()
+    page = f"http://127.0.0.1:8080/t/{topic.number}"
+    assert f"详情（照片、进展、全部建议）：{page}" in li.text()

@@ -207,7 +207,7 @@ async def suggest(
         if topic.state == State.PUBLICIZED:
             closes = suggestions_close_at(topic)
             assert closes is not None
-            raise WrongState("suggestions_closed", when=_when(closes))
+            raise WrongState("suggestions_closed", when=when(closes))
         _require_public(topic, "suggest")
         raise WrongState("suggestions_over", state=label("states", topic.state))
     clean = clean_suggestion(body)
@@ -362,7 +362,9 @@ async def moderate(
     return fresh
 
 
-def _when(moment: datetime) -> str:
+def when(moment: datetime) -> str:
+    """A closing moment as the chat and the refusals say it ("3月9日 18:00", or "3月9日24时"
+    for the end of a day)."""
     local = moment.astimezone(CHINA)
     if local.time() == time():  # the end of the day before, as notices say it: "13日24时"
         day = local.date() - timedelta(days=1)
