@@ -240,6 +240,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_messages=dialogs.flood_messages,
                 flood_seconds=dialogs.flood_seconds,
                 sensitive_words=tuple(config.sensitive_words()),
+                public_base_url=config.server.public_base_url,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

@@ -89,6 +89,8 @@ class Conversation:
     replies: list[Reply] = field(default_factory=list)
     #: The sensitive-word list (config [moderation]), for suggestions.
     words: Sequence[str] = ()
+    #: Where the public pages are (config server.public_base_url); "" in tools without one.
+    public_base_url: str = ""
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 

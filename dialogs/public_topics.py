@@ -10,8 +10,6 @@ any message (``commands``), the rest from any message but a modal question's.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Handlers, on
 from dialogs.types import Button
@@ -20,7 +18,7 @@ from storage.participation import Suggestion
 from workflow import participation as pt
 from workflow.clock import CHINA
 from workflow.errors import WorkflowError
-from workflow.lifecycle import Role
+from workflow.lifecycle import Role, public_url
 from workflow.payloads import (
     FOLLOW_ROOM,
     FOLLOW_TOPIC,
@@ -119,10 +117,12 @@ async def view(conv: Conversation, topic: Topic, note: str = "") -> None:
     mine = await pt.stance(conv.session, _person(conv), topic_id)
     closes = pt.suggestions_close_at(topic)
     if pt.suggestions_open(topic, conv.now):
-        window = say("public", "open_until", when=_when(closes)) if closes else ""
+        window = say("public", "open_until", when=pt.when(closes)) if closes else ""
         window = window or say("public", "open")
     else:
         window = say("public", "closed")
+    if held := await pt.held_of(conv.session, _person(conv), topic_id):
+        window += "\n" + say("public", "own_held", count=held)
     text = say(
         "public",
         "view",
@@ -136,6 +136,10 @@ async def view(conv: Conversation, topic: Topic, note: str = "") -> None:
         suggestions=counts.suggestions,
         window=window,
     )
+    if conv.public_base_url:  # the page: photos, the timeline, every suggestion
+        text += "\n" + say(
+            "public", "page", url=public_url(conv.public_base_url, topic.number, topic.state)
+        )
     buttons = []
     if pt.suggestions_open(topic, conv.now):
         buttons.append(public_button("suggest", SUGGEST.build(topic_id)))
@@ -152,11 +156,6 @@ async def view(conv: Conversation, topic: Topic, note: str = "") -> None:
         buttons.append(public_button("suggestions", SUGGESTIONS.build(Pair(topic_id, 1))))
     buttons.append(public_button("list", PUBLIC_LIST.build(Pair(topic.room_id, 1))))
     conv.reply(f"{note}\n\n{text}" if note else text, *buttons)
-
-
-def _when(moment: datetime) -> str:
-    local = moment.astimezone(CHINA)
-    return say("public", "when", month=local.month, day=local.day, time=f"{local:%H:%M}")
 
 
 async def open_topic(conv: Conversation, topic_id: int) -> None:

@@ -111,6 +111,8 @@ class DialogSettings:
     flood_seconds: float = 10.0
     #: The sensitive-word list (config [moderation]): suggestions containing one are held.
     sensitive_words: tuple[str, ...] = ()
+    #: Where the public pages are, for links to them (config server.public_base_url).
+    public_base_url: str = ""
 
 
 class Dialogs:
@@ -202,6 +204,7 @@ class Dialogs:
                     now,
                     self.tell,
                     words=self.settings.sensitive_words,
+                    public_base_url=self.settings.public_base_url,
                 )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:

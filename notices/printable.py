@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import qrcode
 import qrcode.constants
@@ -35,7 +36,7 @@ RESULT_STATES = frozenset({State.RESULTS_PUBLISHED, State.IMPLEMENTED})
 #: A4 at 200 dpi, as the posters.
 PAGE = (1654, 2339)
 #: What one page holds of a long text; the QR code leads to the whole of it.
-LONG_TEXT = 700
+LONG_TEXT = 350
 RED, INK, GREY, WHITE = (200, 16, 46), (34, 34, 34), (90, 90, 90), (255, 255, 255)
 
 
@@ -75,13 +76,11 @@ def _day(moment: datetime | date | str | None) -> str:
     return SAY.text("notice", "day", year=moment.year, month=moment.month, day=moment.day)
 
 
-def _short(text: str) -> str:
+def _short(text: str, limit: int = LONG_TEXT) -> str:
     text = text.strip()
-    return (
-        text
-        if len(text) <= LONG_TEXT
-        else text[: LONG_TEXT - 1] + "…" + SAY.text("notice", "more_online")
-    )
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…" + SAY.text("notice", "more_online")
 
 
 async def notice_for(session: AsyncSession, topic: Topic, kind: str, base_url: str) -> Notice:
@@ -113,8 +112,9 @@ async def notice_for(session: AsyncSession, topic: Topic, kind: str, base_url: s
             (label["due"], _day(outcome.get("due"))),
         ]
         sections = [
-            (label["consensus"], _short(str(meeting.get("consensus", "")))),
-            (label["measures"], _short(str(outcome.get("measures", "")))),
+            # Two texts share the page.
+            (label["consensus"], _short(str(meeting.get("consensus", "")), LONG_TEXT // 2)),
+            (label["measures"], _short(str(outcome.get("measures", "")), LONG_TEXT // 2)),
         ]
         footer = label["scan_results"]
     sections.append(("", footer))
@@ -249,14 +249,8 @@ def truetype_subset(font: Path, index: int, text: str) -> bytes:
 
 
 def render_pdf(notice: Notice, font: Path, index: int = 0) -> bytes:
-    """The notice as an A4 PDF whose text is text (the glyphs it uses embedded)."""
-    from fpdf import FPDF  # see truetype_subset
-
-    pdf = FPDF(format="A4")
-    pdf.set_margins(15, 15)
-    pdf.set_auto_page_break(auto=True, margin=15)
-    pdf.set_title(f"{notice.heading} {notice.number}")
-    pdf.add_page()
+    """The notice as an A4 PDF whose text is text (the glyphs it uses embedded), on one
+    page: a long one is set in smaller type, down to 10 pt, rather than run onto a second."""
     every = "".join(
         [notice.heading, notice.title, notice.url, "：…"]
         + [k + v for k, v in notice.facts]
@@ -265,7 +259,28 @@ def render_pdf(notice: Notice, font: Path, index: int = 0) -> bytes:
     with tempfile.TemporaryDirectory() as folder:  # fpdf2 reads fonts from files only
         subset = Path(folder) / "notice.ttf"
         subset.write_bytes(truetype_subset(font, index, every))
-        pdf.add_font("cjk", fname=subset)
+        for body in (14, 12, 11, 10):
+            pdf = _pdf_page(notice, subset, body)
+            if pdf.page_no() == 1:
+                break
+        return bytes(pdf.output())
+
+
+def _pdf_page(notice: Notice, subset: Path, body: int) -> Any:
+    from fpdf import FPDF  # see truetype_subset
+    from fpdf.enums import WrapMode
+
+    pdf = FPDF(format="A4")
+    pdf.set_margins(15, 15)
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.set_title(f"{notice.heading} {notice.number}")
+    pdf.add_page()
+    pdf.add_font("cjk", fname=subset)
+
+    def lines(text: str, size: int, height: float) -> None:
+        pdf.set_font("cjk", size=size)
+        pdf.multi_cell(180, height, text, new_x="LMARGIN", new_y="NEXT", wrapmode=WrapMode.CHAR)
+
     pdf.set_fill_color(*RED)
     pdf.rect(0, 0, 210, 32, style="F")
     pdf.set_text_color(*WHITE)
@@ -274,27 +289,22 @@ def render_pdf(notice: Notice, font: Path, index: int = 0) -> bytes:
     pdf.cell(210, 14, notice.heading, align="C")
     pdf.set_text_color(*INK)
     pdf.set_xy(15, 40)
-    pdf.set_font("cjk", size=22)
-    pdf.multi_cell(180, 11, notice.title, new_x="LMARGIN", new_y="NEXT")
+    lines(notice.title, 22, 11)
     pdf.ln(3)
-    pdf.set_font("cjk", size=16)
     for key, value in notice.facts:
-        pdf.multi_cell(180, 9, f"{key}：{value}", new_x="LMARGIN", new_y="NEXT")
+        lines(f"{key}：{value}", body + 2, body * 0.64)
     for heading, text in notice.sections:
         pdf.ln(3)
         if heading:
             pdf.set_text_color(*RED)
-            pdf.multi_cell(180, 9, heading, new_x="LMARGIN", new_y="NEXT")
+            lines(heading, body + 2, body * 0.64)
             pdf.set_text_color(*INK)
-        pdf.set_font("cjk", size=14)
-        pdf.multi_cell(180, 8, text, new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("cjk", size=16)
-    code = _qr(notice.url, 600).convert("RGB")
-    if pdf.get_y() > 297 - 15 - 75:
+        lines(text, body, body * 0.57)
+    if pdf.get_y() > 297 - 15 - 75:  # no room for the QR code: a second page (or smaller type)
         pdf.add_page()
-    pdf.image(code, x=(210 - 60) / 2, y=297 - 15 - 72, w=60, h=60)
+    pdf.image(_qr(notice.url, 600).convert("RGB"), x=(210 - 60) / 2, y=297 - 15 - 72, w=60, h=60)
     pdf.set_xy(15, 297 - 15 - 10)
     pdf.set_font("cjk", size=10)
     pdf.set_text_color(*GREY)
     pdf.cell(180, 6, notice.url, align="C")
-    return bytes(pdf.output())
+    return pdf

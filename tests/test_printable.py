@@ -140,3 +140,21 @@ async def test_the_notice_is_served_for_printing_from_the_topic_page(
     finally:
         await client.close()
         await services.close()
+
+
+async def test_a_long_background_is_cut_to_one_page_that_points_to_the_whole(
+    world: World, config: Path, tmp_path: Path
+) -> None:
+    long = "每逢下雨，小区主干道和3号楼前积水没过脚踝，老人孩子出行困难，多次反映未解决。" * 40
+    topic = await world.open("V1", title="积水" * 20, background=long)
+    topic = await world.walk(topic, ROUTES[State.APPROVED])
+    await world.apply(topic, "publish", world.person("V1", "convener"))
+    args = ["--config", str(config), "notice", topic.number, "--out", str(tmp_path)]
+    assert await run(args, env={}) == 0
+    data = (tmp_path / f"{topic.number}-topic.pdf").read_bytes()
+    assert len(PdfReader(io.BytesIO(data)).pages) == 1  # for the notice board: one sheet
+    text = pdf_text(data)
+    assert long[:100] in text and long not in text
+    assert "…（全文请扫码查看）" in text
+    png = Image.open(tmp_path / f"{topic.number}-topic.png")
+    assert decode(png) == {f"{BASE}/t/{topic.number}"}  # nothing drawn over the code

@@ -181,7 +181,11 @@ async def test_a_held_suggestion_goes_to_the_convener_who_restores_it(
     await li.send("button", payload=f"sg:{topic.id}")
     await li.send(text="这里有违禁词")
     assert "待审核" in li.text()
-    assert "建议 0" not in li.text()
+    await li.press("返回议题")
+    assert "建议 0" in li.text() and "您有 1 条建议待审核" in li.text()
+    other = Person(services, "zhang")
+    await other.send("button", payload=f"pt:{topic.id}")
+    assert "待审核" not in other.text() and "看建议" not in other.labels()
     (notice,) = await _outbox(services, "suggestion.held_notice")
     assert notice.address == "V1:convener" and "违禁词" in notice.body["text"]
     decide = notice.body["buttons"][0][1]
@@ -250,3 +254,18 @@ async def test_three_reports_hide_and_the_convener_decides(
     assert (
         world.person("V1", Role.CONVENER) == (await _rows(services, Suggestion))[0].moderated_by_id
     )
+
+
+async def test_a_topics_view_links_its_page_and_says_the_closing_day(
+    services: Services, world: World
+) -> None:
+    topic = await world.open("V1")
+    topic = await world.walk(topic, ["screen_accept", "approve"])
+    await world.apply(
+        topic, "publish", world.person("V1", "convener"), suggestions_close="2026-03-09"
+    )
+    li = Person(services, "li")
+    await li.send("start", payload=f"p_{topic.number}")
+    assert "征集建议至 3月9日24时，欢迎点“提建议”。" in li.text()
+    page = f"http://127.0.0.1:8080/t/{topic.number}"
+    assert f"详情（照片、进展、全部建议）：{page}" in li.text()

@@ -207,7 +207,7 @@ async def suggest(
         if topic.state == State.PUBLICIZED:
             closes = suggestions_close_at(topic)
             assert closes is not None
-            raise WrongState("suggestions_closed", when=_when(closes))
+            raise WrongState("suggestions_closed", when=when(closes))
         _require_public(topic, "suggest")
         raise WrongState("suggestions_over", state=label("states", topic.state))
     clean = clean_suggestion(body)
@@ -362,7 +362,9 @@ async def moderate(
     return fresh
 
 
-def _when(moment: datetime) -> str:
+def when(moment: datetime) -> str:
+    """A closing moment as the chat and the refusals say it ("3月9日 18:00", or "3月9日24时"
+    for the end of a day)."""
     local = moment.astimezone(CHINA)
     if local.time() == time():  # the end of the day before, as notices say it: "13日24时"
         day = local.date() - timedelta(days=1)
@@ -439,6 +441,19 @@ async def visible_suggestions(
         .limit(limit)
     )
     return list(found.all())
+
+
+async def held_of(session: AsyncSession, person_id: int, topic_id: int) -> int:
+    """How many of ``person_id``'s suggestions on the topic wait for the convener (their
+    author sees them as awaiting review; nobody else sees them at all)."""
+    found = await session.exec(
+        select(func.count()).where(
+            col(Suggestion.topic_id) == topic_id,
+            col(Suggestion.person_id) == person_id,
+            col(Suggestion.status) == Status.HELD,
+        )
+    )
+    return found.one()
 
 
 async def awaiting_moderation(
