@@ -133,6 +133,33 @@ REVIEW_ROOM = Ref("review_room", "r:", _text)
 #: 委员荐题: a member chosen (or no longer chosen) as co-signer, by person id.
 COSIGNER = Ref("cosigner", "j:", _number)
 
+
+@dataclass(frozen=True)
+class FollowChoice:
+    """关注 / 取消关注 of one topic or room: ``ft:<topic_id>:1`` follows, ``…:0`` unfollows
+    (every push carries the latter). ``on`` is None when the flag is garbled."""
+
+    subject_id: int
+    on: bool | None
+
+
+def _follow(text: str) -> FollowChoice | None:
+    subject, _, flag = text.partition(":")
+    if not subject.isdecimal():
+        return None
+    return FollowChoice(int(subject), {"1": True, "0": False}.get(flag))
+
+
+def _follow_encode(choice: FollowChoice) -> str:
+    return f"{choice.subject_id}:{1 if choice.on else 0}"
+
+
+# Local definitions until the participation work lands on main (it adds these kinds and
+# their handlers); the payload strings are the agreed ones, so the buttons sent stay valid.
+#: Follow or unfollow a topic, a room (the pushes' unfollow button, the room digest's).
+FOLLOW_TOPIC = Ref("follow_topic", "ft:", _follow, _follow_encode)
+FOLLOW_ROOM = Ref("follow_room", "fr:", _follow, _follow_encode)
+
 #: Start payloads (a Telegram ``/start`` parameter, a WeChat scene string).
 #: A room's code (its QR code and link, bot/qr.py).
 START_ROOM = Ref("start_room", "r_", lambda code: code or None)
@@ -188,6 +215,8 @@ BUTTONS = Registry(
         REVIEW_CHOICE,
         REVIEW_ROOM,
         COSIGNER,
+        FOLLOW_TOPIC,
+        FOLLOW_ROOM,
     ],
 )
 STARTS = Registry([], [START_ROOM, START_INVITE, START_PLAIN])

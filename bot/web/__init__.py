@@ -66,6 +66,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
         app.cleanup_ctx.append(_outbox_loop)
         app.cleanup_ctx.append(_inbox_loop)
         app.cleanup_ctx.append(_media_loop)
+        app.cleanup_ctx.append(_push_loop)
         app.cleanup_ctx.append(_reminder_sweeps)
     return app
 
@@ -108,3 +109,5 @@ def _poll_seconds(services: Services) -> float:
 _outbox_loop = _loop(lambda s, stop: s.dispatcher().run_forever(stop, _poll_seconds(s)))
 _inbox_loop = _loop(lambda s, stop: s.inbox().run_forever(stop, _poll_seconds(s)))
 _media_loop = _loop(lambda s, stop: s.media_downloader().run_forever(stop))
+#: Recorded pushes expanded into outbox rows, a chunk per transaction (notices/pushes.py).
+_push_loop = _loop(lambda s, stop: s.push_expander().run_forever(stop, _poll_seconds(s)))

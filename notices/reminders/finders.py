@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,9 +12,11 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.audiences import room_followers
 from notices.reminders.kinds import (
     Due,
     Finder,
+    Listed,
     Reminder,
     Repeat,
     Responsible,
@@ -23,12 +25,13 @@ from notices.reminders.kinds import (
     Supervisors,
     Sweep,
 )
-from storage.models import JointRecommendation, Room, TopicEvent
+from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
+from storage.participation import Follow
 from workflow import joint
 from workflow.clock import CHINA
 from workflow.lifecycle import Role
 from workflow.overdue import OverdueStep, overdue_steps
-from workflow.payloads import CARD, TOPIC
+from workflow.payloads import CARD, FOLLOW_ROOM, TOPIC, FollowChoice
 from workflow.texts import Catalogue, label
 
 TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
@@ -174,6 +177,93 @@ async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> l
     ]
 
 
+#: What a room's followers hear of in their daily digest (as ``[digest]`` says it).
+DIGESTED = ("publish", "publish_results", "record_progress")
+
+
+async def room_digests(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """One digest per followed room and day: its topics publicized, results published and
+    progress recorded since the day of the room's last digest (or since yesterday), up to
+    today's midnight, China time. The occurrence is today: however many sweeps (and
+    processes) run today, each follower gets it once; a follower who joins later in the
+    day gets the same digest; nothing of a quiet day is lost, the next digest has it."""
+    followed = (
+        await session.exec(
+            select(Follow.room_id)
+            .where(col(Follow.room_id).is_not(None), col(Follow.ended_at).is_(None))
+            .distinct()
+        )
+    ).all()
+    followers = await room_followers(session, [r for r in followed if r is not None])
+    if not followers:
+        return []
+    last = dict(
+        (
+            await session.exec(
+                select(ReminderSent.room_id, func.max(ReminderSent.sent_on))
+                .where(ReminderSent.kind == "room.digest")
+                .group_by(col(ReminderSent.room_id))
+            )
+        ).all()
+    )
+    today = datetime.combine(sweep.today, datetime.min.time(), tzinfo=CHINA)
+    yesterday = today - timedelta(days=1)
+    starts = {
+        room: (
+            datetime.combine(last[room], datetime.min.time(), tzinfo=CHINA)
+            if last.get(room)
+            else yesterday
+        )
+        for room in followers
+    }
+    rows = await session.exec(
+        select(TopicEvent.room_id, TopicEvent.action, TopicEvent.at, Topic.number, Topic.title)
+        .join(Topic, col(Topic.id) == TopicEvent.topic_id)
+        .where(
+            col(TopicEvent.action).in_(DIGESTED),
+            col(TopicEvent.room_id).in_(sorted(followers)),
+            col(TopicEvent.at) >= min(starts.values()),
+            col(TopicEvent.at) < today,
+        )
+        .order_by(col(TopicEvent.at), col(TopicEvent.id))
+    )
+    items: dict[int, list[dict[str, str]]] = {}
+    for room_id, action, at, number, title in rows:
+        if at >= starts[room_id]:
+            items.setdefault(room_id, []).append(
+                {
+                    "number": number,
+                    "title": title,
+                    "what": TEXTS.text("digest", action),
+                    "url": sweep.topic_url(number, "publicized"),
+                }
+            )
+    return [
+        Due(
+            subject=f"room:{room_id}",
+            occurrence=sweep.today.isoformat(),
+            room_id=room_id,
+            context={
+                "room": sweep.tree[room_id].name,
+                "items": found,
+                "count": len(found),
+            },
+            people=tuple(followers[room_id]),
+        )
+        for room_id, found in sorted(items.items())
+    ]
+
+
+def unfollow_room(due: Due) -> list[tuple[str, str]]:
+    """The digest's unfollow button (``fr:<room_id>:0``)."""
+    return [
+        (
+            TEXTS.label("buttons", "unfollow_room"),
+            FOLLOW_ROOM.build(FollowChoice(due.room_id, False)),
+        )
+    ]
+
+
 # -- the registry -------------------------------------------------------------------------
 
 REMINDERS: tuple[Reminder, ...] = (
@@ -188,4 +278,7 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
     # A joint recommendation nobody finished answering: its member hears that it lapsed.
     Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
+    # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
+    # topic's own audience at once).
+    Reminder("room.digest", room_digests, Listed(), buttons=unfollow_room),
 )

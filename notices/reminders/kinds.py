@@ -52,6 +52,8 @@ class Due:
     state: str | None = None
     #: Values for the template (a digest's template gets them as ``items``).
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: Whom it is for, when the finder knows (audience ``Listed``: a room's followers).
+    people: tuple[int, ...] = ()
 
 
 @dataclass
@@ -130,3 +132,11 @@ class Supervisors:
 
     def people(self, sweep: Sweep, due: Due) -> list[int]:
         return sweep.grants.supervisors(sweep.tree, due.room_id)[1]
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The people the finder named with the item (``Due.people``)."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return list(due.people)
