@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from notices.message import OutboundMessage
@@ -156,3 +156,140 @@ async def test_everyone_concerned_is_told_once_and_the_submitter_in_a_text_of_th
     async with world.sessions() as session:
         job = (await session.exec(select(PushJob))).one()
     assert job.done_at is not None and job.expanded == 3
+
+
+class Crash(Exception):
+    """The process dies at this commit: the transaction never commits."""
+
+
+def crashing(sessions: SessionFactory, at_commit: int) -> SessionFactory:
+    """``sessions`` whose ``at_commit``-th commit fails, after its statements ran."""
+    commits = 0
+
+    def before_commit(_session: object) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == at_commit:
+            raise Crash()
+
+    def factory() -> object:
+        session = sessions()
+        event.listen(session.sync_session, "before_commit", before_commit)
+        return session
+
+    return factory  # type: ignore[return-value]
+
+
+async def published_to(world: World, count: int) -> tuple[Topic, list[int]]:
+    topic = await world.at(State.APPROVED)
+    people = await residents(world, count)
+    async with transaction(world.sessions) as session:
+        for n, person in enumerate(people):
+            session.add(Follow(person_id=person, topic_id=topic.id, created_at=world.clock.now()))
+            if n % 3 == 0:  # some of them like it too: still one message each
+                now = world.clock.now()
+                session.add(
+                    Like(person_id=person, topic_id=topic.id, created_at=now, updated_at=now)
+                )
+    await world.walk(topic, ["publish"])
+    return topic, people
+
+
+async def test_a_crash_in_the_middle_of_a_push_neither_repeats_nor_loses_a_message(
+    world: World,
+) -> None:
+    topic, people = await published_to(world, 23)
+    dying = PushExpander(crashing(world.sessions, at_commit=3), world.clock, chunk=5)
+    with pytest.raises(Crash):
+        await dying.run_once()
+    # Two chunks committed, the third rolled back with the process.
+    assert len(await rows(world.sessions, "push.")) == 10
+    await PushExpander(world.sessions, world.clock, chunk=5).run_once()
+    pushed = await rows(world.sessions, "push.")
+    assert Counter(r.person_id for r in pushed) == Counter(people)
+
+    # The job read again from the start (a cursor lost, a second worker): nothing new.
+    async with transaction(world.sessions) as session:
+        job = (await session.exec(select(PushJob))).one()
+        job.cursor, job.done_at = 0, None
+        session.add(job)
+    await PushExpander(world.sessions, world.clock, chunk=5).run_once()
+    again = await rows(world.sessions, "push.")
+    assert [r.id for r in again] == [r.id for r in pushed]
+
+
+async def test_two_expanders_at_once_write_each_message_once(world: World) -> None:
+    _, people = await published_to(world, 40)
+    first = PushExpander(world.sessions, world.clock, chunk=4)
+    second = PushExpander(world.sessions, world.clock, chunk=4)
+    await asyncio.gather(first.run_once(), second.run_once())
+    pushed = await rows(world.sessions, "push.")
+    assert Counter(r.person_id for r in pushed) == Counter(people)
+
+
+async def test_a_closed_poll_is_told_to_its_voters_once(world: World) -> None:
+    topic = await world.at(State.APPROVED)
+    voters = await residents(world, 3)
+    async with transaction(world.sessions) as session:
+        poll = Poll(
+            room_id=world.rooms["V1"],
+            title="先议哪件事",
+            created_at=world.clock.now(),
+            closes_at=world.clock.now(),
+        )
+        session.add(poll)
+        await session.flush()
+        option = PollOption(poll_id=poll.id, topic_id=topic.id)
+        session.add(option)
+        await session.flush()
+        for voter in voters:
+            session.add(
+                PollVote(poll_id=poll.id, person_id=voter, option_id=option.id, at=world.clock.now())
+            )
+        assert poll.id is not None
+        poll_id = poll.id
+    for _ in range(2):  # the closing replayed: one push
+        async with transaction(world.sessions) as session:
+            await push_poll_closed(session, poll_id, "投票结果：公厕 3 票", world.clock.now())
+    await PushExpander(world.sessions, world.clock).run_once()
+    pushed = await rows(world.sessions, "push.poll")
+    assert sorted(r.person_id for r in pushed) == voters
+    assert {OutboundMessage.from_json(r.body).text for r in pushed} == {"投票结果：公厕 3 票"}
+
+
+async def test_room_followers_get_one_digest_a_day_with_an_unfollow_button(
+    world: World, sessions: SessionFactory, clock: FixedClock
+) -> None:
+    fans = await residents(world, 2)
+    for fan in fans:
+        await follow(world, fan, room="V1")
+    other_fan = (await residents(world, 1))[0]
+    await follow(world, other_fan, room="V3")  # nothing happened there
+    first = await world.at(State.PUBLICIZED)
+    second = await world.at(State.RESULTS_PUBLISHED)
+
+    def sweeper() -> Sweeper:
+        return Sweeper(sessions, clock, CALENDAR, public_base_url="https://mashangyi.test")
+
+    # The same day: nothing yet (today's events go into tomorrow's digest).
+    await sweeper().run_once()
+    assert await rows(sessions, "reminder.room.digest") == []
+    clock.advance(timedelta(days=1))  # Tuesday 10:00
+    for _ in range(2):  # two sweeps (or two processes): one digest each
+        await asyncio.gather(sweeper().run_once(), sweeper().run_once())
+    digests = await rows(sessions, "reminder.room.digest")
+    assert sorted(r.person_id for r in digests) == fans
+    message = OutboundMessage.from_json(digests[0].body)
+    assert first.number in message.text and second.number in message.text
+    assert "协商结果已公示" in message.text
+    assert [b.payload for b in message.buttons] == [
+        FOLLOW_ROOM.build(FollowChoice(world.rooms["V1"], False))
+    ]
+    clock.advance(timedelta(days=1))  # Wednesday: nothing new happened, nothing sent
+    await sweeper().run_once()
+    assert len(await rows(sessions, "reminder.room.digest")) == 2
+    assert now_china(clock).weekday() == 2
+
+
+def now_china(clock: FixedClock) -> object:
+    return clock.now().astimezone(CHINA)
