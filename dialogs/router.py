@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from dialogs import home, invites, joint, my_topics, review, submit_topic
+from dialogs import follows, home, invites, joint, my_topics, review, submit_topic
 from dialogs.conversation import HOME, Conversation, ReplyLater, Tell, WriteReplies, say
 from dialogs.handlers import Handlers, Routes
 from dialogs.inbox import Receipt, keep_in_queue, read_receipt
@@ -56,6 +56,7 @@ HANDLERS: tuple[Handlers, ...] = (
     submit_topic.HANDLERS,
     review.HANDLERS,
     joint.HANDLERS,
+    follows.HANDLERS,
 )
 
 

@@ -67,8 +67,8 @@ async def next_people(
         query = query.where(people.c.person_id.not_in(sorted(exclude)))
     if audience == "topic":
         opted_out = exists().where(
-            Follow.person_id == people.c.person_id,
-            Follow.topic_id == subject_id,
+            col(Follow.person_id) == people.c.person_id,
+            col(Follow.topic_id) == subject_id,
             col(Follow.ended_at).is_not(None),
         )
         query = query.where(~opted_out)

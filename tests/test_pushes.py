@@ -198,7 +198,7 @@ async def published_to(world: World, count: int) -> tuple[Topic, list[int]]:
 async def test_a_crash_in_the_middle_of_a_push_neither_repeats_nor_loses_a_message(
     world: World,
 ) -> None:
-    topic, people = await published_to(world, 23)
+    _, people = await published_to(world, 23)
     dying = PushExpander(crashing(world.sessions, at_commit=3), world.clock, chunk=5)
     with pytest.raises(Crash):
         await dying.run_once()
@@ -244,7 +244,9 @@ async def test_a_closed_poll_is_told_to_its_voters_once(world: World) -> None:
         await session.flush()
         for voter in voters:
             session.add(
-                PollVote(poll_id=poll.id, person_id=voter, option_id=option.id, at=world.clock.now())
+                PollVote(
+                    poll_id=poll.id, person_id=voter, option_id=option.id, at=world.clock.now()
+                )
             )
         assert poll.id is not None
         poll_id = poll.id

@@ -20,6 +20,8 @@ from workflow.payloads import (
     BUTTONS,
     CARD,
     COSIGNER,
+    FOLLOW_ROOM,
+    FOLLOW_TOPIC,
     JOINT,
     REVIEW,
     REVIEW_CHOICE,
@@ -33,6 +35,7 @@ from workflow.payloads import (
     TOPIC,
     WITHDRAW,
     WITHDRAW_YES,
+    FollowChoice,
     JointAnswer,
     Payload,
     Ref,
@@ -57,6 +60,8 @@ SENT: list[tuple[str, Any, Any]] = [
     ("v:0", REVIEW_CHOICE, 0),
     ("r:S1", REVIEW_ROOM, "S1"),
     ("j:42", COSIGNER, 42),
+    ("ft:12:0", FOLLOW_TOPIC, FollowChoice(12, False)),
+    ("fr:3:1", FOLLOW_ROOM, FollowChoice(3, True)),
 ]
 STARTED: list[tuple[str, Any, Any]] = [
     ("r_V1", START_ROOM, "V1"),

@@ -98,12 +98,16 @@ async def send_reply(
     ``paid``: as paid broadcast (``allow_paid_broadcast``)."""
     pieces = split_text(reply.text, TEXT_LIMIT, utf16_units)
     sent = None
-    extra = {"allow_paid_broadcast": True} if paid else {}
     for number, piece in enumerate(pieces, 1):
         markup = keyboard(reply.buttons) if number == len(pieces) else None
         if before is not None:
             await before()
-        sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup, **extra)
+        if paid:
+            sent = await bot.send_message(
+                chat_id=chat_id, text=piece, reply_markup=markup, allow_paid_broadcast=True
+            )
+        else:
+            sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
     return sent
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
-from bot.web import review_page, topic_page
+from bot.web import review_page, topic_page, unfollow
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
 
@@ -59,6 +59,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
+    unfollow.setup(app, services)  # /unfollow/…: signed unfollow links of pushes
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if services.config.telegram.bot_token.get_secret_value():
         telegram.setup(app, services)  # /telegram and the PTB Application

@@ -25,6 +25,7 @@ from notices.reminders.kinds import (
     Supervisors,
     Sweep,
 )
+from storage.db import select_columns
 from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
 from storage.participation import Follow
 from workflow import joint
@@ -217,7 +218,9 @@ async def room_digests(session: AsyncSession, sweep: Sweep) -> list[Due]:
         for room in followers
     }
     rows = await session.exec(
-        select(TopicEvent.room_id, TopicEvent.action, TopicEvent.at, Topic.number, Topic.title)
+        select_columns(
+            TopicEvent.room_id, TopicEvent.action, TopicEvent.at, Topic.number, Topic.title
+        )
         .join(Topic, col(Topic.id) == TopicEvent.topic_id)
         .where(
             col(TopicEvent.action).in_(DIGESTED),
