@@ -246,7 +246,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     # The Telegram sender remembers a sent review card between the send and its record:
     # on the results' pool, for the same reason the record is there.
     telegram_senders, telegram_fetchers = telegram_outbound(
-        config, records, clock, build_limiter(config, redis)
+        config, records, clock, build_limiter(config, redis, clock)
     )
     flood = (dialogs.flood_messages, dialogs.flood_seconds)
     return Services(

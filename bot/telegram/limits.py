@@ -16,8 +16,12 @@ messages in any window beyond the rate. A wait longer than ``max_wait`` (a pause
 ``retry_after`` (not counted as an attempt), and the dispatcher claims no more rows of the
 channel until the pause ends (``paused_for``).
 
-Time is a function (``time``, seconds) and so is ``sleep``: tests move an injected clock;
-a benchmark can scale both rates and pauses by ``speed``.
+Time is a function (``time``, seconds) and so is ``sleep``. The rate is a guard of the
+service, kept in real time (``time.monotonic`` in one process, ``time.time`` shared through
+Redis), as the flood limit is; a pause is the platform's "not before", kept on the
+injected clock (``pause_time``) as the outbox keeps every ``retry_after``: a test moving
+its clock past a pause sees sending resume. Tests may run both on their clock (``sleep``
+then moves it); a benchmark can scale rates and pauses by ``speed``.
 """
 
 from __future__ import annotations
@@ -73,9 +77,13 @@ class Limits:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Waits shorter than this are none: a clock of microseconds (a test's) could not move on.
+_EPSILON = 1e-6
 
 
 class Limiter(Protocol):
+    limits: Limits
+
     async def acquire(self, chat: str, *, paid: bool = False) -> None:
         """Wait until a message to ``chat`` may go (and count it); raise Paused when that is
         more than ``max_wait`` away."""
@@ -103,7 +111,7 @@ class _Waiting:
     async def acquire(self, chat: str, *, paid: bool = False) -> None:
         while True:
             wait = await self._reserve(chat, paid)
-            if wait <= 0:
+            if wait <= _EPSILON:
                 return
             if wait > self.limits.max_wait:
                 raise Paused(wait)
@@ -117,11 +125,13 @@ class LocalLimiter(_Waiting):
         self,
         limits: Limits | None = None,
         *,
-        time: Callable[[], float] = _time.time,
+        time: Callable[[], float] = _time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        pause_time: Callable[[], float] | None = None,
         max_chats: int = 100_000,
     ) -> None:
         self.limits, self.time, self.sleep = limits or Limits(), time, sleep
+        self.pause_time = pause_time or time
         self._global = 0.0
         self._paid = 0.0
         self._paused_until = 0.0
@@ -129,13 +139,14 @@ class LocalLimiter(_Waiting):
         self._max_chats = max_chats
 
     async def _reserve(self, chat: str, paid: bool) -> float:
+        paused = self._paused_until - self.pause_time()
+        if paused > _EPSILON:
+            return paused
         limits, now = self.limits, self.time()
-        if self._paused_until > now:
-            return self._paused_until - now
         shared = max(self._paid if paid else self._global, now)
         mine = max(self._chats.get(chat, 0.0), now)
         wait = max(shared - now - limits.burst, mine - now)
-        if wait > 0:
+        if wait > _EPSILON:
             return wait
         if paid:
             self._paid = shared + limits.paid_interval
@@ -148,24 +159,25 @@ class LocalLimiter(_Waiting):
         return 0.0
 
     async def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, self.time() + self.limits.scaled(seconds))
+        until = self.pause_time() + self.limits.scaled(seconds)
+        self._paused_until = max(self._paused_until, until)
 
     async def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self.time())
+        return max(0.0, self._paused_until - self.pause_time())
 
 
 #: One reservation. KEYS: the bot's (or paid) schedule, the chat's, the pause. ARGV: now,
-#: interval, chat interval, burst (all seconds). Returns the wait in seconds (as a string:
-#: Redis turns Lua numbers into integers), "0" when reserved.
+#: interval, chat interval, burst (all seconds), now on the pause's clock. Returns the wait
+#: in seconds (as a string: Redis turns Lua numbers into integers), "0" when reserved.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local interval, per_chat, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
-if paused > now then return tostring(paused - now) end
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0') - tonumber(ARGV[5])
+if paused > 0.000001 then return tostring(paused) end
 local shared = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local mine = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
 local wait = math.max(shared - now - burst, mine - now)
-if wait > 0 then return tostring(wait) end
+if wait > 0.000001 then return tostring(wait) end
 redis.call('SET', KEYS[1], tostring(shared + interval), 'PX', 60000)
 redis.call('SET', KEYS[2], tostring(mine + per_chat), 'PX', math.ceil(per_chat * 1000) + 60000)
 return '0'
@@ -173,9 +185,9 @@ return '0'
 
 #: KEYS: the pause. ARGV: until (seconds), ttl (ms). Only ever moves the pause later.
 _PAUSE = """
-local until = tonumber(ARGV[1])
+local later = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if until > current then redis.call('SET', KEYS[1], tostring(until), 'PX', ARGV[2]) end
+if later > current then redis.call('SET', KEYS[1], tostring(later), 'PX', ARGV[2]) end
 return 1
 """
 
@@ -191,8 +203,10 @@ class RedisLimiter(_Waiting):
         prefix: str = "mashangyi:telegram:",
         time: Callable[[], float] = _time.time,
         sleep: Sleep = asyncio.sleep,
+        pause_time: Callable[[], float] | None = None,
     ) -> None:
         self.redis, self.limits, self.time, self.sleep = redis, limits or Limits(), time, sleep
+        self.pause_time = pause_time or time
         self.prefix = prefix
         self._reserve_script = redis.register_script(_RESERVE)
         self._pause_script = redis.register_script(_PAUSE)
@@ -207,6 +221,7 @@ class RedisLimiter(_Waiting):
                 repr(limits.paid_interval if paid else limits.interval),
                 repr(limits.per_chat),
                 repr(limits.burst),
+                repr(self.pause_time()),
             ],
         )
         return float(answer)
@@ -215,9 +230,9 @@ class RedisLimiter(_Waiting):
         scaled = self.limits.scaled(seconds)
         await self._pause_script(
             keys=[f"{self.prefix}pause"],
-            args=[repr(self.time() + scaled), int(scaled * 1000) + 1000],
+            args=[repr(self.pause_time() + scaled), int(scaled * 1000) + 1000],
         )
 
     async def paused_for(self) -> float:
         value = await self.redis.get(f"{self.prefix}pause")
-        return max(0.0, float(value) - self.time()) if value is not None else 0.0
+        return max(0.0, float(value) - self.pause_time()) if value is not None else 0.0

@@ -177,10 +177,11 @@ class TelegramSender:
         except TelegramError as exc:
             failure = delivery_failure(exc)
             if isinstance(exc, RetryAfter) and limiter is not None:
-                await limiter.pause(_retry_after(exc).total_seconds())
-                # The outbox waits the limiter's time (a benchmark's is scaled).
-                paused = await limiter.paused_for()
-                failure = TemporaryFailure(failure.reason, retry_after=timedelta(seconds=paused))
+                seconds = _retry_after(exc).total_seconds()
+                await limiter.pause(seconds)
+                # The row waits as long as the limiter (a benchmark's time is scaled).
+                waited = timedelta(seconds=limiter.limits.scaled(seconds))
+                failure = TemporaryFailure(failure.reason, retry_after=waited)
             elif isinstance(exc, Forbidden):
                 await self._mark_unreachable(row.address)
             raise failure from exc
@@ -272,11 +273,18 @@ def telegram_outbound(
     return {CHANNEL: sender}, {CHANNEL: fetcher}
 
 
-def build_limiter(config: Config, redis: Redis | None) -> Limiter:
-    """The sending limits of ``[telegram]``: shared through Redis when there is one."""
+def build_limiter(config: Config, redis: Redis | None, clock: Clock) -> Limiter:
+    """The sending limits of ``[telegram]``: shared through Redis when there is one; pauses
+    on ``clock``, as the outbox's waits."""
     telegram = config.telegram
     limits = Limits(rate=telegram.messages_per_second, paid_rate=telegram.paid_messages_per_second)
-    return RedisLimiter(redis, limits) if redis is not None else LocalLimiter(limits)
+
+    def pause_time() -> float:
+        return clock.now().timestamp()
+
+    if redis is not None:
+        return RedisLimiter(redis, limits, pause_time=pause_time)
+    return LocalLimiter(limits, pause_time=pause_time)
 
 
 class Outbound(Protocol):
