@@ -69,8 +69,8 @@ async def _subject(request: web.Request) -> tuple[Services, Subject, int, int, A
     return services, subject, subject_id, person_id, found
 
 
-def _page(name: str, status: int = 200, **context: Any) -> web.Response:
-    html = PAGES.get_template(name).render(**context)
+def _page(template: str, status: int = 200, /, **context: Any) -> web.Response:
+    html = PAGES.get_template(template).render(**context)
     return web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
 
 
