@@ -155,6 +155,7 @@ class Services:
                 escalate_after_days=reminders.escalate_after_days,
             ),
             public_base_url=self.config.server.public_base_url,
+            unfollow_links=self.unfollow_links,
         )
 
     def calendar_warning(self) -> str | None:

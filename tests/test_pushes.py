@@ -24,6 +24,7 @@ from tests.world import World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.lifecycle import State
 from workflow.payloads import FOLLOW_ROOM, FOLLOW_TOPIC, FollowChoice
+from workflow.unfollow_links import UnfollowLinks
 from workflow.workdays import WorkdayCalendar
 
 CALENDAR = WorkdayCalendar.load()
@@ -271,7 +272,13 @@ async def test_room_followers_get_one_digest_a_day_with_an_unfollow_button(
     second = await world.at(State.RESULTS_PUBLISHED)
 
     def sweeper() -> Sweeper:
-        return Sweeper(sessions, clock, CALENDAR, public_base_url="https://mashangyi.test")
+        return Sweeper(
+            sessions,
+            clock,
+            CALENDAR,
+            public_base_url="https://mashangyi.test",
+            unfollow_links=UnfollowLinks(b"test-key", "https://mashangyi.test"),
+        )
 
     # The same day: nothing yet (today's events go into tomorrow's digest).
     await sweeper().run_once()
@@ -287,6 +294,10 @@ async def test_room_followers_get_one_digest_a_day_with_an_unfollow_button(
     assert [b.payload for b in message.buttons] == [
         FOLLOW_ROOM.build(FollowChoice(world.rooms["V1"], False))
     ]
+    # WeChat's template fallback cannot carry the button: the row has the signed link.
+    for row in digests:
+        link = OutboundMessage.from_json(row.body).unfollow_url
+        assert f"/unfollow/r/{world.rooms['V1']}/{row.person_id}?exp=" in link
     clock.advance(timedelta(days=1))  # Wednesday: nothing new happened, nothing sent
     await sweeper().run_once()
     assert len(await rows(sessions, "reminder.room.digest")) == 2

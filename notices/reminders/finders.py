@@ -283,5 +283,11 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
     # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
     # topic's own audience at once).
-    Reminder("room.digest", room_digests, Listed(), buttons=unfollow_room),
+    Reminder(
+        "room.digest",
+        room_digests,
+        Listed(),
+        buttons=unfollow_room,
+        unfollow=lambda due: ("room", due.room_id),
+    ),
 )

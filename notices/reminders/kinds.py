@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from workflow.follows import Subject
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import StepClock
 from workflow.overdue import responsible_roles as _responsible_roles
@@ -94,6 +95,9 @@ class Reminder:
     office_hours: bool = True
     #: Buttons under the message, as (label, payload); the dialogs check every press again.
     buttons: Callable[[Due], list[tuple[str, str]]] | None = None
+    #: What the message's unfollow link unfollows (``("room", id)``), for the WeChat
+    #: messages that cannot carry the unfollow button (the sweeper signs it per person).
+    unfollow: Callable[[Due], tuple[Subject, int]] | None = None
 
 
 # -- audiences --------------------------------------------------------------------------
