@@ -51,7 +51,7 @@ from storage.sql import insert_for
 from workflow.clock import Clock
 from workflow.engine import DomainEvent
 from workflow.lifecycle import public_url
-from workflow.payloads import FOLLOW_TOPIC, Button, FollowChoice
+from workflow.payloads import FOLLOW_TOPIC, Button, Setting
 from workflow.people import chat_addresses
 from workflow.texts import Catalogue, catalogue
 from workflow.unfollow_links import UnfollowLinks
@@ -274,7 +274,7 @@ class PushExpander:
                     buttons=(
                         Button(
                             TEXTS.label("buttons", "unfollow_topic"),
-                            FOLLOW_TOPIC.build(FollowChoice(job.subject_id, False)),
+                            FOLLOW_TOPIC.build(Setting(job.subject_id, False)),
                         ),
                     ),
                     unfollow_url=(

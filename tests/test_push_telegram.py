@@ -36,7 +36,7 @@ from tests.fakes.telegram_api import TOKEN, FakeBotAPI, RateLimits
 from tests.world import World, build_world
 from workflow.clock import FixedClock
 from workflow.lifecycle import State
-from workflow.payloads import FOLLOW_TOPIC, FollowChoice
+from workflow.payloads import FOLLOW_TOPIC, Setting
 
 SECRET = "webhook-Secret_0123456789"
 PAYLOADS = Path(__file__).parent / "payloads" / "telegram"
@@ -194,7 +194,7 @@ async def test_each_follower_gets_the_push_once_and_its_button_unfollows(
     await deliver(services)
     pushed = [p for p in fake.requests("sendMessage") if p["chat_id"] in chats]
     assert sorted(p["chat_id"] for p in pushed) == chats
-    unfollow = FOLLOW_TOPIC.build(FollowChoice(topic.id, False))
+    unfollow = FOLLOW_TOPIC.build(Setting(topic.id, False))
     for p in pushed:
         assert "协商结果已在“码上查情”公示" in p["text"]
         assert p["reply_markup"]["inline_keyboard"] == [
@@ -204,8 +204,8 @@ async def test_each_follower_gets_the_push_once_and_its_button_unfollows(
 
     await post(client, press(2002, unfollow))
     assert "已取消关注" in fake.sent_texts(2002)[-1]
-    await post(client, press(2002, unfollow))  # pressed again: nothing more to undo
-    assert "您没有关注" in fake.sent_texts(2002)[-1]
+    await post(client, press(2002, unfollow))  # pressed again: a set, not a flip
+    assert "已取消关注" in fake.sent_texts(2002)[-1]
 
     await world.apply(topic, "record_progress", world.person("V1", "convener"), note="已开工")
     await deliver(services)

@@ -23,7 +23,7 @@ from tests.test_wechat import OPENID, Harness, Start, payload
 from tests.world import World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.lifecycle import State
-from workflow.payloads import FOLLOW_TOPIC, FollowChoice
+from workflow.payloads import FOLLOW_TOPIC, Setting
 
 # The WeChat tests' fixtures, used here by name.
 fake, start = test_wechat.fake, test_wechat.start
@@ -190,7 +190,7 @@ async def test_inside_the_window_a_menu_with_the_unfollow_option_and_45015_falls
     (menu,) = h.fake.calls(CUSTOM_SEND)
     assert menu.json["msgtype"] == "msgmenu"
     assert menu.json["msgmenu"]["list"] == [
-        {"id": FOLLOW_TOPIC.build(FollowChoice(topic.id, False)), "content": "取消关注"}
+        {"id": FOLLOW_TOPIC.build(Setting(topic.id, False)), "content": "取消关注"}
     ]
     h.fake.script(CUSTOM_SEND, errcode=45015, errmsg="response out of time limit")
     await progress(h, world, topic, "已开工")

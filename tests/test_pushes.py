@@ -23,7 +23,7 @@ from storage.pushes import PushJob
 from tests.world import World, build_world
 from workflow.clock import CHINA, FixedClock
 from workflow.lifecycle import State
-from workflow.payloads import FOLLOW_ROOM, FOLLOW_TOPIC, FollowChoice
+from workflow.payloads import FOLLOW_ROOM, FOLLOW_TOPIC, Setting
 from workflow.unfollow_links import UnfollowLinks
 from workflow.workdays import WorkdayCalendar
 
@@ -147,7 +147,7 @@ async def test_everyone_concerned_is_told_once_and_the_submitter_in_a_text_of_th
         assert "已在“码上建议”公示" in message.text
         assert message.url == f"https://mashangyi.test/t/{topic.number}"
         assert [b.payload for b in message.buttons] == [
-            FOLLOW_TOPIC.build(FollowChoice(topic.id, False))
+            FOLLOW_TOPIC.build(Setting(topic.id, False))
         ]
         assert [b.label for b in message.buttons] == ["取消关注"]
     new = [r for r in await rows(world.sessions) if r.id not in before]
@@ -292,7 +292,7 @@ async def test_room_followers_get_one_digest_a_day_with_an_unfollow_button(
     assert first.number in message.text and second.number in message.text
     assert "协商结果已公示" in message.text
     assert [b.payload for b in message.buttons] == [
-        FOLLOW_ROOM.build(FollowChoice(world.rooms["V1"], False))
+        FOLLOW_ROOM.build(Setting(world.rooms["V1"], False))
     ]
     # WeChat's template fallback cannot carry the button: the row has the signed link.
     for row in digests:

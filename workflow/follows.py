@@ -25,7 +25,9 @@ async def stop_following(
     session: AsyncSession, person_id: int, subject: Subject, subject_id: int, now: datetime
 ) -> bool:
     """End ``person_id``'s follow of the topic or room, in the caller's transaction; True if
-    it changed anything (a second press, a link opened twice: False, and nothing else)."""
+    a follow ended (a second press, a link opened twice: False, and nothing else). One who
+    never followed (told as a liker or suggester) is recorded as opted out: False too, as
+    nothing they followed ended."""
     column = col(Follow.topic_id) if subject == "topic" else col(Follow.room_id)
     found = (
         await session.exec(
@@ -47,4 +49,4 @@ async def stop_following(
         row.room_id = subject_id
     session.add(row)
     await session.flush()
-    return True
+    return False

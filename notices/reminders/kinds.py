@@ -144,3 +144,11 @@ class Listed:
 
     def people(self, sweep: Sweep, due: Due) -> list[int]:
         return list(due.people)
+
+
+class Voters:
+    """Everyone who voted in the poll the item is about, and the convener who started it:
+    the finder leaves them in ``sweep.memo`` under ``("voters", subject)``."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return list(sweep.memo.get(("voters", due.subject), ()))
