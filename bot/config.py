@@ -185,6 +185,8 @@ class WeChatSettings(Section):
     )
     template_id: str = ""
     cs_window_hours: Annotated[float, POSITIVE] = 48.0
+    subscribe_template_id: str = ""
+    subscribe_long_term: bool = False
 
 
 class TelegramSettings(Section):
@@ -192,6 +194,9 @@ class TelegramSettings(Section):
     bot_username: str = ""
     webhook_secret: Annotated[SecretStr, _optional(SECRET_TOKEN)] = SecretStr("")
     base_url: Annotated[str, _url_scheme("http://", "https://")] = "https://api.telegram.org/bot"
+    messages_per_second: Annotated[float, POSITIVE] = 30.0
+    allow_paid_broadcast: bool = False
+    paid_messages_per_second: Annotated[float, POSITIVE] = 1000.0
 
 
 class CalendarSettings(Section):
@@ -238,6 +243,11 @@ class OutboxSettings(Section):
     batch_size: Annotated[int, POSITIVE] = 50
     poll_seconds: Annotated[float, POSITIVE] = 1.0
     worker_id: str = ""
+
+
+class PushesSettings(Section):
+    chunk_size: Annotated[int, POSITIVE] = 500
+    unfollow_link_days: Annotated[float, POSITIVE] = 365.0
 
 
 class ModerationSettings(Section):
@@ -294,6 +304,7 @@ class Config(BaseSettings):
     poster: PosterSettings = Field(default_factory=PosterSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    pushes: PushesSettings = Field(default_factory=PushesSettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
 
     _source: Path | None = PrivateAttr(None)

@@ -17,12 +17,14 @@ from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
 from bot.telegram import telegram_outbound
+from bot.telegram.sender import build_limiter
 from bot.wechat.outbound import wechat_outbound
 from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
 from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender, reclaim
+from notices.pushes import PushExpander, PushWriter
 from notices.reminders import ReminderSettings, Sweeper
 from storage.db import (
     SessionFactory,
@@ -35,6 +37,7 @@ from storage.spool import Spool
 from workflow.clock import CHINA, Clock, SystemClock
 from workflow.engine import Lifecycle
 from workflow.review_links import ReviewLinks
+from workflow.unfollow_links import UnfollowLinks
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi")
@@ -63,6 +66,8 @@ class Services:
     fetchers: dict[str, MediaFetcher] = field(default_factory=dict)
     #: Signs and issues review-page links (``/review/…``).
     review_links: ReviewLinks | None = None
+    #: Signs the unfollow links of pushes (``/unfollow/…``).
+    unfollow_links: UnfollowLinks | None = None
     #: Shared state of several serving processes (the flood limit), when configured.
     redis: Redis | None = None
     #: A small pool of its own for keeping a late message (dialogs/inbox.py), so that it
@@ -119,6 +124,15 @@ class Services:
             is_transient=is_transient,
         )
 
+    def push_expander(self) -> PushExpander:
+        """Expands recorded pushes into outbox rows, ``[pushes] chunk_size`` at a time."""
+        return PushExpander(
+            self.sessions,
+            self.clock,
+            links=self.unfollow_links,
+            chunk=self.config.pushes.chunk_size,
+        )
+
     def media_downloader(self) -> MediaDownloader:
         return MediaDownloader(
             self.sessions,
@@ -141,6 +155,7 @@ class Services:
                 escalate_after_days=reminders.escalate_after_days,
             ),
             public_base_url=self.config.server.public_base_url,
+            unfollow_links=self.unfollow_links,
         )
 
     def calendar_warning(self) -> str | None:
@@ -196,6 +211,17 @@ def build_review_links(config: Config) -> ReviewLinks:
     )
 
 
+def build_unfollow_links(config: Config, review_links: ReviewLinks) -> UnfollowLinks:
+    """Unfollow links, signed with the review links' key (the server secret, or the
+    process's random key where no WeChat account needs links to outlive a restart); the
+    signed text names its purpose, so one kind of link cannot pass for the other."""
+    return UnfollowLinks(
+        review_links.secret,
+        config.server.public_base_url,
+        timedelta(days=config.pushes.unfollow_link_days),
+    )
+
+
 def build_services(config: Config, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = make_engine(config.database_url)
@@ -209,17 +235,20 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     calendar = build_calendar(config)
     review_links = build_review_links(config)
     writer = OutboxWriter(clock, config.server.public_base_url, calendar, review_links)
+    pushes = PushWriter(clock, config.server.public_base_url)
     lifecycle = Lifecycle(
-        clock, calendar, review_days=config.review.working_days, listeners=[writer]
+        clock, calendar, review_days=config.review.working_days, listeners=[writer, pushes]
     )
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)
     dialogs = config.dialogs
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
+    redis = redis_client(config.redis.url) if config.redis.url else None
     # The Telegram sender remembers a sent review card between the send and its record:
     # on the results' pool, for the same reason the record is there.
-    telegram_senders, telegram_fetchers = telegram_outbound(config, records, clock)
-    redis = redis_client(config.redis.url) if config.redis.url else None
+    telegram_senders, telegram_fetchers = telegram_outbound(
+        config, records, clock, build_limiter(config, redis, clock)
+    )
     flood = (dialogs.flood_messages, dialogs.flood_seconds)
     return Services(
         config=config,
@@ -251,6 +280,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         senders={**wechat_senders, **telegram_senders},
         fetchers={**wechat_fetchers, **telegram_fetchers},
         review_links=review_links,
+        unfollow_links=build_unfollow_links(config, review_links),
         redis=redis,
         priority_engine=make_priority_engine(config.database_url, KEEP_TIMEOUT),
     )

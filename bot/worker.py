@@ -34,6 +34,9 @@ async def run_worker(services: Services, stop: asyncio.Event) -> None:
         ),
         asyncio.create_task(services.media_downloader().run_forever(stop), name="media"),
         asyncio.create_task(
+            services.push_expander().run_forever(stop, config.outbox.poll_seconds), name="pushes"
+        ),
+        asyncio.create_task(
             services.inbox().run_forever(stop, config.outbox.poll_seconds), name="inbox"
         ),
     ]

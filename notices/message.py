@@ -45,13 +45,17 @@ class OutboundMessage:
     - ``review_url``: a reviewer's signed review-page link; a WeChat template message
       links to it rather than to ``url``.
     - ``topic_number``: the topic's number ("" for none), a WeChat template's 编号 field.
+    - ``unfollow_url``: a push's signed unfollow link (workflow/unfollow_links.py), for
+      the messages that cannot carry its unfollow button: a WeChat template message or
+      subscription notification links to it ("" for none).
     - ``edit_message_id``: this replaces the text of that message sent before, and drops
       its buttons (Telegram: a review card that has been handled), instead of a new one.
 
     JSON (``to_json``): ``{"v": 1, "text": str, "buttons": [[label, payload], …],
-    "url": str, "review_url": str, "topic_number": str, "edit_message_id": str | null}``,
-    every key written. Version 0, the body before it had a version, has the same keys,
-    each optional; ``from_json`` reads both.
+    "url": str, "review_url": str, "topic_number": str, "edit_message_id": str | null,
+    "unfollow_url": str}``, every key written (``unfollow_url`` came later within version 1:
+    a row without it has none, as in version 0). Version 0, the body before it had a
+    version, has the same keys, each optional; ``from_json`` reads both.
     """
 
     text: str = ""
@@ -60,6 +64,7 @@ class OutboundMessage:
     review_url: str = ""
     topic_number: str = ""
     edit_message_id: str | None = None
+    unfollow_url: str = ""
 
     @classmethod
     def of(cls, reply: Shown) -> OutboundMessage:
@@ -75,6 +80,7 @@ class OutboundMessage:
             "review_url": self.review_url,
             "topic_number": self.topic_number,
             "edit_message_id": self.edit_message_id,
+            "unfollow_url": self.unfollow_url,
         }
 
     @classmethod
@@ -97,6 +103,7 @@ class OutboundMessage:
             review_url=_text(body, "review_url"),
             topic_number=_text(body, "topic_number"),
             edit_message_id=_edit_target(body.get("edit_message_id")),
+            unfollow_url=_text(body, "unfollow_url"),
         )
 
 

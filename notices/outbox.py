@@ -120,7 +120,9 @@ class PermanentFailure(DeliveryError):
 
 class Sender(Protocol):
     """Delivers one channel's messages. A sender may also have ``chat_interval``
-    (a ``timedelta``): the least time between two messages to one chat (Telegram: 1 s)."""
+    (a ``timedelta``): the least time between two messages to one chat (Telegram: 1 s),
+    and ``async paused_for() -> float``: seconds during which the whole channel must not
+    send (Telegram after a 429): its rows are not claimed meanwhile."""
 
     async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
         """Deliver ``message`` (the row's body, decoded) to the row's address; raise a
@@ -326,8 +328,13 @@ class OutboxDispatcher:
         # when the holder restarts). Reclaiming is the one at-least-once window: if that worker
         # had in fact delivered the message (or is still stuck inside the send) but not
         # recorded it, the message goes out a second time. Elsewhere a key is sent at most once.
+        # A sender paused as a whole (Telegram after a 429, bot/telegram/limits.py) gets no
+        # rows until the pause ends: claiming them would only hand them back.
+        channels = [c for c, sender in self._senders.items() if not await _paused(sender)]
+        if not channels:
+            return []
         scope = and_(
-            _c.channel.in_(list(self._senders)),
+            _c.channel.in_(channels),
             _c.address.in_(self._addresses) if self._addresses is not None else true(),
         )
         waiting = and_(_c.status == "pending", _c.not_before <= now)
@@ -571,6 +578,11 @@ async def reclaim(sessions: SessionFactory, worker_id: str) -> int:
     if count:
         log.warning("outbox: took back %d rows that %s held when it stopped", count, worker_id)
     return count
+
+
+async def _paused(sender: Sender) -> bool:
+    paused_for = getattr(sender, "paused_for", None)
+    return paused_for is not None and await paused_for() > 0
 
 
 def _short(reason: str) -> str:

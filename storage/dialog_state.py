@@ -87,6 +87,7 @@ _KNOWN = (
     select(
         _identity.c.id,
         _identity.c.last_inbound_at,
+        _identity.c.unreachable_at,
         _person.c.id.label("person_id"),
         _person.c.display_name,
         _state.c.id.label("state_id"),
@@ -112,7 +113,13 @@ _KNOWN = (
     .with_for_update(of=_state)
 )
 _IDENTITY = (
-    select(_identity.c.id, _identity.c.last_inbound_at, _person.c.id, _person.c.display_name)
+    select(
+        _identity.c.id,
+        _identity.c.last_inbound_at,
+        _person.c.id,
+        _person.c.display_name,
+        _identity.c.unreachable_at,
+    )
     .join(_person, _person.c.id == _identity.c.person_id)
     .where(
         _identity.c.channel == bindparam("channel"),
@@ -172,6 +179,7 @@ async def load(
     if row is not None:
         backlog = bool(row.backlog)
         identity_id, last_inbound_at = row.id, row.last_inbound_at
+        unreachable = row.unreachable_at is not None
         speaker = Speaker(row.person_id, row.display_name)
         state = State(row.flow, row.step, row.data, row.expires_at, row.state_id)
     else:  # first contact, or an identity made elsewhere (an invite, a test) without a state
@@ -186,16 +194,20 @@ async def load(
                 {"person_id": person_id, **where, "created_at": now, "last_inbound_at": now},
             )
             identity_id, last_inbound_at, speaker = None, now, Speaker(person_id, name)
+            unreachable = False
         else:
             identity_id, last_inbound_at = found[0], found[1]
+            unreachable = found[4] is not None
             speaker = Speaker(found[2], found[3])
         stored = (await conn.execute(_STATE, where)).first()
         state = State(home, "idle") if stored is None else State(*stored[1:], id=stored[0])
         backlog = bool((await conn.execute(_NO_BACKLOG, where | backlog_of)).scalar())
     if identity_id is not None and (
-        last_inbound_at is None or now - last_inbound_at >= INBOUND_RESOLUTION
+        unreachable or last_inbound_at is None or now - last_inbound_at >= INBOUND_RESOLUTION
     ):
-        await conn.execute(_SEEN, {"identity_id": identity_id, "last_inbound_at": now})
+        # Writing again makes a chat reachable again (a Telegram 403 had marked it).
+        seen = {"identity_id": identity_id, "last_inbound_at": now, "unreachable_at": None}
+        await conn.execute(_SEEN, seen)
     return speaker, state, backlog
 
 

@@ -1156,10 +1156,18 @@ async def test_the_dispatcher_honours_retry_after_and_gives_up_on_a_blocked_chat
     assert await services.dispatcher().run_once() == 2
     a, b = await outbox(services)
     assert (a.status, a.not_before) == ("pending", clock.now() + timedelta(seconds=3600))
-    assert (b.status, b.attempts) == ("dead", 1)
+    # The 429 paused the whole channel: b waits too, without an attempt counted.
+    assert (b.status, b.attempts, b.not_before) == (
+        "pending",
+        0,
+        clock.now() + timedelta(seconds=3600),
+    )
+    assert await services.dispatcher().run_once() == 0  # nothing is claimed meanwhile
     clock.advance(timedelta(hours=1))
-    assert await services.dispatcher().run_once() == 1
+    assert await services.dispatcher().run_once() == 2
     assert fake.sent_texts() == ["通知 a"]
+    a, b = await outbox(services)
+    assert (a.status, b.status, b.attempts) == ("sent", "dead", 1)
 
 
 # -- rows in the outbox from before the typed message -------------------------------------

@@ -1072,7 +1072,10 @@ async def test_no_template_configured_leaves_the_row_dead_and_visible(start: Sta
     await last_wrote(h, timedelta(days=3))
     row = await deliver(h)
     assert row.status == "dead"
-    assert row.last_error == "outside the customer-service window and no template configured"
+    assert row.last_error == (
+        "undeliverable: outside the customer-service window, no subscription consent "
+        "and no template configured"
+    )
     assert h.fake.calls(TEMPLATE_SEND) == [] and h.fake.calls(CUSTOM_SEND) == []
     # The same holds when WeChat says the window has closed.
     await last_wrote_again(h)

@@ -33,6 +33,7 @@ from storage.sql import insert_for
 from workflow import audit
 from workflow.clock import CHINA
 from workflow.errors import InvalidField, MissingField, NotPermitted, WrongState
+from workflow.follows import stop_following
 from workflow.lifecycle import FINAL_STATES, PUBLIC_STATES, State
 from workflow.permissions import Actor, may_moderate
 from workflow.texts import label, text
@@ -97,7 +98,6 @@ async def set_like(
 async def _set_follow(
     session: AsyncSession, person_id: int, subject: str, subject_id: int, on: bool, now: datetime
 ) -> bool:
-    column = col(getattr(Follow, subject))
     if on:
         statement = (
             insert_for(session, Follow)
@@ -110,13 +110,11 @@ async def _set_follow(
             .returning(col(Follow.id))
         )
         return (await session.exec(statement)).scalar_one_or_none() is not None
-    ended = (
-        update(Follow)
-        .where(col(Follow.person_id) == person_id, column == subject_id)
-        .where(col(Follow.ended_at).is_(None))
-        .values(ended_at=now)
+    # Ending also records an opt-out where there was no follow (a liker or suggester told
+    # by a push): the pushes' audience leaves out whoever has an ended follow.
+    return await stop_following(
+        session, person_id, "topic" if subject == "topic_id" else "room", subject_id, now
     )
-    return bool((await session.exec(ended)).rowcount)
 
 
 async def set_follow_topic(

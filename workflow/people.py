@@ -202,20 +202,25 @@ async def chat_address(session: AsyncSession, person_id: int) -> ChatAddress | N
 
 async def chat_addresses(session: AsyncSession, people: Iterable[int]) -> dict[int, ChatAddress]:
     """The chat address of each person who has a chat identity: the one they wrote from
-    last (people answer where they last wrote), else the newest."""
+    last (people answer where they last wrote), else the newest; one the platform said
+    cannot be reached (``unreachable_at``) only when there is no other."""
     query = select_columns(
         ChannelIdentity.person_id,
         ChannelIdentity.channel,
         ChannelIdentity.external_id,
         ChannelIdentity.last_inbound_at,
         ChannelIdentity.id,
+        ChannelIdentity.unreachable_at,
     )
     never = datetime.min.replace(tzinfo=CHINA)
-    best: dict[int, tuple[tuple[bool, datetime, int], str, str]] = {}
+    best: dict[int, tuple[tuple[bool, bool, datetime, int], str, str]] = {}
     people = sorted(set(people))
     for statement in among(session, query, col(ChannelIdentity.person_id), people, Integer):
-        for person, channel, address, last_inbound, identity_id in await session.exec(statement):
-            rank = (last_inbound is not None, last_inbound or never, identity_id or 0)
+        for person, channel, address, last_inbound, identity_id, gone in await session.exec(
+            statement
+        ):
+            reachable = gone is None
+            rank = (reachable, last_inbound is not None, last_inbound or never, identity_id or 0)
             if person not in best or rank > best[person][0]:
                 best[person] = (rank, channel, address)
     return {person: ChatAddress(channel, address) for person, (_, channel, address) in best.items()}

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
+from redis.asyncio import Redis
+from sqlalchemy import update
+from sqlmodel import col, select
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.error import (
     BadRequest,
@@ -24,11 +27,12 @@ from telegram.warnings import PTBDeprecationWarning
 from bot.config import Config
 from bot.pieces import split_text, utf16_units
 from bot.telegram.client import CHANNEL, BotClient, TelegramMediaFetcher
+from bot.telegram.limits import Limiter, Limits, LocalLimiter, Paused, RedisLimiter
 from dialogs.types import Button, Reply
 from notices.message import OutboundMessage
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure
 from storage.db import SessionFactory, transaction
-from storage.models import CardMessage, OutboxMessage
+from storage.models import CardMessage, ChannelIdentity, OutboxMessage
 from workflow.clock import Clock
 from workflow.payloads import REVIEW
 from workflow.texts import Catalogue
@@ -39,9 +43,9 @@ log = logging.getLogger("mashangyi.telegram")
 TEXT_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
 #: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
-#: The outbox keeps it when it drains a backlog. The other limit, about 30 messages a
-#: second over all chats, a dispatcher stays under by sending one message at a time (a
-#: round trip each); should several dispatchers exceed it, the 429's retry_after is obeyed.
+#: The outbox keeps it when it drains a backlog; the limiter (bot/telegram/limits.py) keeps
+#: it, and about 30 messages a second over all chats, for every process together, before
+#: each call. A 429's retry_after pauses every send of the channel.
 CHAT_INTERVAL = timedelta(seconds=1)
 
 TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
@@ -81,14 +85,29 @@ def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(rows) if rows else None
 
 
-async def send_reply(bot: Bot, chat_id: int | str, reply: Reply) -> Message | None:
+async def send_reply(
+    bot: Bot,
+    chat_id: int | str,
+    reply: Reply,
+    before: Callable[[], Awaitable[None]] | None = None,
+    *,
+    paid: bool = False,
+) -> Message | None:
     """Send one reply; a long text goes as several messages, the buttons under the last
-    (which is returned)."""
+    (which is returned). ``before`` is awaited before each message (the limiter);
+    ``paid``: as paid broadcast (``allow_paid_broadcast``)."""
     pieces = split_text(reply.text, TEXT_LIMIT, utf16_units)
     sent = None
     for number, piece in enumerate(pieces, 1):
         markup = keyboard(reply.buttons) if number == len(pieces) else None
-        sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
+        if before is not None:
+            await before()
+        if paid:
+            sent = await bot.send_message(
+                chat_id=chat_id, text=piece, reply_markup=markup, allow_paid_broadcast=True
+            )
+        else:
+            sent = await bot.send_message(chat_id=chat_id, text=piece, reply_markup=markup)
     return sent
 
 
@@ -106,27 +125,102 @@ class TelegramSender:
     A message with ``edit_message_id`` edits that message (a review card that has been
     handled: the text says by whom, the keyboard goes). A review card that is sent is
     remembered (``CardMessage``) so it can be edited that way later.
+
+    Every call waits for the ``limiter`` first (when given). A 429 pauses the limiter, so
+    every process stops sending for ``retry_after``; a 403 (the person blocked the bot)
+    marks the chat's identity unreachable, and later rows to that chat are dead at once
+    without a call, until the person writes again (storage/dialog_state.py clears it).
+    ``paid_broadcast``: pushes (kinds ``push.*``) go as paid broadcast, at its rate.
     """
 
     #: The outbox's pace for one chat (notices/outbox.py).
     chat_interval = CHAT_INTERVAL
 
     def __init__(
-        self, client: BotClient, sessions: SessionFactory | None = None, clock: Clock | None = None
+        self,
+        client: BotClient,
+        sessions: SessionFactory | None = None,
+        clock: Clock | None = None,
+        *,
+        limiter: Limiter | None = None,
+        paid_broadcast: bool = False,
     ) -> None:
         self.client, self.sessions, self.clock = client, sessions, clock
+        self.limiter = limiter
+        self.paid_broadcast = paid_broadcast
+        #: Chats this process found blocked: checked in the database before each send.
+        self._blocked: set[str] = set()
+
+    async def paused_for(self) -> float:
+        """Seconds until this channel may send again (the dispatcher claims nothing before)."""
+        return await self.limiter.paused_for() if self.limiter is not None else 0.0
 
     async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
+        if row.address in self._blocked and await self._still_blocked(row.address):
+            raise PermanentFailure("unreachable: the chat blocked the bot (403)")
         bot = self.client.get()
+        paid = self.paid_broadcast and row.kind.startswith("push.")
+        limiter = self.limiter
+
+        async def before() -> None:
+            if limiter is not None:
+                await limiter.acquire(row.address, paid=paid)
+
         try:
             if message.edit_message_id is not None:
+                await before()
                 await self._edit(bot, row.address, message.text, message.edit_message_id)
                 return
-            sent = await send_reply(bot, row.address, shown(message))
+            sent = await send_reply(bot, row.address, shown(message), before, paid=paid)
+        except Paused as exc:
+            raise TemporaryFailure(str(exc), retry_after=timedelta(seconds=exc.seconds)) from exc
         except TelegramError as exc:
-            raise delivery_failure(exc) from exc
+            failure = delivery_failure(exc)
+            if isinstance(exc, RetryAfter) and limiter is not None:
+                seconds = _retry_after(exc).total_seconds()
+                await limiter.pause(seconds)
+                # The row waits as long as the limiter (a benchmark's time is scaled).
+                waited = timedelta(seconds=limiter.limits.scaled(seconds))
+                failure = TemporaryFailure(failure.reason, retry_after=waited)
+            elif isinstance(exc, Forbidden):
+                await self._mark_unreachable(row.address)
+            raise failure from exc
         if sent is not None and row.topic_id is not None and is_card(message):
             await self._remember(row, sent)
+
+    async def _mark_unreachable(self, chat_id: str) -> None:
+        self._blocked.add(chat_id)
+        if self.sessions is None or self.clock is None:
+            return
+        try:
+            async with transaction(self.sessions) as session:
+                await session.exec(
+                    update(ChannelIdentity)
+                    .where(
+                        col(ChannelIdentity.channel) == CHANNEL,
+                        col(ChannelIdentity.external_id) == chat_id,
+                        col(ChannelIdentity.unreachable_at).is_(None),
+                    )
+                    .values(unreachable_at=self.clock.now())
+                )
+        except Exception:  # the row goes dead anyway; the next 403 marks it again
+            log.warning("telegram: could not mark chat %s unreachable", chat_id, exc_info=True)
+
+    async def _still_blocked(self, chat_id: str) -> bool:
+        if self.sessions is None:
+            return True
+        async with self.sessions() as session:
+            since = (
+                await session.exec(
+                    select(ChannelIdentity.unreachable_at).where(
+                        ChannelIdentity.channel == CHANNEL, ChannelIdentity.external_id == chat_id
+                    )
+                )
+            ).first()
+        if since is None:  # wrote again since (or never known): try
+            self._blocked.discard(chat_id)
+            return False
+        return True
 
     async def _edit(self, bot: Bot, chat_id: str, text: str, message_id: str) -> None:
         try:
@@ -159,14 +253,38 @@ def is_card(message: OutboundMessage) -> bool:
 
 
 def telegram_outbound(
-    config: Config, sessions: SessionFactory | None = None, clock: Clock | None = None
+    config: Config,
+    sessions: SessionFactory | None = None,
+    clock: Clock | None = None,
+    limiter: Limiter | None = None,
 ) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
     """The sender and the media fetcher for ``build_services``; none without a bot token."""
     if not config.telegram.bot_token.get_secret_value():
         return {}, {}
     client = BotClient(config)
     fetcher = TelegramMediaFetcher(client, config.media.max_bytes)
-    return {CHANNEL: TelegramSender(client, sessions, clock)}, {CHANNEL: fetcher}
+    sender = TelegramSender(
+        client,
+        sessions,
+        clock,
+        limiter=limiter,
+        paid_broadcast=config.telegram.allow_paid_broadcast,
+    )
+    return {CHANNEL: sender}, {CHANNEL: fetcher}
+
+
+def build_limiter(config: Config, redis: Redis | None, clock: Clock) -> Limiter:
+    """The sending limits of ``[telegram]``: shared through Redis when there is one; pauses
+    on ``clock``, as the outbox's waits."""
+    telegram = config.telegram
+    limits = Limits(rate=telegram.messages_per_second, paid_rate=telegram.paid_messages_per_second)
+
+    def pause_time() -> float:
+        return clock.now().timestamp()
+
+    if redis is not None:
+        return RedisLimiter(redis, limits, pause_time=pause_time)
+    return LocalLimiter(limits, pause_time=pause_time)
 
 
 class Outbound(Protocol):

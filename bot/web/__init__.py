@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
-from bot.web import notice_page, page_actions, public_pages, review_page, topic_page, web_auth
+from bot.web import (
+    notice_page,
+    page_actions,
+    public_pages,
+    review_page,
+    topic_page,
+    unfollow,
+    web_auth,
+)
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
 
@@ -63,6 +71,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     page_actions.setup(app, services)  # POST /t/<number>/act: like, follow, suggest in WeChat
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
+    unfollow.setup(app, services)  # /unfollow/…: signed unfollow links of pushes
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if services.config.telegram.bot_token.get_secret_value():
         telegram.setup(app, services)  # /telegram and the PTB Application
@@ -70,6 +79,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
         app.cleanup_ctx.append(_outbox_loop)
         app.cleanup_ctx.append(_inbox_loop)
         app.cleanup_ctx.append(_media_loop)
+        app.cleanup_ctx.append(_push_loop)
         app.cleanup_ctx.append(_reminder_sweeps)
     return app
 
@@ -112,3 +122,5 @@ def _poll_seconds(services: Services) -> float:
 _outbox_loop = _loop(lambda s, stop: s.dispatcher().run_forever(stop, _poll_seconds(s)))
 _inbox_loop = _loop(lambda s, stop: s.inbox().run_forever(stop, _poll_seconds(s)))
 _media_loop = _loop(lambda s, stop: s.media_downloader().run_forever(stop))
+#: Recorded pushes expanded into outbox rows, a chunk per transaction (notices/pushes.py).
+_push_loop = _loop(lambda s, stop: s.push_expander().run_forever(stop, _poll_seconds(s)))

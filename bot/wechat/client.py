@@ -31,8 +31,15 @@ TOKEN_INVALID = frozenset({40001, 40014, 42001})
 #: errcodes of a customer-service message WeChat will not deliver now (45015: the person
 #: has not written within 48 h; 45047: too many messages in this window): use a template.
 OUT_OF_WINDOW = frozenset({45015, 45047})
-#: errcodes worth retrying later: -1 "system busy", 45009 "daily API quota reached".
+#: errcodes worth retrying later: -1 "system busy", 45009 "daily API quota reached" (the
+#: senders wait for the quota's next day rather than retrying it: bot/wechat/outbound.py).
 TEMPORARY = frozenset({-1, 45009})
+#: 45009: this endpoint's calls for today are used up (the quota resets at midnight).
+DAILY_QUOTA = 45009
+#: 43101: the person has not accepted this subscription template (or the one-time consent
+#: is used up): a subscription notification cannot reach them.
+NO_CONSENT = 43101
+SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
 #: WeChat refuses longer texts (45002; ~2,048 bytes reported, not documented): a text
 #: message, a msgmenu head and a passive reply each stay under this many UTF-8 bytes.
 TEXT_BYTES = 2000
@@ -178,6 +185,20 @@ class WeChatAPI:
         if url:
             body["url"] = url
         await self.call("cgi-bin/message/template/send", body)
+
+    async def send_subscribe(
+        self, openid: str, template_id: str, data: Mapping[str, str], page: str = ""
+    ) -> None:
+        """A subscription notification (订阅通知) the person consented to; never the mass
+        send (群发), whose 4 a month are not for routine pushes."""
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if page:
+            body["page"] = page
+        await self.call(SUBSCRIBE_SEND, body)
 
     async def create_qrcode(self, scene: str, expire_seconds: int | None = None) -> QRCode:
         """A parametric QR code: permanent (``QR_LIMIT_STR_SCENE``, capped at 100,000 per

@@ -1,17 +1,21 @@
-"""Outbound WeChat: the outbox sender (customer-service messages inside the 48-hour window,
-template messages outside it) and the media fetcher, sharing one API client."""
+"""Outbound WeChat: the outbox sender (customer-service messages inside the 48-hour window;
+outside it a subscription notification the person consented to, else a template message,
+else undeliverable) and the media fetcher, sharing one API client."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from bot.config import Config
 from bot.media import MediaFetcher
 from bot.pieces import split_text, utf8_bytes
 from bot.wechat.client import (
+    DAILY_QUOTA,
+    NO_CONSENT,
     OUT_OF_WINDOW,
     TEMPORARY,
     TEXT_BYTES,
@@ -23,9 +27,11 @@ from bot.wechat.client import (
 )
 from notices.message import OutboundMessage
 from notices.outbox import PermanentFailure, Sender, TemporaryFailure
-from storage.db import SessionFactory
+from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, OutboxMessage
-from workflow.clock import Clock
+from storage.participation import SubscriptionConsent
+from workflow.clock import CHINA, Clock
+from workflow.consents import usable
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +41,32 @@ log = logging.getLogger(__name__)
 TEMPLATE_NUMBER_KEY = "character_string1"
 TEMPLATE_SUMMARY_KEY = "thing2"
 TEMPLATE_THING_MAX = 20
+#: A subscription notification's fields, by the same rule (its template, chosen in the
+#: admin console, must have these keys).
+SUBSCRIBE_NUMBER_KEY = "character_string1"
+SUBSCRIBE_SUMMARY_KEY = "thing2"
 
 
 class WeChatSender:
     """``notices.outbox.Sender`` for channel "wechat" (what it sends: ``OutboundMessage``).
 
     Inside the customer-service window (the person wrote within ``window``) the text goes as
-    a customer-service message (a msgmenu when there are buttons); outside it, or when
-    WeChat refuses it as out of window / too many, a template message with the topic
-    number and the text's first line links to the reviewer's ``review_url`` if there is
-    one, else to ``url``.
+    a customer-service message (a msgmenu when there are buttons: a push's unfollow button
+    too). Outside it, or when WeChat refuses it as out of window / too many (45015/45047):
+
+    1. a subscription notification (``subscribe_template_id``) when the person has a
+       consent for it: a one-time consent is taken (``used_at``) before the call, so two
+       dispatchers cannot spend one consent twice, and given back if the call fails for
+       another reason than the consent; 43101 (no consent after all) falls through;
+    2. else a template message (``template_id``): the topic number and the text's first
+       line (fields of at most 20 characters, no first/remark);
+    3. else the message is dead: undeliverable, with the reason.
+
+    Both link to the reviewer's ``review_url`` if there is one, else to a push's
+    ``unfollow_url`` (its page shows the topic's link and the unfollow button: these
+    messages cannot carry a button), else to ``url``. 45009 (an endpoint's daily quota
+    used up) pauses that endpoint until the next day, China time: the row waits that long
+    without counting an attempt, and later rows do not call it meanwhile.
     """
 
     def __init__(
@@ -55,12 +77,18 @@ class WeChatSender:
         *,
         template_id: str = "",
         window: timedelta = timedelta(hours=48),
+        subscribe_template_id: str = "",
+        subscribe_long_term: bool = False,
     ) -> None:
         self.api = api
         self.sessions = sessions
         self.clock = clock
         self.template_id = template_id
         self.window = window
+        self.subscribe_template_id = subscribe_template_id
+        self.subscribe_long_term = subscribe_long_term
+        #: Endpoints whose daily quota is used up, until when.
+        self._quota: dict[str, datetime] = {}
 
     async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
         try:
@@ -71,10 +99,12 @@ class WeChatSender:
                 except WeChatAPIError as exc:
                     if exc.errcode not in OUT_OF_WINDOW:
                         raise
-                    log.info("wechat: %s, falling back to a template message", exc)
+                    log.info("wechat: %s, falling back", exc)
+            if self.subscribe_template_id and await self._subscription(row.address, message):
+                return
             await self._template(row.address, message)
         except WeChatError as exc:
-            raise delivery_failure(exc) from exc
+            raise delivery_failure(exc, self.clock.now()) from exc
 
     async def _in_window(self, openid: str) -> bool:
         async with self.sessions() as session:
@@ -102,24 +132,132 @@ class WeChatSender:
         else:
             await self.api.send_text(openid, last)
 
+    async def _subscription(self, openid: str, message: OutboundMessage) -> bool:
+        """Sent as a subscription notification; False when the person has no consent."""
+        self._check_quota("subscribe")
+        consent = await self._take_consent(openid)
+        if consent is None:
+            return False
+        data = {
+            SUBSCRIBE_NUMBER_KEY: message.topic_number[:32],
+            SUBSCRIBE_SUMMARY_KEY: _clip(_first_line(message.text), TEMPLATE_THING_MAX),
+        }
+        try:
+            await self.api.send_subscribe(openid, self.subscribe_template_id, data, _link(message))
+        except WeChatAPIError as exc:
+            if exc.errcode == NO_CONSENT:  # WeChat knows better: the consent is no more
+                log.info("wechat: consent %s refused (%s), falling back", consent.id, exc)
+                await self._end_consent(consent)
+                return False
+            await self._give_back(consent)
+            if exc.errcode == DAILY_QUOTA:
+                self._pause("subscribe")
+            raise
+        except WeChatError:
+            await self._give_back(consent)
+            raise
+        return True
+
+    async def _take_consent(self, openid: str) -> SubscriptionConsent | None:
+        """The oldest consent that may carry a message; a one-time one is marked used in
+        the same transaction (conditionally: of two dispatchers, one gets it)."""
+        now = self.clock.now()
+        condition = usable(openid, self.subscribe_template_id, long_term=self.subscribe_long_term)
+        async with transaction(self.sessions) as session:
+            for consent in await session.exec(
+                select(SubscriptionConsent)
+                .where(condition)
+                .order_by(col(SubscriptionConsent.id))
+                .limit(5)
+            ):
+                if consent.long_term and self.subscribe_long_term:
+                    return consent
+                taken = await session.exec(
+                    update(SubscriptionConsent)
+                    .where(
+                        col(SubscriptionConsent.id) == consent.id,
+                        col(SubscriptionConsent.used_at).is_(None),
+                    )
+                    .values(used_at=now)
+                    .returning(col(SubscriptionConsent.id))
+                )
+                if taken.first() is not None:
+                    consent.used_at = now
+                    return consent
+        return None
+
+    async def _give_back(self, consent: SubscriptionConsent) -> None:
+        if consent.long_term and self.subscribe_long_term:
+            return
+        async with transaction(self.sessions) as session:
+            await session.exec(
+                update(SubscriptionConsent)
+                .where(col(SubscriptionConsent.id) == consent.id)
+                .values(used_at=None)
+            )
+
+    async def _end_consent(self, consent: SubscriptionConsent) -> None:
+        async with transaction(self.sessions) as session:
+            await session.exec(
+                update(SubscriptionConsent)
+                .where(col(SubscriptionConsent.id) == consent.id)
+                .values(revoked_at=self.clock.now())
+            )
+
     async def _template(self, openid: str, message: OutboundMessage) -> None:
         if not self.template_id:
-            raise PermanentFailure("outside the customer-service window and no template configured")
+            raise PermanentFailure(
+                "undeliverable: outside the customer-service window, no subscription consent "
+                "and no template configured"
+            )
+        self._check_quota("template")
         data = {
             TEMPLATE_NUMBER_KEY: message.topic_number[:32],
             TEMPLATE_SUMMARY_KEY: _clip(_first_line(message.text), TEMPLATE_THING_MAX),
         }
-        # A reviewer's card links to its review page (signed, single-use), not the public page.
-        url = message.review_url or message.url
-        await self.api.send_template(openid, self.template_id, data, url)
+        try:
+            await self.api.send_template(openid, self.template_id, data, _link(message))
+        except WeChatAPIError as exc:
+            if exc.errcode == DAILY_QUOTA:
+                self._pause("template")
+            raise
+
+    def _pause(self, endpoint: str) -> None:
+        self._quota[endpoint] = next_day(self.clock.now())
+
+    def _check_quota(self, endpoint: str) -> None:
+        until = self._quota.get(endpoint)
+        now = self.clock.now()
+        if until is not None and now < until:
+            raise TemporaryFailure(
+                f"{endpoint} messages: daily quota used up (45009)", retry_after=until - now
+            )
 
 
-def delivery_failure(exc: WeChatError) -> TemporaryFailure | PermanentFailure:
+def _link(message: OutboundMessage) -> str:
+    # A reviewer's card links to its review page (signed, single-use), not the public page;
+    # a push to its unfollow page (which links to the topic's).
+    return message.review_url or message.unfollow_url or message.url
+
+
+def next_day(now: datetime) -> datetime:
+    """Shortly after the next midnight, China time: when WeChat's daily quotas reset."""
+    local = now.astimezone(CHINA)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), CHINA)
+    return midnight + timedelta(minutes=5)
+
+
+def delivery_failure(
+    exc: WeChatError, now: datetime | None = None
+) -> TemporaryFailure | PermanentFailure:
     """How the outbox should treat a failed call: retry later, or give the message up."""
     if isinstance(exc, WeChatTokenError):
         return TemporaryFailure(f"no access token: {exc}")
     if isinstance(exc, WeChatAPIError):
         reason = f"errcode {exc.errcode}: {exc.errmsg}"
+        if exc.errcode == DAILY_QUOTA and now is not None:
+            # Not an attempt against the message: it waits for the quota's next day.
+            return TemporaryFailure(f"{reason} (daily quota)", retry_after=next_day(now) - now)
         if exc.errcode in TEMPORARY or exc.errcode in TOKEN_INVALID:
             return TemporaryFailure(reason)
         return PermanentFailure(reason)
@@ -149,6 +287,8 @@ def wechat_outbound(
         clock,
         template_id=wechat.template_id,
         window=timedelta(hours=wechat.cs_window_hours),
+        subscribe_template_id=wechat.subscribe_template_id,
+        subscribe_long_term=wechat.subscribe_long_term,
     )
     return {"wechat": sender}, {"wechat": WeChatMediaFetcher(api, config.media.max_bytes)}
 

@@ -32,7 +32,14 @@ from wechatpy.messages import (
 from bot.pieces import split_text, utf8_bytes
 from bot.wechat.client import TEXT_BYTES, WeChatAPI
 from bot.wechat.envelope import PARSE_ERRORS, Envelope, Forbidden, TooLarge
-from bot.wechat.messages import CHANNEL, SAY, render_text_reply, reply_text, to_inbound
+from bot.wechat.messages import (
+    CHANNEL,
+    OPENID_MAX,
+    SAY,
+    render_text_reply,
+    reply_text,
+    to_inbound,
+)
 from dialogs.inbox import keep, spool_record
 from dialogs.router import Answered, Handled
 from dialogs.types import Inbound
@@ -40,6 +47,8 @@ from notices.message import OutboundMessage
 from notices.notify import reply_later
 from notices.outbox import enqueue
 from storage.db import transaction
+from workflow.consents import EVENTS as CONSENT_EVENTS
+from workflow.consents import record_consents
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -123,6 +132,8 @@ class WeChatWebhook:
         except PARSE_ERRORS as exc:
             log.info("wechat: refused a body: %s: %s", type(exc).__name__, exc)
             return web.Response(status=400, text="bad request")
+        if str(message._data.get("Event", "")).lower() in CONSENT_EVENTS:
+            return await self.consent(message)
         if inbound is None:  # an event we do not act on
             return web.Response(text=SUCCESS)
         text = await self.answer(inbound)
@@ -139,6 +150,28 @@ class WeChatWebhook:
                 log.warning("wechat: the rest of a long reply was not kept (%r)", exc)
                 return web.Response(status=503, text="busy")
         return self.respond(message, text, request.query, safe)
+
+    async def consent(self, message: BaseMessage) -> web.Response:
+        """A subscription pop-up answered, or the choice changed in the settings: recorded
+        (a re-delivery is one consent), then acknowledged; unrecorded, not acknowledged,
+        so WeChat delivers it again."""
+        openid = message.source or ""
+        if not openid or len(openid) > OPENID_MAX:
+            return web.Response(text=SUCCESS)
+        wechat = self.services.config.wechat
+        try:
+            async with transaction(self.services.sessions) as session:
+                await record_consents(
+                    session,
+                    openid,
+                    message._data,
+                    self.services.clock.now(),
+                    long_term=wechat.subscribe_long_term,
+                )
+        except Exception as exc:
+            log.warning("wechat: a consent event was not recorded (%r)", exc)
+            return web.Response(status=503, text="busy")
+        return web.Response(text=SUCCESS)
 
     async def answer(self, inbound: Inbound) -> str | None:
         """The passive reply's text ("": nothing to say), or None when the message was

@@ -12,9 +12,11 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.audiences import room_followers
 from notices.reminders.kinds import (
     Due,
     Finder,
+    Listed,
     Reminder,
     Repeat,
     Responsible,
@@ -24,13 +26,14 @@ from notices.reminders.kinds import (
     Sweep,
     Voters,
 )
-from storage.models import JointRecommendation, Room, TopicEvent
-from storage.participation import Poll
+from storage.db import select_columns
+from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
+from storage.participation import Follow, Poll
 from workflow import joint, polls
 from workflow.clock import CHINA
 from workflow.lifecycle import Role
 from workflow.overdue import OverdueStep, overdue_steps
-from workflow.payloads import CARD, POLL_VOTE, TOPIC, Pair
+from workflow.payloads import CARD, FOLLOW_ROOM, POLL_VOTE, TOPIC, Pair, Setting
 from workflow.texts import Catalogue, label
 
 TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
@@ -176,6 +179,95 @@ async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> l
     ]
 
 
+#: What a room's followers hear of in their daily digest (as ``[digest]`` says it).
+DIGESTED = ("publish", "publish_results", "record_progress")
+
+
+async def room_digests(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """One digest per followed room and day: its topics publicized, results published and
+    progress recorded since the day of the room's last digest (or since yesterday), up to
+    today's midnight, China time. The occurrence is today: however many sweeps (and
+    processes) run today, each follower gets it once; a follower who joins later in the
+    day gets the same digest; nothing of a quiet day is lost, the next digest has it."""
+    followed = (
+        await session.exec(
+            select(Follow.room_id)
+            .where(col(Follow.room_id).is_not(None), col(Follow.ended_at).is_(None))
+            .distinct()
+        )
+    ).all()
+    followers = await room_followers(session, [r for r in followed if r is not None])
+    if not followers:
+        return []
+    last = dict(
+        (
+            await session.exec(
+                select(ReminderSent.room_id, func.max(ReminderSent.sent_on))
+                .where(ReminderSent.kind == "room.digest")
+                .group_by(col(ReminderSent.room_id))
+            )
+        ).all()
+    )
+    today = datetime.combine(sweep.today, datetime.min.time(), tzinfo=CHINA)
+    yesterday = today - timedelta(days=1)
+    starts = {
+        room: (
+            datetime.combine(last[room], datetime.min.time(), tzinfo=CHINA)
+            if last.get(room)
+            else yesterday
+        )
+        for room in followers
+    }
+    rows = await session.exec(
+        select_columns(
+            TopicEvent.room_id, TopicEvent.action, TopicEvent.at, Topic.number, Topic.title
+        )
+        .join(Topic, col(Topic.id) == TopicEvent.topic_id)
+        .where(
+            col(TopicEvent.action).in_(DIGESTED),
+            col(TopicEvent.room_id).in_(sorted(followers)),
+            col(TopicEvent.at) >= min(starts.values()),
+            col(TopicEvent.at) < today,
+        )
+        .order_by(col(TopicEvent.at), col(TopicEvent.id))
+    )
+    items: dict[int, list[dict[str, str]]] = {}
+    for room_id, action, at, number, title in rows:
+        if at >= starts[room_id]:
+            items.setdefault(room_id, []).append(
+                {
+                    "number": number,
+                    "title": title,
+                    "what": TEXTS.text("digest", action),
+                    "url": sweep.topic_url(number, "publicized"),
+                }
+            )
+    return [
+        Due(
+            subject=f"room:{room_id}",
+            occurrence=sweep.today.isoformat(),
+            room_id=room_id,
+            context={
+                "room": sweep.tree[room_id].name,
+                "items": found,
+                "count": len(found),
+            },
+            people=tuple(followers[room_id]),
+        )
+        for room_id, found in sorted(items.items())
+    ]
+
+
+def unfollow_room(due: Due) -> list[tuple[str, str]]:
+    """The digest's unfollow button (``fr:<room_id>:0``)."""
+    return [
+        (
+            TEXTS.label("buttons", "unfollow_room"),
+            FOLLOW_ROOM.build(Setting(due.room_id, False)),
+        )
+    ]
+
+
 #: How long after closing a poll's voters not told yet are still told (a sweep that failed,
 #: a chat identity that came later). Short: each sweep reads the voters of every poll
 #: closed in this window.
@@ -244,4 +336,13 @@ REMINDERS: tuple[Reminder, ...] = (
     # A screening poll's time is up: it closes, and its voters hear the result (at once,
     # not in office hours: it is the answer to what they did).
     Reminder("poll.closed", closed_polls, Voters(), office_hours=False, buttons=open_poll_result),
+    # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
+    # topic's own audience at once).
+    Reminder(
+        "room.digest",
+        room_digests,
+        Listed(),
+        buttons=unfollow_room,
+        unfollow=lambda due: ("room", due.room_id),
+    ),
 )

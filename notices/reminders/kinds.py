@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from workflow.follows import Subject
 from workflow.lifecycle import Role, public_url
 from workflow.overdue import StepClock
 from workflow.overdue import responsible_roles as _responsible_roles
@@ -52,6 +53,8 @@ class Due:
     state: str | None = None
     #: Values for the template (a digest's template gets them as ``items``).
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: Whom it is for, when the finder knows (audience ``Listed``: a room's followers).
+    people: tuple[int, ...] = ()
 
 
 @dataclass
@@ -92,6 +95,9 @@ class Reminder:
     office_hours: bool = True
     #: Buttons under the message, as (label, payload); the dialogs check every press again.
     buttons: Callable[[Due], list[tuple[str, str]]] | None = None
+    #: What the message's unfollow link unfollows (``("room", id)``), for the WeChat
+    #: messages that cannot carry the unfollow button (the sweeper signs it per person).
+    unfollow: Callable[[Due], tuple[Subject, int]] | None = None
 
 
 # -- audiences --------------------------------------------------------------------------
@@ -133,6 +139,13 @@ class Supervisors:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """The people the finder named with the item (``Due.people``)."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return list(due.people)
+
+
 class Voters:
     """Everyone who voted in the poll the item is about, and the convener who started it:
     the finder leaves them in ``sweep.memo`` under ``("voters", subject)``."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from workflow.clock import CHINA, Clock
 from workflow.overdue import StepClock
 from workflow.people import ChatAddress, Grants, chat_addresses
 from workflow.rooms import RoomTree
+from workflow.unfollow_links import UnfollowLinks
 from workflow.workdays import WorkdayCalendar
 
 log = logging.getLogger("mashangyi.reminders")
@@ -66,6 +67,7 @@ class Sweeper:
         public_base_url: str = "http://127.0.0.1:8080",
         reminders: Sequence[Reminder] = REMINDERS,
         lock: bool = True,
+        unfollow_links: UnfollowLinks | None = None,
     ) -> None:
         self.sessions = sessions
         self.clock = clock
@@ -77,6 +79,7 @@ class Sweeper:
         if len(set(names)) != len(names):
             raise ValueError("reminder names must be unique")
         self.lock = lock
+        self.unfollow_links = unfollow_links
         self._running = asyncio.Lock()  # one sweep at a time in this process
         self.env = text_environment()
 
@@ -215,6 +218,10 @@ class Sweeper:
                 topic_number=due.context.get("number", ""),
                 url=due.context.get("url", ""),
             )
+            if reminder.unfollow is not None and self.unfollow_links is not None:
+                subject, subject_id = reminder.unfollow(due)
+                link = self.unfollow_links.url(subject, subject_id, key[2], sweep.now)
+                body = replace(body, unfollow_url=link)
             message(key[2], f"reminder:{sent_id}", body, due.topic_id)
         return messages
 

@@ -8,12 +8,19 @@ in the real API's words. Files are served under ``/file/bot<token>/<file_path>``
 Tests can make a method fail (``fail``: 429 with ``retry_after``, 5xx, any 4xx), mark chats
 as blocked (403) or unknown (400 chat not found), register downloadable files and queue
 updates for ``getUpdates``.
+
+With ``limits`` (``RateLimits``) the fake enforces Telegram's sending limits on
+``sendMessage`` as the real API does: 429 with ``retry_after`` past about 30 messages a
+second overall (1,000 with ``allow_paid_broadcast``) or one a second per chat (each a token
+bucket, so a short burst passes, as it does on Telegram). Time is ``limits.time`` (a test's
+clock) and may run ``speed`` times faster (a benchmark).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +45,13 @@ _JSON_PARAMS = {
     "reply_parameters",
 }
 _INT_PARAMS = {"message_id", "offset", "limit", "timeout", "max_connections", "cache_time"}
-_BOOL_PARAMS = {"drop_pending_updates", "show_alert", "disable_notification", "protect_content"}
+_BOOL_PARAMS = {
+    "drop_pending_updates",
+    "show_alert",
+    "disable_notification",
+    "protect_content",
+    "allow_paid_broadcast",
+}
 
 #: Telegram's limits, enforced as the real API does (400).
 TEXT_LIMIT = 4096  # UTF-16 code units
@@ -52,6 +65,33 @@ class Call:
     status: int  # the HTTP status the fake answered with
     result: Any = None  # the "result" of a successful answer (e.g. the Message sent)
     at: float = field(default_factory=time.monotonic)  # when it was answered
+
+
+@dataclass
+class RateLimits:
+    """Telegram's sending limits, for ``FakeBotAPI(limits=…)``."""
+
+    rate: float = 30.0  # messages a second over all chats
+    burst: float = 30.0  # bucket size: one second's worth
+    paid_rate: float = 1000.0  # with allow_paid_broadcast
+    chat_rate: float = 1.0  # messages a second to one chat
+    chat_burst: float = 3.0
+    speed: float = 1.0  # time runs this many times faster
+    time: Callable[[], float] = time.monotonic
+
+
+class _Bucket:
+    def __init__(self, rate: float, size: float, now: float) -> None:
+        self.rate, self.size, self.tokens, self.at = rate, size, size, now
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is there."""
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 @dataclass
@@ -79,8 +119,12 @@ class FakeBotAPI:
     blocked: set[int] = field(default_factory=set)
     missing_chats: set[int] = field(default_factory=set)
     webhook: dict[str, Any] | None = None
+    limits: RateLimits | None = None
+    #: sendMessage calls refused by ``limits`` (429s), and their chats.
+    limited: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._buckets: dict[Any, _Bucket] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
         self._messages: dict[tuple[int, int], _Message] = {}
@@ -268,12 +312,41 @@ class FakeBotAPI:
             return _error(403, "Forbidden: bot was blocked by the user")
         return None
 
+    def _over_limit(self, chat_id: int, paid: bool) -> web.Response | None:
+        limits = self.limits
+        if limits is None:
+            return None
+        now = limits.time() * limits.speed  # in the API's seconds
+        overall = "paid" if paid else "all"
+        if overall not in self._buckets:
+            rate = limits.paid_rate if paid else limits.rate
+            size = limits.paid_rate if paid else limits.burst
+            self._buckets[overall] = _Bucket(rate, size, now)
+        if chat_id not in self._buckets:
+            self._buckets[chat_id] = _Bucket(limits.chat_rate, limits.chat_burst, now)
+        shared, mine = self._buckets[overall], self._buckets[chat_id]
+        # Refill both first, take only if both have a token (a refused call costs nothing).
+        wait = max(shared.take(now), 0.0)
+        if wait == 0:
+            wait = mine.take(now)
+            if wait > 0:
+                shared.tokens += 1  # not sent: give the shared token back
+        if wait == 0:
+            return None
+        self.limited.append(chat_id)
+        retry_after = max(1, math.ceil(wait))
+        return _error(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+
     def _api_sendMessage(self, params: dict[str, Any]) -> web.Response:
         chat_id = params.get("chat_id")
         problem = self._chat_error(chat_id) or _text_error(params.get("text"))
         problem = problem or _markup_error(params.get("reply_markup"))
         if problem:
             return problem
+        assert isinstance(chat_id, int)
+        limited = self._over_limit(chat_id, bool(params.get("allow_paid_broadcast")))
+        if limited:
+            return limited
         assert isinstance(chat_id, int)
         self._next_message_id += 1
         message_id = self._next_message_id

@@ -22,6 +22,9 @@ CUSTOM_SEND = "cgi-bin/message/custom/send"
 #: Longer customer-service texts are refused with 45002 (reported as ~2,048 bytes).
 TEXT_BYTES_REFUSED = 2048
 TEMPLATE_SEND = "cgi-bin/message/template/send"
+#: Subscription notifications (订阅通知); ``script(SUBSCRIBE_SEND, errcode=43101)`` and the
+#: like answer with WeChat's errcodes (43101 no consent, 45009 daily quota).
+SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
 MEDIA_GET = "cgi-bin/media/get"
 QRCODE_CREATE = "cgi-bin/qrcode/create"
 #: Web authorization (网页授权): the authorize page (open.weixin.qq.com in life) and the code
@@ -138,7 +141,7 @@ class FakeWeChatAPI:
             if len(_shown_text(body or {}).encode()) > TEXT_BYTES_REFUSED:
                 return _json({"errcode": 45002, "errmsg": "content size out of limit"})
             return _json({"errcode": 0, "errmsg": "ok"})
-        if path == TEMPLATE_SEND:
+        if path in (TEMPLATE_SEND, SUBSCRIBE_SEND):
             return _json({"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
         if path == QRCODE_CREATE:
             return self._qrcode(body or {})
