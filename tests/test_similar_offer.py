@@ -1,0 +1,108 @@
+"""提议题's "是不是这件事？" (issue 12, item 8): a resident who types a new topic's title is
+shown the open or publicized topics of their room and the rooms nearby that read like it,
+with 关注 for each and 点赞 for the publicized ones, and goes on with their own topic when
+none is theirs. Through the dialogs (``Dialogs.handle``), as in tests/test_dialogs.py."""
+
+from __future__ import annotations
+
+from bot.services import Services
+from dialogs.types import Reply
+from tests.test_dialogs import Person, services, topics
+from tests.world import ROUTES, World, build_world
+from workflow.clock import FixedClock
+from workflow.lifecycle import State
+
+__all__ = ["services"]  # the fixture, used by name
+
+FLOODED = "下雨后小区里到处是水"
+
+
+async def world_of(services: Services, clock: FixedClock) -> World:
+    return await build_world(services.sessions, clock)
+
+
+async def topic_at(world: World, state: State, room: str, title: str) -> int:
+    topic = await world.walk(await world.open(room, title=title), ROUTES[state])
+    assert topic.state == state and topic.id is not None
+    return topic.id
+
+
+async def type_title(person: Person, title: str) -> list[Reply]:
+    await person.scan("V1")
+    await person.say("提议题")
+    return await person.send("text", title)
+
+
+def offered(replies: list[Reply]) -> list[tuple[str, str]]:
+    return [(b.label, b.payload) for r in replies for b in r.buttons]
+
+
+async def test_a_publicized_topic_nearby_is_offered_to_follow_and_like(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    nearby = await topic_at(world, State.PUBLICIZED, "V2", "幸福小区雨天积水严重")
+    # The same matter, but ended, or in another district: not offered.
+    await topic_at(world, State.WITHDRAWN, "V1", "小区雨天积水")
+    await topic_at(world, State.PUBLICIZED, "V4", "小区下雨积水严重")
+    await topic_at(world, State.SUBMITTED, "V1", "暑期留守儿童托管班")
+
+    replies = await type_title(Person(services), FLOODED)
+    offer, ask = replies[-2:]
+    assert offer.text.startswith("是不是这件事？附近已有相似的议题：\n")
+    assert "1. 幸福小区雨天积水严重（二村议事室，公示征求建议中）\n" in offer.text
+    assert "小区雨天积水（" not in offer.text and "小区下雨积水严重" not in offer.text
+    assert "沿线3公里没有公厕" not in offer.text  # a title and its state, nothing more
+    assert offered([offer]) == [
+        ("关注第1件", f"ft:{nearby}:1"),
+        ("点赞第1件", f"lk:{nearby}:1"),
+    ]
+    assert ask.text.startswith("请详细描述情况")
+
+
+async def test_an_open_unpublished_topic_gets_follow_only(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    lamp = await topic_at(world, State.SUBMITTED, "V1", "3号楼前路灯不亮")
+    await topic_at(world, State.PUBLICIZED, "V1", "3号楼前路面坑洼不平")  # same place, other matter
+
+    replies = await type_title(Person(services), "3号楼那边晚上没有灯")
+    assert "1. 3号楼前路灯不亮（一村议事室，待初审）\n" in replies[-2].text
+    assert "点赞" not in replies[-2].text  # nothing to like before publication
+    assert offered(replies) == [("关注第1件", f"ft:{lamp}:1")]
+    assert "路面坑洼" not in replies[-2].text
+
+
+async def test_at_most_three_are_offered(services: Services, clock: FixedClock) -> None:
+    world = await world_of(services, clock)
+    for room in ("V1", "V2", "T1", "V1"):
+        await topic_at(world, State.SUBMITTED, room, "小区雨天积水严重")
+    replies = await type_title(Person(services), FLOODED)
+    assert [label for label, _ in offered(replies)] == ["关注第1件", "关注第2件", "关注第3件"]
+    assert "（一镇议事室，待初审）" in replies[-2].text  # the parent room is nearby too
+
+
+async def test_a_new_matter_is_asked_for_its_description_straight_away(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    await topic_at(world, State.PUBLICIZED, "V1", "幸福小区雨天积水严重")
+    replies = await type_title(Person(services), "村里想建一个图书室")
+    assert replies[-1].text.startswith("请详细描述情况")
+    assert "是不是这件事" not in "\n".join(r.text for r in replies)
+
+
+async def test_the_resident_goes_on_with_their_own_topic(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    await topic_at(world, State.PUBLICIZED, "V2", "幸福小区雨天积水严重")
+    person = Person(services)
+    assert "是不是这件事" in "\n".join(r.text for r in await type_title(person, FLOODED))
+    assert (await person.say("5号楼后面一下雨就淹，和那件不是一处")).startswith("可以补充照片")
+    await person.say("下一步")
+    await person.say("跳过")
+    assert "编号：" in await person.say("1")
+    mine = [t for t in await topics(services) if t.title == FLOODED]
+    assert len(mine) == 1 and mine[0].background.startswith("5号楼后面")
