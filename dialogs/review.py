@@ -15,9 +15,10 @@ from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
 from dialogs.types import Button
-from storage.models import Room, Topic
+from storage.models import Attachment, Room, Topic
 from workflow.cards import action_buttons, card_text
 from workflow.errors import InvalidField, NotPermitted, WorkflowError
+from workflow.fields import default_date, shown_photos
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
 from workflow.payloads import CARD, REVIEW, REVIEW_CHOICE, REVIEW_ROOM, TODO_PAGE, Payload
 from workflow.permissions import visible_topic
@@ -133,9 +134,38 @@ async def _next(conv: Conversation) -> None:
 
 
 async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
-    _review(conv)["asking"] = name
+    review = _review(conv)
+    review["asking"] = name
     spec, field = FIELDS[name], label("fields", name)
     skip = [Button(SAY.label("buttons_review", "skip"), Payload.REVIEW_SKIP)] if optional else []
+    if spec.kind == "photos":
+        photos = await _photos(conv)
+        if not photos:  # nothing to choose from: none shown, nothing asked
+            review["fields"][name] = None
+            await _next(conv)
+            return
+        picked = review.setdefault("picked", [])
+        conv.reply(
+            say("review", "ask_photos", field=field, count=len(photos)),
+            *[
+                Button(
+                    say("review", "photo_on" if p in picked else "photo_off", n=i + 1),
+                    REVIEW_CHOICE.build(i),
+                )
+                for i, p in enumerate(photos)
+            ],
+            Button(SAY.label("buttons_review", "photos_done"), Payload.REVIEW_DONE),
+            Button(SAY.label("buttons_review", "photos_none"), Payload.REVIEW_SKIP),
+        )
+        return
+    if spec.default_days and optional:  # "skip" takes the default: say which day
+        day = default_date(name, conv.now)
+        skip = [
+            Button(
+                say("review", "take_default", month=day.month, day=day.day, days=spec.default_days),
+                Payload.REVIEW_SKIP,
+            )
+        ]
     if spec.kind == "choice":
         conv.reply(
             say("review", "ask_choice", field=field),
@@ -169,6 +199,9 @@ async def answer(conv: Conversation) -> None:
     choice = REVIEW_CHOICE.parse(payload)
     if payload == Payload.REVIEW_SKIP and name not in TRANSITIONS[review["action"]].required:
         review["fields"][name] = None
+    elif spec.kind == "photos":
+        await _pick_photo(conv, name, choice, done=payload == Payload.REVIEW_DONE)
+        return
     elif spec.kind == "choice" and choice is not None and choice < len(_choices(conv, name)):
         value = _choices(conv, name)[choice]
     elif spec.kind == "room" and REVIEW_ROOM.claims(payload):
@@ -194,6 +227,32 @@ async def answer(conv: Conversation) -> None:
         await _ask(conv, name, optional=name not in TRANSITIONS[review["action"]].required)
         return
     await _next(conv)
+
+
+async def _photos(conv: Conversation) -> list[int]:
+    topic = await conv.session.get(Topic, _review(conv)["topic"])
+    assert topic is not None
+    return [_id(a) for a in await shown_photos(conv.session, topic)]
+
+
+async def _pick_photo(conv: Conversation, name: str, choice: int | None, *, done: bool) -> None:
+    """A photo's button turns it on or off (the question is asked again, showing which are
+    on); 确定 takes those chosen."""
+    review = _review(conv)
+    picked: list[int] = review.setdefault("picked", [])
+    photos = await _photos(conv)
+    if done:
+        review["fields"][name] = [p for p in photos if p in picked] or None
+        review.pop("picked", None)
+        await _next(conv)
+        return
+    if choice is not None and choice < len(photos):
+        photo = photos[choice]
+        if photo in picked:
+            picked.remove(photo)
+        else:
+            picked.append(photo)
+    await _ask(conv, name, optional=True)
 
 
 async def _nearby(conv: Conversation) -> list[Room]:
@@ -287,9 +346,9 @@ def _due(conv: Conversation, topic: Topic) -> str:
     return say("review", "todo_due", by=by_day(wait.due_by), waited=wait.waited)
 
 
-def _id(topic: Topic) -> int:
-    assert topic.id is not None
-    return topic.id
+def _id(row: Topic | Attachment) -> int:
+    assert row.id is not None
+    return row.id
 
 
 HANDLERS = Handlers(
@@ -304,6 +363,10 @@ HANDLERS = Handlers(
     # A question asked is answered by whatever comes but a command or a word: a topic's
     # or a room's button pressed meanwhile asks the question again.
     flows={
-        NAME: Flow(answer, modal=True, answers=(REVIEW_CHOICE, REVIEW_ROOM, Payload.REVIEW_SKIP))
+        NAME: Flow(
+            answer,
+            modal=True,
+            answers=(REVIEW_CHOICE, REVIEW_ROOM, Payload.REVIEW_SKIP, Payload.REVIEW_DONE),
+        )
     },
 )

@@ -36,7 +36,10 @@ REVIEWERS: dict[str, tuple[Role, ...]] = {
     "topic.sent_back": (Role.CONVENER,),
     "topic.referred": (Role.CONVENER, Role.SUPERVISOR),
     "topic.accepted": (Role.PARTY,),
+    # The convener publishes (公示) what the Party organisation approved, and the results.
+    "topic.approved": (Role.CONVENER,),
     "topic.meeting_recorded": (Role.PARTY,),
+    "topic.outcome_approved": (Role.CONVENER,),
 }
 #: Changes the submitter is not told of (internal bookkeeping).
 NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})

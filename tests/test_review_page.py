@@ -29,7 +29,7 @@ from storage.models import (
     Topic,
 )
 from tests.fakes.wechat_api import CUSTOM_SEND, TEMPLATE_SEND, FakeWeChatAPI
-from tests.world import World, build_world
+from tests.world import ROUTES, World, build_world
 from workflow.cards import BUTTON_PREFIX
 from workflow.clock import FixedClock
 from workflow.lifecycle import Role, State
@@ -481,3 +481,45 @@ async def test_photos_and_recordings_are_shown_on_the_review_page(
         await site.get(_with(url.replace("?", f"/media/{photo_id}?"), sig="0" * 64))
     ).status == 403
     assert (await world.reload(topic)).state == "submitted"  # looking changed nothing
+
+
+async def test_publishing_on_the_page_offers_the_photos_and_the_default_close_date(
+    site: Site, clock: FixedClock
+) -> None:
+    world = site.world
+    resident = world.person("-", "resident")
+    async with transaction(world.sessions) as session:
+        shots = [
+            Attachment(
+                kind="image",
+                channel="console",
+                source_ref=f"p{n}",
+                status="stored",
+                storage_key=f"t/p{n}.jpg",
+                content_type="image/jpeg",
+                uploaded_by_id=resident,
+                created_at=clock.now(),
+            )
+            for n in range(2)
+        ]
+        session.add_all(shots)
+        await session.flush()
+        first, second = (s.id for s in shots)
+    topic = await world.open("V1", attachment_ids=[first, second], uploader_id=resident)
+    topic = await world.walk(topic, ROUTES[State.APPROVED])
+    message = await card(world, "V1:convener")
+    assert message.kind == "topic.approved"
+    url = message.body["review_url"]
+    page = await (await site.get(url)).text()
+    assert (
+        '<input id="publish-suggestions_close" type="date" name="f.suggestions_close" '
+        'value="2026-03-09">' in page
+    )
+    assert f'name="f.photos" value="{first}"> 第1张' in page
+    assert f'name="f.photos" value="{second}"> 第2张' in page
+    form = {"action": "publish", "topic": str(topic.id), "f.suggestions_close": "2026-03-12"}
+    response = await site.client.post(_local(url), data=[*form.items(), ("f.photos", str(second))])
+    assert response.status == 200
+    topic = await world.reload(topic)
+    assert topic.state == State.PUBLICIZED
+    assert topic.facts["publish"] == {"suggestions_close": "2026-03-12", "photos": [second]}

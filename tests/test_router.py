@@ -85,6 +85,7 @@ FIXED = {
     "e:resident": Payload.EDIT_RESIDENT,
     "e:phone": Payload.EDIT_PHONE,
     "k:skip": Payload.REVIEW_SKIP,
+    "k:done": Payload.REVIEW_DONE,
 }
 
 

@@ -10,6 +10,7 @@ OTHER (another city) ─── X
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import select
@@ -17,7 +18,7 @@ from sqlmodel import select
 from notices.notify import OutboxWriter
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, Person, RoleGrant, Room, Topic
-from workflow.clock import FixedClock
+from workflow.clock import CHINA, FixedClock
 from workflow.engine import DomainEvent, Lifecycle
 from workflow.lifecycle import SUBMITTER, TRANSITIONS, Role, State
 from workflow.permissions import Actor, load_actor
@@ -173,8 +174,21 @@ class World:
 
     async def walk(self, topic: Topic, actions: list[str]) -> Topic:
         for action in actions:
-            await self.apply(topic, action, await self.responsible(topic, action), **FIELDS[action])
+            fields = FIELDS[action]
+            if action == "schedule_meeting":
+                fields = {**fields, "time": await self.meeting_time(topic)}
+            await self.apply(topic, action, await self.responsible(topic, action), **fields)
         return await self.reload(topic)
+
+    async def meeting_time(self, topic: Topic) -> str:
+        """FIELDS' meeting time, or for a topic publicized later than that allows (a week
+        before the meeting), 19:00 on the eighth day after its publication."""
+        published = (await self.reload(topic)).published_at
+        wanted = datetime.fromisoformat(FIELDS["schedule_meeting"]["time"]).replace(tzinfo=CHINA)
+        if published is None or wanted >= published + timedelta(days=7):
+            return str(FIELDS["schedule_meeting"]["time"])
+        day = published.astimezone(CHINA).date() + timedelta(days=8)
+        return f"{day.isoformat()}T19:00"
 
     async def at(self, state: State, room: str = "V1") -> Topic:
         return await self.walk(await self.open(room), ROUTES[state])

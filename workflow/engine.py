@@ -37,6 +37,7 @@ from workflow.lifecycle import (
     Transition,
 )
 from workflow.permissions import Actor, acting_role, can, source_role
+from workflow.publication import check_timing
 from workflow.rooms import nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
 from workflow.workdays import WorkdayCalendar
@@ -158,14 +159,15 @@ class Lifecycle:
             raise NotPermitted("not_permitted", action=action_label)
         if topic.state not in transition.sources:
             raise WrongState("wrong_state", state=label("states", topic.state), action=action_label)
-        values = await check_fields(session, transition, fields)
+        now = self.clock.now()
+        values = await check_fields(session, transition, fields, topic, now)
+        check_timing(transition, topic, values, now)
         if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
                 "needs_prior", prior=label("actions", transition.after), action=action_label
             )
         new_room = await self._new_room(session, topic, transition, values, chain)
 
-        now = self.clock.now()
         changes: dict[str, Any] = {"state": transition.target, "updated_at": now}
         if new_room is not None:
             changes["room_id"] = new_room.id

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Room
+from storage.models import Attachment, Room, Topic
 from workflow.clock import CHINA
 from workflow.errors import InvalidField, MissingField
 from workflow.lifecycle import FIELDS, Transition
@@ -20,9 +21,14 @@ from workflow.texts import label
 
 
 async def check_fields(
-    session: AsyncSession, transition: Transition, fields: Mapping[str, Any]
+    session: AsyncSession,
+    transition: Transition,
+    fields: Mapping[str, Any],
+    topic: Topic,
+    now: datetime,
 ) -> dict[str, Any]:
-    """The fields ``transition`` takes, checked and coerced; a refusal names the first wrong one."""
+    """The fields ``transition`` takes on ``topic``, checked and coerced, with the defaults
+    of those left out; a refusal names the first wrong one."""
     allowed = (*transition.required, *transition.optional)
     action_label = label("actions", transition.action)
     for name in fields:
@@ -34,9 +40,30 @@ async def check_fields(
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             if name in transition.required:
                 raise MissingField("missing_field", field=label("fields", name))
+            if FIELDS[name].default_days:
+                values[name] = default_date(name, now)
             continue
-        values[name] = await _coerce(session, name, raw)
+        values[name] = await _coerce(session, name, raw, topic)
     return values
+
+
+def default_date(name: str, now: datetime) -> date:
+    """What a date field with a default is when left out (``FieldSpec.default_days``)."""
+    return now.astimezone(CHINA).date() + timedelta(days=FIELDS[name].default_days)
+
+
+async def shown_photos(session: AsyncSession, topic: Topic) -> list[Attachment]:
+    """The topic's photos that may be offered for publication: stored images, oldest first."""
+    rows = await session.exec(
+        select(Attachment)
+        .where(
+            Attachment.topic_id == topic.id,
+            Attachment.kind == "image",
+            Attachment.status == "stored",
+        )
+        .order_by(col(Attachment.id))
+    )
+    return list(rows)
 
 
 def text_field(name: str, value: Any, limit: int, *, allow_empty: bool = False) -> str:
@@ -51,8 +78,10 @@ def text_field(name: str, value: Any, limit: int, *, allow_empty: bool = False) 
     return value
 
 
-async def _coerce(session: AsyncSession, name: str, raw: Any) -> Any:
+async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> Any:
     spec, field_label = FIELDS[name], label("fields", name)
+    if spec.kind == "photos":
+        return await _photos(session, name, raw, topic)
     if spec.kind in ("text", "url"):
         value = text_field(name, raw, spec.max_len)
         if spec.kind == "url" and not re.match(r"https?://\S+$", value):
@@ -77,6 +106,24 @@ async def _coerce(session: AsyncSession, name: str, raw: Any) -> Any:
         return raw if isinstance(raw, date) else date.fromisoformat(str(raw))
     except ValueError:
         raise InvalidField("bad_date", field=field_label) from None
+
+
+async def _photos(session: AsyncSession, name: str, raw: Any, topic: Topic) -> list[int]:
+    """Attachment ids (a list, or "3,5" from a form), each one of the topic's photos."""
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(parts, list | tuple):
+        raise InvalidField("bad_photos", field=label("fields", name))
+    wanted: list[int] = []
+    for part in parts:
+        text = str(part).strip()
+        if not text.isdecimal() or len(text) > 12:
+            raise InvalidField("bad_photos", field=label("fields", name))
+        if int(text) not in wanted:
+            wanted.append(int(text))
+    offered = {a.id for a in await shown_photos(session, topic)}
+    if any(photo not in offered for photo in wanted):
+        raise InvalidField("bad_photos", field=label("fields", name))
+    return sorted(wanted)
 
 
 def jsonable(value: Any) -> Any:

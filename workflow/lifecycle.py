@@ -8,6 +8,7 @@ starts. ``workflow.engine.Lifecycle.apply`` is the only code that acts on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -91,13 +92,20 @@ REDIRECT_KINDS = CATEGORIES[:4]
 
 TITLE_MAX = 40
 BACKGROUND_MAX = 2000
+#: Suggestions on a publicized topic close this many days after publication unless the
+#: convener sets another day; the meeting may not be held earlier than a week after
+#: publication (Yancheng norms §14).
+SUGGESTION_DAYS = 7
+MEETING_AFTER_PUBLICATION = timedelta(days=7)
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    kind: Literal["text", "choice", "room", "datetime", "date", "url"]
+    kind: Literal["text", "choice", "room", "datetime", "date", "url", "photos"]
     max_len: int = 0
     choices: tuple[str, ...] = ()
+    #: A date field left out is this many days after today (China time); 0: no default.
+    default_days: int = 0
 
 
 #: Every field an action can take, declared once; labels are in zh_CN.toml [fields].
@@ -126,6 +134,9 @@ FIELDS: dict[str, FieldSpec] = {
     "due": FieldSpec("date"),
     "note": FieldSpec("text", 1000),
     "summary": FieldSpec("text", 1000),
+    "suggestions_close": FieldSpec("date", default_days=SUGGESTION_DAYS),
+    # The topic's photos the public may see (attachment ids); none unless chosen.
+    "photos": FieldSpec("photos"),
 }
 
 
@@ -173,7 +184,7 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     _t("send_back",        {S.AWAITING_APPROVAL},   S.SUBMITTED,         {P},      "sent_back",
        required=("comment",), clock=True),
     _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized",
-       stamps="published_at"),
+       optional=("suggestions_close", "photos"), stamps="published_at"),
     _t("plan_research",    {S.PUBLICIZED},          S.RESEARCHING,       {C, OP},  "research_planned",
        required=("plan",)),
     _t("record_findings",  {S.RESEARCHING},         S.RESEARCHING,       {C, OP},  "findings_recorded",

@@ -60,8 +60,10 @@ class Payload(StrEnum):
     EDIT_DESCRIPTION = "e:description"
     EDIT_RESIDENT = "e:resident"
     EDIT_PHONE = "e:phone"
-    # An optional field of a review step left out (dialogs/review.py).
+    # An optional field of a review step left out, a choice of several confirmed
+    # (dialogs/review.py).
     REVIEW_SKIP = "k:skip"
+    REVIEW_DONE = "k:done"
 
 
 @dataclass(frozen=True)

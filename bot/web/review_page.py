@@ -28,6 +28,7 @@ from workflow.audit import LimitedLog, record
 from workflow.cards import card_text
 from workflow.engine import available_actions
 from workflow.errors import InvalidField, WorkflowError
+from workflow.fields import default_date
 from workflow.lifecycle import FIELDS, TRANSITIONS
 from workflow.permissions import load_actor, visible_topic
 from workflow.refs import REVIEW_PAGE, check_ref, find_ref, use_ref
@@ -220,10 +221,6 @@ class ReviewPage:
         assert topic is not None
         actor = await load_actor(session, ref.person_id)
         rooms = await nearby_rooms(session, topic.room_id, ROOM_CHOICES)
-        forms = [
-            Form(action, label("actions", action), _inputs(action, rooms))
-            for action in await available_actions(session, topic, actor)
-        ]
         stored = (
             await session.exec(
                 select(Attachment)
@@ -239,6 +236,16 @@ class ReviewPage:
                 "url": f"{request.rel_url.path}/media/{a.id}?{query}",
             }
             for a in stored
+        ]
+        photos = [
+            {"id": a.id, "n": n, "url": m["url"]}
+            for n, (a, m) in enumerate(
+                ((a, m) for a, m in zip(stored, media, strict=True) if a.kind == "image"), 1
+            )
+        ]
+        forms = [
+            Form(action, label("actions", action), _inputs(action, rooms, photos, now))
+            for action in await available_actions(session, topic, actor)
         ]
         page = PAGES.get_template("review.html").render(
             topic=topic,
@@ -281,8 +288,15 @@ def _html(page: str, status: int = 200) -> web.Response:
     return web.Response(text=page, status=status, content_type="text/html", headers=HEADERS)
 
 
-def _inputs(action: str, rooms: list[Room]) -> list[dict[str, Any]]:
+def _inputs(
+    action: str, rooms: list[Room], photos: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
     transition = TRANSITIONS[action]
+    names = [
+        name
+        for name in (*transition.required, *transition.optional)
+        if FIELDS[name].kind != "photos" or photos  # no photos: nothing to choose
+    ]
     return [
         {
             "name": name,
@@ -292,8 +306,10 @@ def _inputs(action: str, rooms: list[Room]) -> list[dict[str, Any]]:
             "max_len": FIELDS[name].max_len,
             "required": name in transition.required,
             "rooms": rooms,
+            "photos": photos,
+            "default": default_date(name, now).isoformat() if FIELDS[name].default_days else "",
         }
-        for name in (*transition.required, *transition.optional)
+        for name in names
     ]
 
 
@@ -303,6 +319,8 @@ def _fields(action: str, form: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in (*transition.required, *transition.optional):
         value = str(form.get(f"f.{name}", "")).strip()
+        if FIELDS[name].kind == "photos":  # one checkbox per photo
+            value = ",".join(str(v).strip() for v in form.getall(f"f.{name}", []))
         if FIELDS[name].kind == "room":
             value = str(form.get(f"f.{name}.code", "")).strip() or value
         if value:
