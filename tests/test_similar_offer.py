@@ -5,8 +5,11 @@ none is theirs. Through the dialogs (``Dialogs.handle``), as in tests/test_dialo
 
 from __future__ import annotations
 
+from sqlmodel import col, select
+
 from bot.services import Services
 from dialogs.types import Reply
+from storage.models import OutboxMessage
 from tests.test_dialogs import Person, services, topics
 from tests.world import ROUTES, World, build_world
 from workflow.clock import FixedClock
@@ -106,3 +109,26 @@ async def test_the_resident_goes_on_with_their_own_topic(
     assert "编号：" in await person.say("1")
     mine = [t for t in await topics(services) if t.title == FLOODED]
     assert len(mine) == 1 and mine[0].background.startswith("5号楼后面")
+
+
+async def test_the_first_review_card_lists_a_paraphrase_as_a_possible_duplicate(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    await world.open("V1", title="幸福小区雨天积水严重")
+    withdrawn = await world.open("V1", title="小区下雨积水")
+    await world.walk(withdrawn, ["withdraw"])
+    await world.open("V1", title="暑期留守儿童托管班")
+    new = await world.open("V1", title=FLOODED)
+    async with services.sessions() as session:
+        cards = list(
+            await session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.address == "V1:convener")
+                .order_by(col(OutboxMessage.id))
+            )
+        )
+    card = cards[-1].body["text"]
+    assert new.number in card
+    assert "可能重复的议题：\n· D1-2026-000001「幸福小区雨天积水严重」（待初审）" in card
+    assert "小区下雨积水" not in card and "托管班" not in card
