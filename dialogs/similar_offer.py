@@ -4,6 +4,11 @@ open topic: its follower hears how it goes) and, once publicized, 点赞 (a like
 public topic), so that a duplicate becomes support for the topic already raised. The
 buttons are the public's part (dialogs/public_topics.py answers them, wherever the
 person is); the resident who finds none of them theirs simply goes on describing their own.
+
+A topic not publicized yet is offered without its title: until publication it is the
+submitter's and the reviewers' business (workflow/lifecycle.py PUBLIC_STATES), and typing
+words into 提议题 must not become a way to read other residents' submissions. The resident
+learns that a similar matter is being handled in which room, and may follow it.
 """
 
 from __future__ import annotations
@@ -41,9 +46,9 @@ def _text(found: list[Offered]) -> str:
     items = "\n".join(
         say(
             "similar",
-            "item",
+            "item" if topic.public else "item_unpublished",
             n=n,
-            title=topic.title,
+            title=topic.title if topic.public else "",
             room=topic.room,
             state=label("states", topic.state),
         )

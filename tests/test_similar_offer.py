@@ -63,7 +63,7 @@ async def test_a_publicized_topic_nearby_is_offered_to_follow_and_like(
     assert ask.text.startswith("请详细描述情况")
 
 
-async def test_an_open_unpublished_topic_gets_follow_only(
+async def test_an_open_unpublished_topic_gets_follow_only_and_keeps_its_title(
     services: Services, clock: FixedClock
 ) -> None:
     world = await world_of(services, clock)
@@ -71,7 +71,9 @@ async def test_an_open_unpublished_topic_gets_follow_only(
     await topic_at(world, State.PUBLICIZED, "V1", "3号楼前路面坑洼不平")  # same place, other matter
 
     replies = await type_title(Person(services), "3号楼那边晚上没有灯")
-    assert "1. 3号楼前路灯不亮（一村议事室，待初审）\n" in replies[-2].text
+    offer = replies[-2].text
+    assert "1. 一村议事室一件相似的议题（待初审，尚未公示，内容暂不公开）\n" in offer
+    assert "路灯" not in offer  # not public yet: typing words must not read others' topics
     assert "点赞" not in replies[-2].text  # nothing to like before publication
     assert offered(replies) == [("关注第1件", f"ft:{lamp}:1")]
     assert "路面坑洼" not in replies[-2].text
@@ -83,7 +85,7 @@ async def test_at_most_three_are_offered(services: Services, clock: FixedClock) 
         await topic_at(world, State.SUBMITTED, room, "小区雨天积水严重")
     replies = await type_title(Person(services), FLOODED)
     assert [label for label, _ in offered(replies)] == ["关注第1件", "关注第2件", "关注第3件"]
-    assert "（一镇议事室，待初审）" in replies[-2].text  # the parent room is nearby too
+    assert "一镇议事室一件相似的议题（待初审" in replies[-2].text  # the parent is nearby too
 
 
 async def test_a_new_matter_is_asked_for_its_description_straight_away(
