@@ -33,7 +33,7 @@ from storage.db import make_engine, make_session_factory, transaction  # noqa: E
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Topic  # noqa: E402
 from workflow import similar  # noqa: E402
-from workflow.duplicates import similar_open_topics  # noqa: E402
+from workflow.duplicates import POOL, similar_open_topics  # noqa: E402
 from workflow.rooms import get_room, import_rooms, parse_rooms_csv  # noqa: E402
 
 Matcher = Callable[..., list[Any]]
@@ -203,7 +203,8 @@ async def through_database(url: str, pool: list[Any], queries: Sequence[dict[str
     first, rest = times[0], sorted(times[1:])
     print(
         f"\nthe whole look-up (workflow/duplicates.py) on {url.split(':')[0]}, {len(pool):,} open "
-        f"topics in the room and the rooms nearby, {len(queries)} look-ups: first "
+        f"topics in the room and the rooms nearby (the newest {POOL:,} compared), "
+        f"{len(queries)} look-ups: first "
         f"{first * 1000:,.0f} ms, median {statistics.median(rest) * 1000:,.1f} ms, "
         f"p95 {rest[int(0.95 * (len(rest) - 1))] * 1000:,.1f} ms"
     )

@@ -4,6 +4,7 @@ duplicate becomes support (关注, 点赞) for the topic already raised (issue 1
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlmodel import col
@@ -15,9 +16,10 @@ from workflow.lifecycle import FINAL_STATES, PUBLIC_STATES
 from workflow.rooms import nearby_rooms
 from workflow.similar import most_similar
 
-#: The newest open topics of those rooms compared (bench/README.md: 10,000 take ~10 ms once
-#: their profiles are cached).
-POOL = 5_000
+#: The newest open topics of those rooms compared. A village and its neighbours hold far
+#: fewer; the bound keeps a worker's first look-up, which computes every profile, within a
+#: chat reply's time (bench/README.md).
+POOL = 2_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ async def similar_open_topics(
         )
     ).all()
     by_id = {row[0]: row for row in rows}
-    matches = most_similar(title, "", [(row[0], row[2], row[3]) for row in rows], limit)
+    candidates = [(row[0], row[2], row[3]) for row in rows]
+    # CPU work (cutting words): off the event loop, which other people's messages share.
+    matches = await asyncio.to_thread(most_similar, title, "", candidates, limit)
     return [
         Offered(key, number, found_title, state, rooms[found_room])
         for key, number, found_title, _, state, found_room in (by_id[m.key] for m in matches)

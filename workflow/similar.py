@@ -130,6 +130,11 @@ def _vocabulary() -> _Words:
         return _words
 
 
+def warm() -> None:
+    """Load the vocabulary now (about a second), so that the first look-up does not wait."""
+    _vocabulary()
+
+
 def _normal(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 

@@ -20,9 +20,11 @@ from bot.telegram import webhook as telegram
 from bot.web import review_page, topic_page
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
+from workflow import similar
 
 log = logging.getLogger("mashangyi.web")
 SERVICES = web.AppKey("services", Services)
+WARMING = web.AppKey("similar_warming", asyncio.Task[None])
 
 
 #: /healthz answers within this, whatever the database does (a stalled connection too).
@@ -62,12 +64,19 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if services.config.telegram.bot_token.get_secret_value():
         telegram.setup(app, services)  # /telegram and the PTB Application
+    app.on_startup.append(_warm_similar)
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)
         app.cleanup_ctx.append(_inbox_loop)
         app.cleanup_ctx.append(_media_loop)
         app.cleanup_ctx.append(_reminder_sweeps)
     return app
+
+
+async def _warm_similar(app: web.Application) -> None:
+    """Load the similar-topic matcher's vocabulary in the background (workflow/similar.py),
+    not in the first resident's 提议题."""
+    app[WARMING] = asyncio.create_task(asyncio.to_thread(similar.warm))
 
 
 async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
