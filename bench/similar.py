@@ -3,7 +3,7 @@ that was (bench/similar_bigram.py) and the one in workflow/similar.py, in one pr
 
     .venv/bin/python bench/similar.py            # about 30 s
     .venv/bin/python bench/similar.py --misses   # and every query the new matcher got wrong
-    .venv/bin/python bench/similar.py --database postgresql+asyncpg://postgres@127.0.0.1/bench
+    .venv/bin/python bench/similar.py --database postgresql+asyncpg://postgres@127.0.0.1/bench_similar
 
 The evaluation set is bench/similar_eval.toml; what is counted: bench/README.md.
 """
