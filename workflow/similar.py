@@ -55,8 +55,9 @@ class Match:
 
 
 class _Words:
-    """The segmenter with the synonym table's phrases as words, and the weights. Built once
-    per process, on first use (jieba reads its dictionary: about a second)."""
+    """jieba's segmenter, the synonym table's phrases and concepts, and the weights. Built
+    once per process, on first use or ``warm()`` (jieba reads its dictionary: about a
+    second)."""
 
     def __init__(self, table: dict[str, Any]) -> None:
         import jieba  # type: ignore[import-untyped]
