@@ -236,6 +236,11 @@ class OutboxSettings(Section):
     worker_id: str = ""
 
 
+class ModerationSettings(Section):
+    sensitive_words: list[str] = []
+    sensitive_words_file: str = ""
+
+
 def _sections(settings_cls: type[BaseSettings]) -> dict[str, type[Section]]:
     """Each ``[section]``'s model, by name, in declaration order."""
     found = {}
@@ -285,6 +290,7 @@ class Config(BaseSettings):
     poster: PosterSettings = Field(default_factory=PosterSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
 
     _source: Path | None = PrivateAttr(None)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -343,6 +349,21 @@ class Config(BaseSettings):
 
     def spool_dir(self) -> Path:
         return self.base_dir / self.inbox.spool_dir
+
+    def sensitive_words(self) -> list[str]:
+        """The sensitive-word list: ``moderation.sensitive_words`` and the words of
+        ``sensitive_words_file`` (one a line, ``#`` comments; relative to the config file).
+        A file named but missing stops start-up like any wrong value (``ConfigError``)."""
+        words = [w.strip() for w in self.moderation.sensitive_words if w.strip()]
+        name = self.moderation.sensitive_words_file
+        if name:
+            path = self.base_dir / name
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"moderation.sensitive_words_file: {exc}") from None
+            words += [w for w in (ln.split("#", 1)[0].strip() for ln in lines) if w]
+        return list(dict.fromkeys(words))
 
     def holiday_table_paths(self) -> list[Path]:
         """Config table paths, relative ones taken from the config file's folder."""

@@ -239,6 +239,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 idle_minutes=dialogs.idle_minutes,
                 flood_messages=dialogs.flood_messages,
                 flood_seconds=dialogs.flood_seconds,
+                sensitive_words=tuple(config.sensitive_words()),
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

@@ -87,6 +87,8 @@ class Conversation:
     now: datetime
     notify: Tell
     replies: list[Reply] = field(default_factory=list)
+    #: The sensitive-word list (config [moderation]), for suggestions.
+    words: Sequence[str] = ()
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 

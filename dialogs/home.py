@@ -7,6 +7,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dialogs.conversation import HOME, Conversation, button, say
 from dialogs.handlers import Handlers, on
+from dialogs.moderation import pending_button
+from dialogs.polls import menu_buttons as poll_buttons
+from dialogs.public_topics import menu_buttons as public_buttons
 from dialogs.sources import source_buttons
 from dialogs.types import Button
 from storage.models import Room
@@ -28,15 +31,20 @@ async def welcome(conv: Conversation, room: Room) -> None:
 
 async def menu_buttons(conv: Conversation) -> list[Button]:
     """The menu; members, Party secretaries and grid workers of the room also get their way
-    of raising topics, and people who review (any role) their to-do list."""
+    of raising topics, and people who review (any role) their to-do list. A room with
+    publicized topics offers them; a convener with suggestions to decide, those."""
     actor, room = await conv.actor(), await conv.room()
     reviewer = [button("todo", Payload.MENU_TODO)] if actor.grants else []
     sources = source_buttons(actor, room) if room is not None else []
+    public = [*await public_buttons(conv, room), *await poll_buttons(conv, room)] if room else []
+    held = await pending_button(conv) if actor.grants else []
     return [
         button("submit", Payload.MENU_SUBMIT),
         *sources,
+        *public,
         button("mine", Payload.MENU_MINE),
         *reviewer,
+        *held,
         button("change_room", Payload.MENU_ROOM),
     ]
 

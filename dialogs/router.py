@@ -25,7 +25,18 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from dialogs import home, invites, joint, my_topics, review, submit_topic
+from dialogs import (
+    home,
+    invites,
+    joint,
+    moderation,
+    my_topics,
+    polls,
+    public_topics,
+    review,
+    submit_topic,
+    suggest,
+)
 from dialogs.conversation import HOME, Conversation, ReplyLater, Tell, WriteReplies, say
 from dialogs.handlers import Handlers, Routes
 from dialogs.inbox import Receipt, keep_in_queue, read_receipt
@@ -56,6 +67,10 @@ HANDLERS: tuple[Handlers, ...] = (
     submit_topic.HANDLERS,
     review.HANDLERS,
     joint.HANDLERS,
+    public_topics.HANDLERS,
+    suggest.HANDLERS,
+    moderation.HANDLERS,
+    polls.HANDLERS,
 )
 
 
@@ -94,6 +109,8 @@ class DialogSettings:
     idle_minutes: float = 30.0
     flood_messages: int = 10
     flood_seconds: float = 10.0
+    #: The sensitive-word list (config [moderation]): suggestions containing one are held.
+    sensitive_words: tuple[str, ...] = ()
 
 
 class Dialogs:
@@ -176,7 +193,16 @@ class Dialogs:
                         if receipt.status != "queued":
                             return _repeat(receipt)  # handled before: a re-delivery
                     return Handled([], deferred=True)
-                conv = Conversation(session, inbound, person, chat, self.lifecycle, now, self.tell)
+                conv = Conversation(
+                    session,
+                    inbound,
+                    person,
+                    chat,
+                    self.lifecycle,
+                    now,
+                    self.tell,
+                    words=self.settings.sensitive_words,
+                )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:
                     conv.home()

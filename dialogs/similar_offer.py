@@ -16,21 +16,11 @@ from __future__ import annotations
 from dialogs.conversation import Conversation, say
 from dialogs.types import Button
 from workflow.duplicates import Offered, similar_open_topics
+from workflow.payloads import FOLLOW_TOPIC, LIKE, Setting
 from workflow.texts import label
 
 #: How many similar topics are offered at most.
 OFFERED = 3
-
-
-def follow_payload(topic_id: int) -> str:
-    """关注 a topic (``ft:<topic_id>:1``; the kind is the public's part's, workflow/payloads.py
-    FOLLOW_TOPIC, built here the same way until both are on main)."""
-    return f"ft:{topic_id}:1"
-
-
-def like_payload(topic_id: int) -> str:
-    """点赞 a publicized topic (``lk:<topic_id>:1``, workflow/payloads.py LIKE)."""
-    return f"lk:{topic_id}:1"
 
 
 async def offer(conv: Conversation, room_id: int, title: str) -> bool:
@@ -61,7 +51,8 @@ def _text(found: list[Offered]) -> str:
 def _buttons(found: list[Offered]) -> list[Button]:
     buttons = []
     for n, topic in enumerate(found, 1):
-        buttons.append(Button(say("similar", "follow", n=n), follow_payload(topic.topic_id)))
+        on = Setting(topic.topic_id, True)  # a set, not a flip: pressed twice, one follow
+        buttons.append(Button(say("similar", "follow", n=n), FOLLOW_TOPIC.build(on)))
         if topic.public:
-            buttons.append(Button(say("similar", "like", n=n), like_payload(topic.topic_id)))
+            buttons.append(Button(say("similar", "like", n=n), LIKE.build(on)))
     return buttons

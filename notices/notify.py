@@ -43,6 +43,9 @@ REVIEWERS: dict[str, tuple[Role, ...]] = {
 }
 #: Changes the submitter is not told of (internal bookkeeping).
 NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})
+#: Publications whose printable notice (notices/printable.py) the convener who published
+#: is sent, for the village notice board, by its kind.
+PRINTABLE = {"topic.publicized": "topic", "topic.results_published": "results"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class OutboxWriter:
             now = self.clock.now()
             card: str | None = None  # the same for every reviewer: made once, when needed
             media = False
+            await self._send_printable(session, topic, event, now)
             for recipient in await self._recipients(session, topic, event):
                 identity = await chat_address(session, recipient.person_id)
                 if identity is None:
@@ -116,6 +120,37 @@ class OutboxWriter:
                     person_id=recipient.person_id,
                     topic_id=topic.id,
                 )
+
+    async def _send_printable(
+        self, session: AsyncSession, topic: Topic, event: DomainEvent, now: datetime
+    ) -> None:
+        """The one who published gets the links to the notice to print (PNG and PDF)."""
+        kind = PRINTABLE.get(event.name)
+        if kind is None or event.actor_id is None:
+            return
+        identity = await chat_address(session, event.actor_id)
+        if identity is None:
+            return
+        page = public_url(self.public_base_url, topic.number, topic.state)
+        query = "?kind=results" if kind == "results" else ""
+        message = OutboundMessage(
+            text=self.env.get_template(f"reviewer/notice.{kind}.txt")
+            .render(topic=topic, png=f"{page}/notice.png{query}", pdf=f"{page}/notice.pdf{query}")
+            .strip(),
+            topic_number=topic.number,
+            url=page,
+        )
+        await enqueue(
+            session,
+            key=f"event:{event.event_id}:notice:{event.actor_id}",
+            channel=identity.channel,
+            address=identity.external_id,
+            kind="notice.printable",
+            message=message,
+            now=now,
+            person_id=event.actor_id,
+            topic_id=topic.id,
+        )
 
     async def _mark_cards_handled(
         self, session: AsyncSession, topic: Topic, event: DomainEvent

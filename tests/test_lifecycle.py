@@ -466,6 +466,7 @@ async def test_notices_link_the_public_page_only_once_the_topic_is_public(world:
         "topic.outcome_approved",
         "topic.results_published",
         "topic.implemented",
+        "notice.printable",  # the convener's notice to print, on publication and on results
     }
     assert len(linked) + len(unlinked) == len([r for r in rows if r.topic_id == done.id])
     for topic in closed:

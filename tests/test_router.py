@@ -20,7 +20,16 @@ from workflow.payloads import (
     BUTTONS,
     CARD,
     COSIGNER,
+    FOLLOW_ROOM,
+    FOLLOW_TOPIC,
     JOINT,
+    LIKE,
+    MODERATE,
+    POLL_PICK,
+    POLL_VOTE,
+    PUBLIC_LIST,
+    PUBLIC_TOPIC,
+    REPORT,
     REVIEW,
     REVIEW_CHOICE,
     REVIEW_ROOM,
@@ -28,15 +37,21 @@ from workflow.payloads import (
     START_INVITE,
     START_PLAIN,
     START_ROOM,
+    START_TOPIC,
     STARTS,
+    SUGGEST,
+    SUGGESTIONS,
     TODO_PAGE,
     TOPIC,
     WITHDRAW,
     WITHDRAW_YES,
+    Decision,
     JointAnswer,
+    Pair,
     Payload,
     Ref,
     Registry,
+    Setting,
 )
 
 # The review tests' fixtures: the demo-like world and services over the test database.
@@ -57,10 +72,25 @@ SENT: list[tuple[str, Any, Any]] = [
     ("v:0", REVIEW_CHOICE, 0),
     ("r:S1", REVIEW_ROOM, "S1"),
     ("j:42", COSIGNER, 42),
+    ("pt:12", PUBLIC_TOPIC, 12),
+    ("pl:5:2", PUBLIC_LIST, Pair(5, 2)),
+    ("lk:12:1", LIKE, Setting(12, True)),
+    ("lk:12:0", LIKE, Setting(12, False)),
+    ("ft:12:0", FOLLOW_TOPIC, Setting(12, False)),
+    ("fr:5:1", FOLLOW_ROOM, Setting(5, True)),
+    ("sg:12", SUGGEST, 12),
+    ("sl:12:1", SUGGESTIONS, Pair(12, 1)),
+    ("rp:30", REPORT, 30),
+    ("md:30", MODERATE, Decision(30, "")),
+    ("md:30:h", MODERATE, Decision(30, "h")),
+    ("md:30:r", MODERATE, Decision(30, "r")),
+    ("pv:3:9", POLL_VOTE, Pair(3, 9)),
+    ("pk:12", POLL_PICK, 12),
 ]
 STARTED: list[tuple[str, Any, Any]] = [
     ("r_V1", START_ROOM, "V1"),
     ("i_s3cr3t", START_INVITE, "s3cr3t"),
+    ("p_D1-2026-000001", START_TOPIC, "D1-2026-000001"),
     ("", START_PLAIN, ""),
     ("qrscene_x", START_PLAIN, "qrscene_x"),
 ]
@@ -86,6 +116,9 @@ FIXED = {
     "e:phone": Payload.EDIT_PHONE,
     "k:skip": Payload.REVIEW_SKIP,
     "k:done": Payload.REVIEW_DONE,
+    "m:held": Payload.MENU_MODERATION,
+    "m:poll": Payload.MENU_POLL,
+    "q:done": Payload.POLL_DONE,
 }
 
 
@@ -104,7 +137,18 @@ def test_every_kind_round_trips_and_old_payloads_still_parse() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [("t:abc", TOPIC), ("t:", TOPIC), ("t:1:2", TOPIC), ("o:²", CARD), ("m:todo:", TODO_PAGE)],
+    [
+        ("t:abc", TOPIC),
+        ("t:", TOPIC),
+        ("t:1:2", TOPIC),
+        ("o:²", CARD),
+        ("m:todo:", TODO_PAGE),
+        ("lk:12", LIKE),
+        ("lk:12:2", LIKE),
+        ("ft:x:1", FOLLOW_TOPIC),
+        ("md:3:x", MODERATE),
+        ("pv:3", POLL_VOTE),
+    ],
 )
 def test_a_garbled_payload_is_of_its_kind_but_has_no_value(payload: str, kind: Ref[Any]) -> None:
     assert BUTTONS.kind(payload) is kind and kind.parse(payload) is None

@@ -129,6 +129,7 @@ class World:
         resident: str = "resident",
         *,
         title: str = "运河步道增设公厕",
+        background: str = "沿线3公里没有公厕",
         source: str = "public",
         by: int | None = None,
         **kw: Any,
@@ -143,7 +144,7 @@ class World:
                 actor=actor,
                 source=source,
                 title=title,
-                background="沿线3公里没有公厕",
+                background=background,
                 **kw,
             )
         return topic

@@ -64,6 +64,11 @@ class Payload(StrEnum):
     # (dialogs/review.py).
     REVIEW_SKIP = "k:skip"
     REVIEW_DONE = "k:done"
+    # The convener's suggestions awaiting a decision (dialogs/moderation.py).
+    MENU_MODERATION = "m:held"
+    # The convener's new poll: done picking topics (dialogs/polls.py).
+    MENU_POLL = "m:poll"
+    POLL_DONE = "q:done"
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,96 @@ REVIEW_ROOM = Ref("review_room", "r:", _text)
 #: 委员荐题: a member chosen (or no longer chosen) as co-signer, by person id.
 COSIGNER = Ref("cosigner", "j:", _number)
 
+
+@dataclass(frozen=True)
+class Setting:
+    """A button that sets something on or off (``lk:12:1``): a SET, never a flip, so the
+    same button pressed twice does what it says once."""
+
+    id: int
+    on: bool
+
+
+def _setting(text: str) -> Setting | None:
+    value, _, flag = text.rpartition(":")
+    if not value.isdecimal() or flag not in ("0", "1"):
+        return None
+    return Setting(int(value), flag == "1")
+
+
+def _setting_encode(setting: Setting) -> str:
+    return f"{setting.id}:{int(setting.on)}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two numbers: a room's list and its page, a poll and its option."""
+
+    first: int
+    second: int
+
+
+def _pair(text: str) -> Pair | None:
+    first, _, second = text.partition(":")
+    return Pair(int(first), int(second)) if first.isdecimal() and second.isdecimal() else None
+
+
+def _pair_encode(pair: Pair) -> str:
+    return f"{pair.first}:{pair.second}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The convener on a suggestion (dialogs/moderation.py): ``verb`` "" opens it, "h"
+    hides it, "r" restores it (each then asks for the reason)."""
+
+    suggestion_id: int
+    verb: str
+
+
+def _decision(text: str) -> Decision | None:
+    value, _, verb = text.partition(":")
+    if not value.isdecimal() or verb not in ("", "h", "r"):
+        return None
+    return Decision(int(value), verb)
+
+
+def _decision_encode(decision: Decision) -> str:
+    number = str(decision.suggestion_id)
+    return f"{number}:{decision.verb}" if decision.verb else number
+
+
+#: The public's part (dialogs/public_topics.py, suggest.py, moderation.py, polls.py; the
+#: pushes carry FOLLOW_TOPIC/FOLLOW_ROOM off-buttons, which work from any message).
+#: A publicized topic's public view, by topic id.
+PUBLIC_TOPIC = Ref("public_topic", "pt:", _number)
+#: A room's publicized topics, page N: ``pl:<room_id>:<page>``.
+PUBLIC_LIST = Ref("public_list", "pl:", _pair, _pair_encode)
+#: 点赞 / 取消点赞: ``lk:<topic_id>:1|0``.
+LIKE = Ref("like", "lk:", _setting, _setting_encode)
+#: 关注 / 取消关注 a topic, a room: ``ft:<topic_id>:1|0``, ``fr:<room_id>:1|0``.
+FOLLOW_TOPIC = Ref("follow_topic", "ft:", _setting, _setting_encode)
+FOLLOW_ROOM = Ref("follow_room", "fr:", _setting, _setting_encode)
+#: 提建议 on a topic (asks for the text), by topic id.
+SUGGEST = Ref("suggest", "sg:", _number)
+#: A topic's visible suggestions, page N: ``sl:<topic_id>:<page>``.
+SUGGESTIONS = Ref("suggestions", "sl:", _pair, _pair_encode)
+#: 举报 a suggestion, by suggestion id.
+REPORT = Ref("report", "rp:", _number)
+#: The convener's decision on a suggestion: ``md:<id>``, ``md:<id>:h``, ``md:<id>:r``.
+MODERATE = Ref("moderate", "md:", _decision, _decision_encode)
+#: A screening poll's vote: ``pv:<poll_id>:<option_id>``; ``pv:<poll_id>:0`` shows it.
+POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
+#: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
+POLL_PICK = Ref("poll_pick", "pk:", _number)
+
 #: Start payloads (a Telegram ``/start`` parameter, a WeChat scene string).
 #: A room's code (its QR code and link, bot/qr.py).
 START_ROOM = Ref("start_room", "r_", lambda code: code or None)
 #: A role invite's secret (workflow/invites.py, bot/invites.py).
 START_INVITE = Ref("start_invite", "i_", _text)
+#: A publicized topic's deep link / WeChat scene, by topic number (D1-2026-000001).
+START_TOPIC = Ref("start_topic", "p_", lambda number: number or None)
 #: Anything else: a plain follow, ``/start`` alone, a scene no longer made.
 START_PLAIN = Ref("start_plain", "", _text)
 
@@ -190,6 +280,17 @@ BUTTONS = Registry(
         REVIEW_CHOICE,
         REVIEW_ROOM,
         COSIGNER,
+        PUBLIC_TOPIC,
+        PUBLIC_LIST,
+        LIKE,
+        FOLLOW_TOPIC,
+        FOLLOW_ROOM,
+        SUGGEST,
+        SUGGESTIONS,
+        REPORT,
+        MODERATE,
+        POLL_VOTE,
+        POLL_PICK,
     ],
 )
-STARTS = Registry([], [START_ROOM, START_INVITE, START_PLAIN])
+STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_PLAIN])

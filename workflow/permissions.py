@@ -113,3 +113,14 @@ async def visible_topic(session: AsyncSession, actor: Actor, topic_id: int) -> T
         return None
     chain = [room.id for room in await room_chain(session, topic.room_id) if room.id is not None]
     return topic if can_view(actor, topic, chain) else None
+
+
+def may_moderate(actor: Actor, topic: Topic) -> bool:
+    """Deciding on a topic's suggestions (held, reported) is its room's convener's alone:
+    they know the village and answer for what its notice board shows."""
+    return held_role(actor, topic.room_id, {Role.CONVENER}) is not None
+
+
+def may_run_poll(actor: Actor, room_id: int) -> bool:
+    """Putting a room's topics to a screening poll is its convener's (Yancheng norms §13)."""
+    return held_role(actor, room_id, {Role.CONVENER}) is not None

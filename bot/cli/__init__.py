@@ -20,7 +20,7 @@ from bot.cli.common import CliError, Command
 from bot.cli.processes import cmd_chat, cmd_demo, cmd_serve, cmd_worker
 from bot.cli.roles import cmd_invite, cmd_invite_revoke, cmd_roles_list, cmd_roles_revoke
 from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
-from bot.cli.topics import LIST_LIMIT, cmd_overdue, cmd_topics_list, cmd_topics_show
+from bot.cli.topics import LIST_LIMIT, cmd_notice, cmd_overdue, cmd_topics_list, cmd_topics_show
 from bot.cli.upkeep import cmd_calendar_status, cmd_db_upgrade
 from bot.config import CONFIG_ENV, ConfigError, load_config
 from bot.telegram.commands import run_command as cmd_telegram
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = add(topics, "show", cmd_topics_show, "a topic with its whole history")
     show.add_argument("number", help="topic number, e.g. DH-2026-000001")
     show.add_argument("--json", action="store_true")
+
+    notice = add(sub, "notice", cmd_notice, "a publicized topic's printable notice (PNG, PDF)")
+    notice.add_argument("number", help="topic number, e.g. DH-2026-000001")
+    notice.add_argument(
+        "--kind", choices=("topic", "results"), help="default: the results once published"
+    )
+    notice.add_argument("--out", required=True, type=Path, metavar="DIR", help="files go here")
 
     calendar = sub.add_parser("calendar", help="working-day calendar").add_subparsers(
         dest="calendar", required=True

@@ -1,16 +1,19 @@
-"""``mashangyi topics list|show`` and ``mashangyi overdue``: the topics as operators read them.
+"""``mashangyi topics list|show``, ``mashangyi overdue`` and ``mashangyi notice``: the topics as
+operators read them (and print them).
 The queries are workflow/queries.py's; this module turns their rows into lines or JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli.common import CliError, due, when, with_services
 from bot.config import Config
+from bot.notice_files import FontError, NoNotice, NoticeFiles, notice_files
 from bot.services import Services
 from storage.models import Room, Topic
 from workflow.lifecycle import State
@@ -231,3 +234,33 @@ async def cmd_overdue(config: Config, args: argparse.Namespace) -> int:
         return 0
 
     return await with_services(config, args, work)
+
+
+async def cmd_notice(config: Config, args: argparse.Namespace) -> int:
+    """``notice NUMBER --out DIR``: the printable 公示 notice, PNG and PDF."""
+
+    async def work(services: Services) -> int:
+        try:
+            files = await notice_files(services, args.number, args.kind)
+        except NoNotice:
+            raise CliError(
+                f"topic {args.number!r} has no {args.kind or 'public'} notice: it is unknown, "
+                "not publicized yet, or its results are not published"
+            ) from None
+        except FontError as exc:
+            raise CliError(str(exc)) from None
+        for path in _write_notice(args.out, files):
+            print(path)
+        return 0
+
+    return await with_services(config, args, work)
+
+
+def _write_notice(out: Path, files: NoticeFiles) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, data in (("png", files.png), ("pdf", files.pdf)):
+        path = out / f"{files.notice.filename}.{suffix}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths

@@ -35,7 +35,7 @@ FIND, PLAN = (
 )
 MEETING = (
     "schedule_meeting",
-    {"time": "2026-11-20T19:00", "place": "社区议事厅", "link": "https://meet.example.org/demo"},
+    {"place": "社区议事厅", "link": "https://meet.example.org/demo"},  # time: see _walk
 )
 FULL_PATH: list[tuple[str, dict[str, Any]]] = [
     ("screen_accept", {"category": "协商议事", "reason": "涉及居民共同利益，适合协商。"}),
@@ -263,6 +263,13 @@ async def _walk(
     )
     for action, fields in steps:
         clock.advance(timedelta(days=1, hours=2))
+        if action == "publish":  # suggestions still open when someone tries the demo today
+            today = services.clock.now().astimezone(CHINA).date()
+            fields = {**fields, "suggestions_close": today + timedelta(days=10)}
+        if action == "schedule_meeting" and topic.published_at is not None:
+            # A week after publication at the earliest (Yancheng norms §14): the eighth day.
+            day = topic.published_at.astimezone(CHINA).date() + timedelta(days=8)
+            fields = {**fields, "time": f"{day.isoformat()}T19:00"}
         if action == "withdraw":
             actor = await load_actor(session, topic.submitter_id or 0)
         else:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
-from bot.web import review_page, topic_page
+from bot.web import notice_page, review_page, topic_page
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
 from workflow import similar
@@ -59,6 +59,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     topic_page.setup(app, services)  # /t/<number>: public topic pages
+    notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured

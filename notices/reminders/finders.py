@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,13 +22,15 @@ from notices.reminders.kinds import (
     Submitter,
     Supervisors,
     Sweep,
+    Voters,
 )
 from storage.models import JointRecommendation, Room, TopicEvent
-from workflow import joint
+from storage.participation import Poll
+from workflow import joint, polls
 from workflow.clock import CHINA
 from workflow.lifecycle import Role
 from workflow.overdue import OverdueStep, overdue_steps
-from workflow.payloads import CARD, TOPIC
+from workflow.payloads import CARD, POLL_VOTE, TOPIC, Pair
 from workflow.texts import Catalogue, label
 
 TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
@@ -174,6 +176,57 @@ async def lapsed_joint_recommendations(session: AsyncSession, sweep: Sweep) -> l
     ]
 
 
+#: How long after closing a poll's voters not told yet are still told (a sweep that failed,
+#: a chat identity that came later). Short: each sweep reads the voters of every poll
+#: closed in this window.
+POLL_TELL_DAYS = 2
+
+
+async def closed_polls(session: AsyncSession, sweep: Sweep) -> list[Due]:
+    """Polls whose time is up: closed here (``polls.close_due``, once, by one sweeper), and
+    every poll closed in the last ``POLL_TELL_DAYS`` days with its result; the unique key of
+    the sent records tells each voter once, also one who could not be reached at first."""
+    await polls.close_due(session, sweep.now)
+    recent = await session.exec(
+        select(Poll)
+        .where(col(Poll.closed_at) >= sweep.now - timedelta(days=POLL_TELL_DAYS))
+        .order_by(col(Poll.closed_at), col(Poll.id))
+    )
+    found = []
+    for poll in recent.all():
+        assert poll.id is not None
+        tallies = await polls.results(session, poll, sweep.now)
+        subject = f"poll:{poll.id}"
+        people = set(await polls.voters(session, poll.id))
+        if poll.created_by_id is not None:
+            people.add(poll.created_by_id)
+        sweep.memo[("voters", subject)] = sorted(people)
+        found.append(
+            Due(
+                subject=subject,
+                occurrence="closed",
+                room_id=poll.room_id,
+                context={
+                    "title": poll.title,
+                    "room": sweep.tree[poll.room_id].name
+                    if poll.room_id in sweep.tree.rooms
+                    else "",
+                    "total": sum(t.votes for t in tallies),
+                    "results": [{"title": t.option.title, "votes": t.votes} for t in tallies],
+                    "poll_id": poll.id,
+                },
+            )
+        )
+    return found
+
+
+def open_poll_result(due: Due) -> list[tuple[str, str]]:
+    """A button that shows the poll with its result (dialogs/polls.py)."""
+    return [
+        (TEXTS.label("buttons", "poll_result"), POLL_VOTE.build(Pair(due.context["poll_id"], 0)))
+    ]
+
+
 # -- the registry -------------------------------------------------------------------------
 
 REMINDERS: tuple[Reminder, ...] = (
@@ -188,4 +241,7 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
     # A joint recommendation nobody finished answering: its member hears that it lapsed.
     Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
+    # A screening poll's time is up: it closes, and its voters hear the result (at once,
+    # not in office hours: it is the answer to what they did).
+    Reminder("poll.closed", closed_polls, Voters(), office_hours=False, buttons=open_poll_result),
 )

@@ -130,3 +130,12 @@ class Supervisors:
 
     def people(self, sweep: Sweep, due: Due) -> list[int]:
         return sweep.grants.supervisors(sweep.tree, due.room_id)[1]
+
+
+@dataclass(frozen=True)
+class Voters:
+    """Everyone who voted in the poll the item is about, and the convener who started it:
+    the finder leaves them in ``sweep.memo`` under ``("voters", subject)``."""
+
+    def people(self, sweep: Sweep, due: Due) -> list[int]:
+        return list(sweep.memo.get(("voters", due.subject), ()))
