@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from bot.services import Services
 from dialogs.types import Reply
 from storage.models import OutboxMessage
+from storage.participation import Follow, Like
 from tests.test_dialogs import Person, services, topics
 from tests.world import ROUTES, World, build_world
 from workflow.clock import FixedClock
@@ -134,3 +135,38 @@ async def test_the_first_review_card_lists_a_paraphrase_as_a_possible_duplicate(
     assert new.number in card
     assert "可能重复的议题：\n· D1-2026-000001「幸福小区雨天积水严重」（待初审）" in card
     assert "小区下雨积水" not in card and "托管班" not in card
+
+
+async def test_follow_and_like_from_the_offer_then_go_on_with_ones_own_topic(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await world_of(services, clock)
+    public = await topic_at(world, State.PUBLICIZED, "V2", "幸福小区雨天积水严重")
+    private = await topic_at(world, State.SUBMITTED, "V1", "小区下雨积水")
+    person = Person(services)
+    replies = await type_title(person, FLOODED)
+    buttons = dict(offered(replies))
+    assert set(buttons.values()) == {f"ft:{public}:1", f"lk:{public}:1", f"ft:{private}:1"}
+    follow_public = next(k for k, v in buttons.items() if v == f"ft:{public}:1")
+    like_public = next(k for k, v in buttons.items() if v == f"lk:{public}:1")
+    follow_private = next(k for k, v in buttons.items() if v == f"ft:{private}:1")
+
+    said = "\n".join(r.text for r in await person.send("button", payload=buttons[like_public]))
+    assert "已点赞" in said
+    await person.send("button", payload=buttons[like_public])  # a double tap: still one like
+    said = "\n".join(r.text for r in await person.send("button", payload=buttons[follow_private]))
+    assert "已关注这个议题" in said and "小区下雨积水" not in said
+    await person.send("button", payload=buttons[follow_public])
+    async with services.sessions() as session:
+        likes = (await session.exec(select(Like.topic_id).where(col(Like.active)))).all()
+        follows = (
+            await session.exec(select(Follow.topic_id).where(col(Follow.ended_at).is_(None)))
+        ).all()
+    assert likes == [public] and sorted(follows) == sorted([public, private])
+
+    # Still in 提议题: the description comes next, and the topic is the resident's own.
+    assert (await person.say("5号楼后面一下雨就淹")).startswith("可以补充照片")
+    await person.say("下一步")
+    await person.say("跳过")
+    assert "编号：" in await person.say("1")
+    assert [t.title for t in await topics(services)].count(FLOODED) == 1
