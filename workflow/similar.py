@@ -132,7 +132,8 @@ def _vocabulary() -> _Words:
 
 
 def warm() -> None:
-    """Load the vocabulary now (about a second), so that the first look-up does not wait."""
+    """Load the vocabulary now (about a second), so that the first look-up does not wait
+    (bench/similar.py; the app leaves it to the first look-up: bench/README.md)."""
     _vocabulary()
 
 

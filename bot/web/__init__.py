@@ -17,14 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
-from bot.web import notice_page, review_page, topic_page
+from bot.web import notice_page, page_actions, public_pages, review_page, topic_page, web_auth
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
-from workflow import similar
 
 log = logging.getLogger("mashangyi.web")
 SERVICES = web.AppKey("services", Services)
-WARMING = web.AppKey("similar_warming", asyncio.Task[None])
 
 
 #: /healthz answers within this, whatever the database does (a stalled connection too).
@@ -60,24 +58,20 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
+    public_pages.setup(app, services)  # /topics, /results, /r/<code>: 码上建议, 码上查情, rooms
+    web_auth.setup(app, services)  # /auth/wechat: WeChat web authorization for page actions
+    page_actions.setup(app, services)  # POST /t/<number>/act: like, follow, suggest in WeChat
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured
     if services.config.telegram.bot_token.get_secret_value():
         telegram.setup(app, services)  # /telegram and the PTB Application
-    app.on_startup.append(_warm_similar)
     if run_outbox:
         app.cleanup_ctx.append(_outbox_loop)
         app.cleanup_ctx.append(_inbox_loop)
         app.cleanup_ctx.append(_media_loop)
         app.cleanup_ctx.append(_reminder_sweeps)
     return app
-
-
-async def _warm_similar(app: web.Application) -> None:
-    """Load the similar-topic matcher's vocabulary in the background (workflow/similar.py),
-    not in the first resident's 提议题."""
-    app[WARMING] = asyncio.create_task(asyncio.to_thread(similar.warm))
 
 
 async def _reminder_sweeps(app: web.Application) -> AsyncIterator[None]:
