@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
-from bot.web import notice_page, page_actions, public_pages, review_page, topic_page, web_auth
+from bot.web import notice_page, review_page, topic_page
 from bot.wechat import webhook as wechat
 from notices.scheduler import SweepScheduler
 
@@ -58,9 +58,6 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
-    public_pages.setup(app, services)  # /topics, /results, /r/<code>: 码上建议, 码上查情, rooms
-    web_auth.setup(app, services)  # /auth/wechat: WeChat web authorization for page actions
-    page_actions.setup(app, services)  # POST /t/<number>/act: like, follow, suggest in WeChat
     if services.review_links is not None:
         review_page.setup(app, services)  # /review/<token>: signed, single-use review links
     wechat.setup(app, services)  # /wechat when a callback token is configured
