@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialogs import cosigners, joint
+from dialogs import cosigners, joint, similar_offer
 from dialogs.conversation import Conversation, button, say
 from dialogs.drafts import names_of, open_draft, receipt
 from dialogs.handlers import Flow, Handlers, Step, on
@@ -129,6 +129,9 @@ async def title(conv: Conversation) -> None:
     draft(conv)["title"] = text
     if await _back_to_summary(conv):
         return
+    room = await conv.room()
+    if room is not None and room.id is not None:  # "是不是这件事？"
+        await similar_offer.offer(conv, room.id, text)
     conv.goto(NAME, "description")
     conv.reply(say("submit", "ask_description", limit=BACKGROUND_MAX))
 

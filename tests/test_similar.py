@@ -9,6 +9,8 @@ OPEN_TOPICS = [
     (4, "夜间施工噪音扰民", "工地干到夜里十二点"),
     (5, "希望增设老年人休息长椅", "步行道没有歇脚的地方"),
     (6, "广场舞音响太吵", "晚上九点以后还在放音乐"),
+    (7, "老楼加装电梯", "六层楼没有电梯，老人上下楼难"),
+    (8, "东门垃圾站清运不及时", "垃圾桶天天满出来"),
 ]
 
 
@@ -23,9 +25,24 @@ def test_same_matter_in_other_words_is_found_first() -> None:
     assert keys("工地晚上施工太吵", "夜里噪音睡不着")[0] == 4
 
 
+def test_paraphrases_meet_through_the_synonym_table() -> None:
+    # No two characters in common with the topic's title: 拉走 is 清运, 跳舞 is 广场舞.
+    assert keys("垃圾好几天没人拉走") == [8]
+    assert keys("跳舞的音乐吵得睡不着") == [6]
+    assert keys("楼里没电梯老人爬不动") == [7]
+
+
+def test_a_far_weaker_match_is_left_out() -> None:
+    # 路灯 and 夜间 make the second topic (施工, 夜里) a match too, far behind the first.
+    found = most_similar("路灯坏了晚上黑", "", OPEN_TOPICS, threshold=0.0, relative=0.0)
+    assert [m.key for m in found][:1] == [1] and len(found) > 1
+    assert keys("路灯坏了晚上黑") == [1]
+
+
 def test_unrelated_matters_are_not_suggested() -> None:
     assert keys("菜市场门口乱停车", "早上电动车堵住通道") == []
     assert keys("暑期留守儿童托管班") == []
+    assert keys("路面坑洼不平") == []
 
 
 def test_at_most_three_best_first() -> None:
