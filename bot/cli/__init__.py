@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # fontTools logs every table it prunes at INFO, tens of lines per printable notice.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     args = parse_args(argv, clock)
     try:
         config = load_config(args.config)
