@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.poster import qr_image
 from bot.qr import RAW_SIZE, QRError, telegram_link
 from bot.services import Services
 from bot.wechat.client import WeChatAPI, WeChatError
 from dialogs.types import invite_payload
+from notices.drawing import qr_image
 from storage.db import transaction
 from storage.models import Room
 from workflow.clock import CHINA

@@ -1,4 +1,5 @@
-"""Printable room posters: QR images, the CJK font, and the A4 page layout.
+"""Printable room posters: the CJK font and the A4 page layout (QR codes and wrapping are
+notices/drawing.py's, shared with the 公示 notices).
 
 Every Chinese text on the poster comes from ``bot/zh_CN.toml`` [poster]. The font is found
 in this order (``find_font``): the ``poster.font`` config key; the Noto Sans SC that the
@@ -13,10 +14,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import qrcode
-import qrcode.constants
 from PIL import Image, ImageDraw, ImageFont
 
+from notices.drawing import qr_image, wrap
 from workflow.texts import Catalogue
 
 SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
@@ -137,28 +137,6 @@ def find_font(
     raise FontError(f"no font with Chinese glyphs found for the posters: {HINT}")
 
 
-# -- QR images -------------------------------------------------------------------------------
-
-
-def qr_matrix(data: str) -> list[list[bool]]:
-    """The modules (with the 4-module quiet zone) of ``data`` at error correction Q."""
-    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_Q, border=4)
-    code.add_data(data)
-    code.make(fit=True)
-    return code.get_matrix()
-
-
-def qr_image(data: str, size: int) -> Image.Image:
-    """A crisp black-on-white QR code at most ``size`` pixels wide: every module is a whole
-    number of pixels (no resampling blur)."""
-    matrix = qr_matrix(data)
-    modules = len(matrix)
-    small = Image.new("1", (modules, modules), 1)
-    small.putdata([0 if dark else 1 for row in matrix for dark in row])
-    box = max(1, size // modules)
-    return small.resize((modules * box, modules * box), Image.Resampling.NEAREST)
-
-
 # -- the poster ------------------------------------------------------------------------------
 
 
@@ -190,18 +168,6 @@ def page_code(url: str) -> Code:
     return Code(SAY.text("poster", "page_caption"), url, RED)
 
 
-def _wrap(
-    draw: ImageDraw.ImageDraw, text: str, face: ImageFont.FreeTypeFont, width: int
-) -> list[str]:
-    lines, line = [], ""
-    for char in text:
-        if line and draw.textlength(line + char, font=face) > width:
-            lines.append(line)
-            line = ""
-        line += char
-    return [*lines, line] if line else lines
-
-
 def _title(
     draw: ImageDraw.ImageDraw, text: str, font: PosterFont, width: int
 ) -> tuple[ImageFont.FreeTypeFont, list[str]]:
@@ -209,7 +175,7 @@ def _title(
     as many lines as it takes at the smallest size."""
     for size in range(112, 55, -4):
         face = font.at(size)
-        lines = _wrap(draw, text, face, width)
+        lines = wrap(draw, text, face, width)
         if len(lines) <= (1 if size >= 84 else 2):
             return face, lines
     return face, lines

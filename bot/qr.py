@@ -29,7 +29,6 @@ from bot.poster import (
     PosterFont,
     find_font,
     page_code,
-    qr_image,
     render_poster,
     telegram_code,
     wechat_code,
@@ -37,6 +36,7 @@ from bot.poster import (
 from bot.services import Services
 from bot.wechat.client import WeChatAPI, WeChatError
 from dialogs.types import room_payload
+from notices.drawing import qr_image
 from storage.models import Room
 from workflow.queries import all_rooms
 

@@ -128,9 +128,6 @@ class OutboxWriter:
         kind = PRINTABLE.get(event.name)
         if kind is None or event.actor_id is None:
             return
-        identity = await chat_address(session, event.actor_id)
-        if identity is None:
-            return
         page = public_url(self.public_base_url, topic.number, topic.state)
         query = "?kind=results" if kind == "results" else ""
         message = OutboundMessage(
@@ -140,15 +137,13 @@ class OutboxWriter:
             topic_number=topic.number,
             url=page,
         )
-        await enqueue(
+        await send_to(
             session,
+            event.actor_id,
+            message,
             key=f"event:{event.event_id}:notice:{event.actor_id}",
-            channel=identity.channel,
-            address=identity.external_id,
             kind="notice.printable",
-            message=message,
             now=now,
-            person_id=event.actor_id,
             topic_id=topic.id,
         )
 
@@ -229,6 +224,22 @@ async def tell(
     """One message to one person through the outbox, in the caller's transaction, on the
     chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``
     (whose ``buttons`` are (label, payload) pairs)."""
+    message = OutboundMessage(text=text, buttons=as_buttons(buttons))
+    await send_to(session, person_id, message, key=key, kind=kind, now=now, topic_id=topic_id)
+
+
+async def send_to(
+    session: AsyncSession,
+    person_id: int,
+    message: OutboundMessage,
+    *,
+    key: str,
+    kind: str,
+    now: datetime,
+    topic_id: int | None = None,
+) -> None:
+    """``message`` to one person through the outbox, in the caller's transaction, on the chat
+    they used last; nothing for a person with no chat yet."""
     identity = await chat_address(session, person_id)
     if identity is None:
         return
@@ -238,7 +249,7 @@ async def tell(
         channel=identity.channel,
         address=identity.external_id,
         kind=kind,
-        message=OutboundMessage(text=text, buttons=as_buttons(buttons)),
+        message=message,
         now=now,
         person_id=person_id,
         topic_id=topic_id,

@@ -17,11 +17,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import qrcode
-import qrcode.constants
 from PIL import Image, ImageDraw, ImageFont
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notices.drawing import qr_image, wrap
 from storage.models import Room, Topic
 from workflow.clock import CHINA
 from workflow.lifecycle import State, public_url
@@ -129,32 +128,6 @@ async def notice_for(session: AsyncSession, topic: Topic, kind: str, base_url: s
     )
 
 
-def _qr(data: str, size: int) -> Image.Image:
-    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_Q, border=4)
-    code.add_data(data)
-    code.make(fit=True)
-    matrix = code.get_matrix()
-    small = Image.new("1", (len(matrix), len(matrix)), 1)
-    small.putdata([0 if dark else 1 for row in matrix for dark in row])
-    box = max(1, size // len(matrix))
-    return small.resize((len(matrix) * box,) * 2, Image.Resampling.NEAREST)
-
-
-def _wrap(
-    draw: ImageDraw.ImageDraw, text: str, face: ImageFont.FreeTypeFont, width: int
-) -> list[str]:
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for char in paragraph:
-            if line and draw.textlength(line + char, font=face) > width:
-                lines.append(line)
-                line = ""
-            line += char
-        lines.append(line)
-    return lines
-
-
 def render_png(notice: Notice, font: Path, index: int = 0) -> Image.Image:
     """The notice on one A4 page (RGB), large type for a notice board."""
     width, height = PAGE
@@ -168,13 +141,13 @@ def render_png(notice: Notice, font: Path, index: int = 0) -> Image.Image:
     draw.rectangle((0, 0, width, 260), fill=RED)
     draw.text((width // 2, 60), notice.heading, font=face(110), fill=WHITE, anchor="ma")
     y = 320
-    for line in _wrap(draw, notice.title, face(76), text_width):
+    for line in wrap(draw, notice.title, face(76), text_width):
         draw.text((margin, y), line, font=face(76), fill=INK, stroke_width=1, stroke_fill=INK)
         y += 100
     y += 20
     body, small = face(46), face(40)
     for key, value in notice.facts:
-        for n, line in enumerate(_wrap(draw, f"{key}：{value}", body, text_width)):
+        for n, line in enumerate(wrap(draw, f"{key}：{value}", body, text_width)):
             draw.text((margin, y), line, font=body, fill=INK if n == 0 else GREY)
             y += 64
     qr_size = 520
@@ -185,12 +158,12 @@ def render_png(notice: Notice, font: Path, index: int = 0) -> Image.Image:
             y += 24
             draw.text((margin, y), heading, font=body, fill=RED, stroke_width=1, stroke_fill=RED)
             y += 70
-        for line in _wrap(draw, text, small, text_width):
+        for line in wrap(draw, text, small, text_width):
             if y > bottom:
                 break
             draw.text((margin, y), line, font=small, fill=INK)
             y += 58
-    code = _qr(notice.url, qr_size)
+    code = qr_image(notice.url, qr_size)
     top = height - code.height - 150
     draw.text((width // 2, top - 70), invitation, font=body, fill=RED, anchor="ma")
     page.paste(code, ((width - code.width) // 2, top))
@@ -302,7 +275,9 @@ def _pdf_page(notice: Notice, subset: Path, body: int) -> Any:
         lines(text, body, body * 0.57)
     if pdf.get_y() > 297 - 15 - 75:  # no room for the QR code: a second page (or smaller type)
         pdf.add_page()
-    pdf.image(_qr(notice.url, 600).convert("RGB"), x=(210 - 60) / 2, y=297 - 15 - 72, w=60, h=60)
+    pdf.image(
+        qr_image(notice.url, 600).convert("RGB"), x=(210 - 60) / 2, y=297 - 15 - 72, w=60, h=60
+    )
     pdf.set_xy(15, 297 - 15 - 10)
     pdf.set_font("cjk", size=10)
     pdf.set_text_color(*GREY)

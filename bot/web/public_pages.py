@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from bot.poster import qr_image
 from bot.qr import telegram_link
 from bot.services import Services
 from bot.web.pages import PAGES
 from bot.wechat.client import WeChatAPI, WeChatError
 from dialogs.types import room_payload
+from notices.drawing import qr_image
 from workflow.public import PAGE_SIZE, Cursor, Listing, public_topics, words_of
 from workflow.rooms import ROOM_CODE, RoomInfo, RoomTree
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.poster import qr_image
 from bot.qr import telegram_link
 from bot.services import Services
 from bot.web import web_auth
 from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
 from bot.wechat.client import WeChatAPI, WeChatError
+from notices.drawing import qr_image
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
