@@ -6,11 +6,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Insert, Row, Table, Text, bindparam, cast, func, select
+from sqlalchemy import JSON, Insert, Row, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.sql import dialect, insert_for
+from storage.sql import array_of, dialect, insert_for
 
 #: One encoder for all rows: ``json.dumps`` with an option builds a new encoder per call,
 #: which costs more than encoding a short message body.
@@ -54,7 +54,7 @@ async def insert_many(
         if isinstance(column_type, JSON):  # sent as text, cast back to JSONB in SQL
             values = [None if v is None else _encode_json(v) for v in values]
             column_type = Text()
-        arrays.append(bindparam(f"bulk_{name}", values, type_=ARRAY(column_type)))
+        arrays.append(array_of(f"bulk_{name}", values, column_type))
     source = func.unnest(*arrays).table_valued(*varying).render_derived(name="bulk")
     selected: list[Any] = []
     for name in names:

@@ -636,3 +636,96 @@ async def test_enqueue_many_skips_existing_keys_and_keeps_every_field(
         ("k2", "wechat", "b", "y", second, "pending", now),
         ("k3", "console", "c", "y", empty, "pending", at("03-03")),
     ]
+
+
+@pytest.mark.parametrize(
+    "subjects",
+    [
+        ["topic:1", "topic:2", "议题:三"],
+        [""],  # one empty value: packed, it would split into no value at all
+        ["", ""],
+        ["a\x1fb", "c"],  # a separator inside a value
+        ["\x1e", "d"],  # the null marker as a value
+        ["x" * 40],
+    ],
+)
+async def test_bulk_rows_and_look_ups_keep_awkward_values(
+    sessions: SessionFactory, subjects: list[str]
+) -> None:
+    """``insert_many`` and ``among`` send many values as one parameter (packed text on
+    PostgreSQL): every value comes back as it went in, NULLs included."""
+    from sqlalchemy import Integer, String
+
+    from storage.bulk import insert_many
+    from storage.sql import among
+
+    now = at("03-02")
+    rows = [
+        {
+            "kind": "k",
+            "period": "",
+            "subject": subject,
+            "occurrence": str(n),
+            "person_id": n + 1,
+            "topic_id": None if n % 2 else n,
+            "room_id": None,
+            "sent_on": now.date(),
+            "sent_at": now,
+        }
+        for n, subject in enumerate(subjects)
+    ]
+    async with transaction(sessions) as session:
+        inserted = await insert_many(
+            session,
+            ReminderSent.__table__,
+            rows,
+            conflict=["kind", "period", "subject", "occurrence", "person_id"],
+            returning=["subject", "topic_id"],
+        )
+    assert sorted(inserted, key=str) == sorted(
+        [(r["subject"], r["topic_id"]) for r in rows], key=str
+    )
+    async with sessions() as session:
+        query = select(ReminderSent.subject, ReminderSent.person_id)
+        found = []
+        distinct = sorted(set(subjects))
+        for statement in among(session, query, col(ReminderSent.subject), distinct, String):
+            found += list(await session.exec(statement))
+        people = [r["person_id"] for r in rows]
+        by_person = []
+        for statement in among(session, query, col(ReminderSent.person_id), people, Integer):
+            by_person += list(await session.exec(statement))
+    expected = sorted((r["subject"], r["person_id"]) for r in rows)
+    assert sorted(found) == expected
+    assert sorted(by_person) == expected
+
+
+@pytest.mark.postgres_only("SQLite does not enforce VARCHAR lengths")
+@pytest.mark.parametrize("other", ["t" * 41, "\x1f" + "t" * 41])  # packed; an array
+async def test_bulk_refuses_a_value_too_long_for_its_column(
+    sessions: SessionFactory, other: str
+) -> None:
+    """Packed values are cast to text, not to the column's VARCHAR(n) (which would cut them
+    silently): a value longer than the column is still refused by the database."""
+    from storage.bulk import insert_many
+
+    now = at("03-02")
+    row = {
+        "kind": "k",
+        "period": "",
+        "subject": "s" * 41,
+        "occurrence": "1",
+        "person_id": 1,
+        "topic_id": None,
+        "room_id": None,
+        "sent_on": now.date(),
+        "sent_at": now,
+    }
+    with pytest.raises(Exception, match="too long for type"):
+        async with transaction(sessions) as session:
+            await insert_many(
+                session,
+                ReminderSent.__table__,
+                [row, {**row, "subject": other}],
+                conflict=["kind", "period", "subject", "occurrence", "person_id"],
+            )
