@@ -23,6 +23,7 @@ from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
 from bot.cli.topics import LIST_LIMIT, cmd_notice, cmd_overdue, cmd_topics_list, cmd_topics_show
 from bot.cli.upkeep import cmd_calendar_status, cmd_db_upgrade
 from bot.config import CONFIG_ENV, ConfigError, load_config
+from bot.logs import configure as configure_logging
 from bot.telegram.commands import run_command as cmd_telegram
 from workflow.clock import Clock
 from workflow.invites import INVITE_ROLES
@@ -142,14 +143,12 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     """The ``mashangyi`` command. ``clock`` stands in for the system clock in the commands
     that run in this process (not in ``serve --workers N``'s processes, nor yet in
     ``telegram …``, which builds its own services)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # fontTools logs every table it prunes at INFO, tens of lines per printable notice.
-    logging.getLogger("fontTools").setLevel(logging.WARNING)
     args = parse_args(argv, clock)
     try:
         config = load_config(args.config)
+        configure_logging(config.server.log_format)
+        # fontTools logs every table it prunes at INFO, tens of lines per printable notice.
+        logging.getLogger("fontTools").setLevel(logging.WARNING)
         return asyncio.run(args.handler(config, args))
     except (ConfigError, CliError) as exc:
         print(f"mashangyi: {exc}", file=sys.stderr)
