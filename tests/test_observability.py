@@ -63,7 +63,7 @@ async def test_readyz_names_a_schema_behind_the_code(tmp_path: Path) -> None:
     assert status == 503
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["migrations"].startswith("error: schema at 0014, this code needs")
-    assert "mashangyi migrate" in body["checks"]["migrations"]
+    assert "mashangyi db upgrade" in body["checks"]["migrations"]
     await upgrade(url)
     status, body = await _ready(f'[database]\nurl = "{url}"\n', tmp_path)
     assert (status, body["checks"]["migrations"], body["checks"]["redis"]) == (200, "ok", "off")

@@ -118,7 +118,7 @@ async def _schema_current(engine: AsyncEngine) -> None:
         found = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
     current, head = (found[0][0] if found else None), _HEAD
     if current != head:
-        raise _NotCurrent(f"schema at {current}, this code needs {head} (mashangyi migrate)")
+        raise _NotCurrent(f"schema at {current}, this code needs {head} (mashangyi db upgrade)")
 
 
 _HEAD = head_revision()
