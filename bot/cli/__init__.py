@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli.common import CliError, Command
+from bot.cli.doctor import cmd_doctor
 from bot.cli.processes import cmd_chat, cmd_demo, cmd_serve, cmd_worker
 from bot.cli.roles import cmd_invite, cmd_invite_revoke, cmd_roles_list, cmd_roles_revoke
 from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes sharing the port (PostgreSQL only)"
     )
     add(sub, "worker", cmd_worker, "run the reminder sweeps, the outbox and media downloads")
+    add(sub, "doctor", cmd_doctor, "check a deployment and say what is wrong (exit 1 if so)")
     overdue = add(sub, "overdue", cmd_overdue, "review steps past their five working days")
     overdue.add_argument("--under", help="only rooms under this one (e.g. a district's code)")
     overdue.add_argument("--json", action="store_true")
