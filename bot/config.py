@@ -98,6 +98,7 @@ DATES = Check(_dates)
 #: WeChat's message modes, as the admin console names them: 明文模式, 兼容模式, 安全模式.
 MessageMode = Literal["plain", "compatible", "safe"]
 MESSAGE_MODES: tuple[str, ...] = get_args(MessageMode)
+LogFormat = Literal["text", "json"]
 
 
 def _kind(annotation: Any) -> type:
@@ -160,6 +161,8 @@ class ServerSettings(Section):
     public_base_url: Annotated[str, _url_scheme("http://", "https://")] = "http://127.0.0.1:8080"
     secret_key: SecretStr = SecretStr("")
     access_log: bool = False
+    #: "json": one JSON object a line, for a log service; "text": plain lines.
+    log_format: Annotated[LogFormat, _one_of(*get_args(LogFormat))] = "text"
 
 
 class DatabaseSettings(Section):

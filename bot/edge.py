@@ -22,6 +22,7 @@ import aiohttp
 import redis.exceptions
 import sqlalchemy.exc
 import telegram.error
+from prometheus_client import Counter
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -32,6 +33,11 @@ from storage.models import InboundFailure
 from workflow.clock import Clock
 
 log = logging.getLogger("mashangyi.edge")
+#: Updates whose handling raised: transient (the platform delivers it again), refused
+#: (bad input, answered 2xx) or failed (recorded for a person to look at).
+DIALOG_ERRORS = Counter(
+    "mashangyi_dialog_errors_total", "Updates whose handling failed", ["channel", "kind"]
+)
 
 #: JSON nesting we parse. Telegram's deepest updates (a reply to a message with a keyboard)
 #: are about ten levels; json.loads raises RecursionError near a thousand.
@@ -193,11 +199,14 @@ async def record_or_retry(
     """After handling an update failed: True when the platform should deliver it again
     (answer 5xx); False when the failure is recorded and the update answered 2xx."""
     if is_transient(error):
+        DIALOG_ERRORS.labels(channel, "transient").inc()
         log.warning("%s: update %s failed, to be delivered again: %r", channel, key[:80], error)
         return True
     if isinstance(error, Refused):
+        DIALOG_ERRORS.labels(channel, "refused").inc()
         log.warning("%s: refused update %s: %s", channel, key[:80], error)
     else:
+        DIALOG_ERRORS.labels(channel, "failed").inc()
         log.error("%s: update %s failed for good", channel, key[:80], exc_info=error)
     try:
         await record_failure(sessions, clock, channel=channel, key=key, error=error, body=body)

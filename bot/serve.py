@@ -19,11 +19,13 @@ import multiprocessing
 import os
 import secrets
 import signal
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
 
 from bot.config import Config, ConfigError, load_config
+from bot.logs import configure as configure_logging
 from bot.services import build_review_links, build_services
 from bot.web import create_app
 from storage.db import is_sqlite
@@ -94,6 +96,11 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
             "redis.url is not set: each of the %d processes counts the flood limit on its own",
             workers,
         )
+    # Each process counts its own requests; prometheus-client's multiprocess mode keeps the
+    # counts in files of one directory, which /metrics adds up in whichever worker is asked.
+    # Set before the workers start (they import prometheus-client afresh: spawn).
+    metrics_dir = tempfile.TemporaryDirectory(prefix="mashangyi-metrics-")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
     spawn = multiprocessing.get_context("spawn")
     processes = [
         spawn.Process(target=_worker, args=(config.source, host, port, index == 0), daemon=False)
@@ -115,13 +122,13 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
         process.join(STOP_SECONDS)
         if process.is_alive():
             process.kill()
+    metrics_dir.cleanup()
     return 1 if died else 0
 
 
 def _worker(source: Path | None, host: str, port: int, background: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config = load_config(source)
+    configure_logging(config.server.log_format)
     parent = multiprocessing.parent_process()
     # A parent killed outright (SIGKILL, OOM) cannot stop its workers: they watch it, or
     # they would go on answering, delivering and sweeping with nobody supervising them.
@@ -129,7 +136,7 @@ def _worker(source: Path | None, host: str, port: int, background: bool) -> None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C reaches the whole process group
         asyncio.run(
             serve(
-                load_config(source),
+                config,
                 host,
                 port,
                 background=background,

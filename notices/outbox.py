@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy import and_, exists, or_, text, true, update
 from sqlalchemy import exc as sa_exc
 from sqlmodel import col, select
@@ -55,6 +56,11 @@ from storage.sql import insert_for
 from workflow.clock import Clock
 
 log = logging.getLogger(__name__)
+#: Every delivery attempt by its result: sent, pending (tried again later), dead, or
+#: lost_lease (the result came in after the row's claim had ended).
+DELIVERIES = Counter(
+    "mashangyi_deliveries_total", "Outbox delivery attempts by result", ["channel", "result"]
+)
 
 #: last_error is a Text column, but a reason is for humans reading a dead letter: keep it short.
 _MAX_REASON = 500
@@ -404,6 +410,7 @@ class OutboxDispatcher:
             return False
         outcome = await self._send(message)
         recorded = await self._record_in_time(message, lease_token, outcome)
+        DELIVERIES.labels(message.channel, outcome.status if recorded else "lost_lease").inc()
         if not recorded:
             log.warning(
                 "outbox: %s was no longer claimed by this dispatcher when its result came in",

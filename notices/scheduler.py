@@ -17,8 +17,14 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import Histogram
 
 log = logging.getLogger("mashangyi.scheduler")
+SWEEP_SECONDS = Histogram(
+    "mashangyi_reminder_sweep_seconds",
+    "Reminder sweep duration",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 
 #: China time, always: a trigger built without a zone would use the host's (PLATFORMS.md).
 TIMEZONE = "Asia/Shanghai"
@@ -58,7 +64,8 @@ class SweepScheduler:
             return
         self._current = asyncio.current_task()
         try:
-            await self._sweep()
+            with SWEEP_SECONDS.time():
+                await self._sweep()
         except Exception:
             log.exception("scheduler: sweep failed; the next one tries again")
         finally:

@@ -22,16 +22,16 @@ workdays = [2027-02-20]
 """
 
 
-async def healthz(config_text: str, tmp_path: Path) -> tuple[int, dict]:
-    path = tmp_path / "c.toml"
-    path.write_text(config_text, "utf-8")
+async def probe(config_text: str, tmp_path: Path, path: str = "/readyz") -> tuple[int, dict]:
+    config = tmp_path / "c.toml"
+    config.write_text(config_text, "utf-8")
     services = build_services(
-        load_config(path, env={}), clock=FixedClock(datetime(2026, 11, 23, 9, tzinfo=CHINA))
+        load_config(config, env={}), clock=FixedClock(datetime(2026, 11, 23, 9, tzinfo=CHINA))
     )
     client = TestClient(TestServer(create_app(services, run_outbox=False)))
     await client.start_server()
     try:
-        response = await client.get("/healthz")
+        response = await client.get(path)
         return response.status, await response.json()
     finally:
         await client.close()
@@ -43,28 +43,27 @@ async def db_config(database_url: str) -> AsyncIterator[str]:
     yield f'[database]\nurl = "{database_url}"\n'
 
 
-async def test_healthz_warns_when_holiday_data_runs_out(db_config: str, tmp_path: Path) -> None:
-    status, body = await healthz(db_config, tmp_path)
+async def test_readyz_warns_when_holiday_data_runs_out(db_config: str, tmp_path: Path) -> None:
+    status, body = await probe(db_config, tmp_path)
     assert status == 200
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["calendar"].startswith("No official holiday data for 2027")
 
 
-async def test_healthz_is_quiet_with_a_table_for_next_year(db_config: str, tmp_path: Path) -> None:
+async def test_readyz_is_quiet_with_a_table_for_next_year(db_config: str, tmp_path: Path) -> None:
     (tmp_path / "2027.toml").write_text(TABLE_2027, "utf-8")
-    status, body = await healthz(
-        db_config + '[calendar]\nholiday_tables = ["2027.toml"]\n', tmp_path
-    )
+    status, body = await probe(db_config + '[calendar]\nholiday_tables = ["2027.toml"]\n', tmp_path)
     assert (status, body["checks"]["calendar"]) == (200, "ok")
 
 
-async def test_healthz_reports_a_database_it_cannot_reach(tmp_path: Path) -> None:
-    status, body = await healthz(
-        '[database]\nurl = "postgresql+asyncpg://nobody@127.0.0.1:1/none"\n', tmp_path
-    )
+async def test_readyz_reports_a_database_it_cannot_reach(tmp_path: Path) -> None:
+    unreachable = '[database]\nurl = "postgresql+asyncpg://nobody@127.0.0.1:1/none"\n'
+    status, body = await probe(unreachable, tmp_path)
     assert status == 503
     assert body["status"] == "error"
     assert body["checks"]["database"].startswith("error:")
+    # The process itself is alive: a liveness probe must not restart it for the database.
+    assert await probe(unreachable, tmp_path, "/healthz") == (200, {"status": "ok"})
 
 
 async def test_a_topic_page_exists_only_once_the_topic_is_public(

@@ -211,7 +211,7 @@ async def test_shutdown_lets_late_steps_finish_and_hands_the_rest_to_the_queue(
     assert [key for key, _ in await texts(engine)] == ["wechat:late:901:0", "wechat:late:902:0"]
 
 
-async def test_healthz_answers_within_a_second_when_the_database_stalls(
+async def test_readyz_answers_within_a_second_when_the_database_stalls(
     tmp_path: Any, clock: Any
 ) -> None:
     """It accepts connections and never answers (a hung server, a full backlog)."""
@@ -232,7 +232,7 @@ async def test_healthz_answers_within_a_second_when_the_database_stalls(
     client = TestClient(TestServer(create_app(services, run_outbox=False)))
     await client.start_server()
     try:
-        response = await asyncio.wait_for(client.get("/healthz"), 3)
+        response = await asyncio.wait_for(client.get("/readyz"), 3)
         assert response.status == 503
         assert (await response.json())["checks"]["database"].startswith("error")
     finally:

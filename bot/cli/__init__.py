@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli.common import CliError, Command
+from bot.cli.doctor import cmd_doctor
 from bot.cli.processes import cmd_chat, cmd_demo, cmd_serve, cmd_worker
 from bot.cli.roles import cmd_invite, cmd_invite_revoke, cmd_roles_list, cmd_roles_revoke
 from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
 from bot.cli.topics import LIST_LIMIT, cmd_notice, cmd_overdue, cmd_topics_list, cmd_topics_show
 from bot.cli.upkeep import cmd_calendar_status, cmd_db_upgrade
 from bot.config import CONFIG_ENV, ConfigError, load_config
+from bot.logs import configure as configure_logging
 from bot.telegram.commands import run_command as cmd_telegram
 from workflow.clock import Clock
 from workflow.invites import INVITE_ROLES
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes sharing the port (PostgreSQL only)"
     )
     add(sub, "worker", cmd_worker, "run the reminder sweeps, the outbox and media downloads")
+    add(sub, "doctor", cmd_doctor, "check a deployment and say what is wrong (exit 1 if so)")
     overdue = add(sub, "overdue", cmd_overdue, "review steps past their five working days")
     overdue.add_argument("--under", help="only rooms under this one (e.g. a district's code)")
     overdue.add_argument("--json", action="store_true")
@@ -142,14 +145,12 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     """The ``mashangyi`` command. ``clock`` stands in for the system clock in the commands
     that run in this process (not in ``serve --workers N``'s processes, nor yet in
     ``telegram …``, which builds its own services)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # fontTools logs every table it prunes at INFO, tens of lines per printable notice.
-    logging.getLogger("fontTools").setLevel(logging.WARNING)
     args = parse_args(argv, clock)
     try:
         config = load_config(args.config)
+        configure_logging(config.server.log_format)
+        # fontTools logs every table it prunes at INFO, tens of lines per printable notice.
+        logging.getLogger("fontTools").setLevel(logging.WARNING)
         return asyncio.run(args.handler(config, args))
     except (ConfigError, CliError) as exc:
         print(f"mashangyi: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from telegram import Bot
 from telegram.error import TelegramError
 
 from bot.edge import is_transient
+from bot.logs import pseudonym
 from bot.services import Services
 from bot.telegram.client import CHANNEL
 from bot.telegram.sender import delivery_failure, send_reply
@@ -132,7 +133,9 @@ class HeldReplies:
             if fresh and batch.waiting <= CATCH_UP and not batch.backlog:
                 await self._catch_up(address, batch.waiting + len(fresh))
             elif fresh:
-                log.info("telegram: chat %s has a backlog; replies queued behind it", address)
+                log.info(
+                    "telegram: chat %s has a backlog; replies queued behind it", pseudonym(address)
+                )
             return False
         # Rows that already existed were sent (or are being sent) by an earlier delivery of
         # this same update: not sending them again is what makes a re-delivery harmless.
@@ -174,7 +177,9 @@ class HeldReplies:
                 channels=[CHANNEL], addresses=[address], paced=False
             ).drain(max_rounds=rows)
         except Exception:  # the rows are safe in the outbox; the delivery loop sends them
-            log.warning("telegram: catching up on chat %s failed", address, exc_info=True)
+            log.warning(
+                "telegram: catching up on chat %s failed", pseudonym(address), exc_info=True
+            )
 
     async def _settle(self, keys: list[str], hold: datetime, **values: Any) -> None:
         """Record what happened to held rows, unless the delivery loop has taken them (their

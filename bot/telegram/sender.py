@@ -25,6 +25,7 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.config import Config
+from bot.logs import pseudonym
 from bot.pieces import split_text, utf16_units
 from bot.telegram.client import CHANNEL, BotClient, TelegramMediaFetcher
 from bot.telegram.limits import Limiter, Limits, LocalLimiter, Paused, RedisLimiter
@@ -204,7 +205,9 @@ class TelegramSender:
                     .values(unreachable_at=self.clock.now())
                 )
         except Exception:  # the row goes dead anyway; the next 403 marks it again
-            log.warning("telegram: could not mark chat %s unreachable", chat_id, exc_info=True)
+            log.warning(
+                "telegram: could not mark chat %s unreachable", pseudonym(chat_id), exc_info=True
+            )
 
     async def _still_blocked(self, chat_id: str) -> bool:
         if self.sessions is None:

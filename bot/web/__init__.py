@@ -12,12 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services import Services
 from bot.telegram import webhook as telegram
 from bot.web import (
+    health,
     notice_page,
     page_actions,
     public_pages,
@@ -33,37 +32,10 @@ log = logging.getLogger("mashangyi.web")
 SERVICES = web.AppKey("services", Services)
 
 
-#: /healthz answers within this, whatever the database does (a stalled connection too).
-HEALTH_SECONDS = 0.8
-
-
-async def healthz(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    status, checks = 200, {}
-    try:
-        # The small pool of its own: a busy main pool is not an unhealthy database.
-        await asyncio.wait_for(_ping(services.priority_engine or services.engine), HEALTH_SECONDS)
-        checks["database"] = "ok"
-    except TimeoutError:
-        status, checks["database"] = 503, "error: no answer within a second"
-    except Exception as exc:  # report, don't crash: this is what monitoring polls
-        status, checks["database"] = 503, f"error: {type(exc).__name__}"
-    warning = services.calendar_warning()
-    checks["calendar"] = warning or "ok"
-    return web.json_response(
-        {"status": "ok" if status == 200 else "error", "checks": checks}, status=status
-    )
-
-
-async def _ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
-
-
 def create_app(services: Services, *, run_outbox: bool = True) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
-    app.router.add_get("/healthz", healthz)
+    health.setup(app, services)  # /healthz, /readyz, /metrics; request ids and timings
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
     public_pages.setup(app, services)  # /topics, /results, /r/<code>: 码上建议, 码上查情, rooms

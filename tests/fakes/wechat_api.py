@@ -31,6 +31,8 @@ QRCODE_CREATE = "cgi-bin/qrcode/create"
 #: exchange (api.weixin.qq.com); both served here.
 OAUTH_AUTHORIZE = "connect/oauth2/authorize"
 OAUTH_TOKEN = "sns/oauth2/access_token"
+#: 网络检测: WeChat's servers resolve and ping the account's server URL (here: loopback).
+CALLBACK_CHECK = "cgi-bin/callback/check"
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ class FakeWeChatAPI:
             return _json({"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
         if path == QRCODE_CREATE:
             return self._qrcode(body or {})
+        if path == CALLBACK_CHECK:
+            dns = [{"ip": "127.0.0.1", "real_operator": "UNICOM"}]
+            ping = [{"ip": "127.0.0.1", "from_operator": "UNICOM", "package_loss": "0%"}]
+            return _json({"dns": dns, "ping": ping})
         if path == MEDIA_GET:
             found = self.media.get(request.query.get("media_id", ""))
             if found is None:
