@@ -46,12 +46,14 @@ async def serve(
     reuse_port: bool = False,
     parent_gone: int | None = None,
     clock: Clock | None = None,
+    announce: bool = True,
 ) -> None:
     """Serve until SIGTERM or Ctrl+C; ``background``: also run the outbox, media and sweeps.
 
     ``parent_gone``: a file descriptor that becomes readable when the process that started
     this one exits; then this one stops too, rather than live on unsupervised. ``clock``:
-    the services' clock (None: the system clock).
+    the services' clock (None: the system clock). ``announce``: print the address (one
+    process of several does).
     """
     services = build_services(config, clock)
     if background and (warning := services.calendar_warning()):
@@ -67,7 +69,7 @@ async def serve(
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-        if background:  # once, also with several workers
+        if announce:  # once, also with several workers
             print(f"mashangyi is serving on http://{host}:{port} (Ctrl+C stops)", flush=True)
         freeze_start_up_heap()
         await stop_event(signal.SIGTERM, watch=parent_gone).wait()
@@ -76,8 +78,11 @@ async def serve(
         await services.close()
 
 
-async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
-    """Run ``workers`` serving processes until a signal (0) or until one of them dies (1)."""
+async def serve_many(
+    config: Config, host: str, port: int, workers: int, *, background: bool = True
+) -> int:
+    """Run ``workers`` serving processes until a signal (0) or until one of them dies (1);
+    ``background``: the first of them also runs the outbox, media downloads and sweeps."""
     if is_sqlite(config.database_url):
         raise ConfigError(
             "serve --workers: several processes need PostgreSQL "
@@ -103,7 +108,11 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
     spawn = multiprocessing.get_context("spawn")
     processes = [
-        spawn.Process(target=_worker, args=(config.source, host, port, index == 0), daemon=False)
+        spawn.Process(
+            target=_worker,
+            args=(config.source, host, port, background and index == 0, index == 0),
+            daemon=False,
+        )
         for index in range(workers)
     ]
     for process in processes:
@@ -126,7 +135,7 @@ async def serve_many(config: Config, host: str, port: int, workers: int) -> int:
     return 1 if died else 0
 
 
-def _worker(source: Path | None, host: str, port: int, background: bool) -> None:
+def _worker(source: Path | None, host: str, port: int, background: bool, first: bool) -> None:
     config = load_config(source)
     configure_logging(config.server.log_format)
     parent = multiprocessing.parent_process()
@@ -142,6 +151,7 @@ def _worker(source: Path | None, host: str, port: int, background: bool) -> None
                 background=background,
                 reuse_port=True,
                 parent_gone=gone,
+                announce=first,
             )
         )
 

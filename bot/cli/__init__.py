@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port (PostgreSQL only)"
     )
+    serve.add_argument(
+        "--no-background",
+        action="store_true",
+        help="answer requests only; `mashangyi worker` runs the outbox and the sweeps",
+    )
     add(sub, "worker", cmd_worker, "run the reminder sweeps, the outbox and media downloads")
     add(sub, "doctor", cmd_doctor, "check a deployment and say what is wrong (exit 1 if so)")
     overdue = add(sub, "overdue", cmd_overdue, "review steps past their five working days")

@@ -30,9 +30,10 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     host, port = args.host or server.host, args.port or server.port
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    background = not args.no_background
     if args.workers > 1:
-        return await serve_many(config, host, port, args.workers)
-    await serve(config, host, port, clock=args.clock)
+        return await serve_many(config, host, port, args.workers, background=background)
+    await serve(config, host, port, background=background, clock=args.clock)
     return 0
 
 
