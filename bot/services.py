@@ -281,6 +281,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_seconds=dialogs.flood_seconds,
                 sensitive_words=tuple(config.sensitive_words()),
                 public_base_url=config.server.public_base_url,
+                subscribe_template_id=config.wechat.subscribe_template_id,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

@@ -40,6 +40,8 @@ DAILY_QUOTA = 45009
 #: is used up): a subscription notification cannot reach them.
 NO_CONSENT = 43101
 SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
+#: The JS-SDK ticket the pages sign ``wx.config`` with.
+TICKET = "cgi-bin/ticket/getticket"
 #: Temporary media (kept by WeChat for three days), e.g. an image to send as a
 #: customer-service message.
 MEDIA_UPLOAD = "cgi-bin/media/upload"
@@ -275,12 +277,29 @@ class WeChatAPI:
             return data, content_type or "application/octet-stream"
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to an endpoint taking ``access_token``; a stale token is replaced
-        and the call made once more."""
+    async def jsapi_ticket(self) -> tuple[str, int]:
+        """A new JS-SDK ticket (``jsapi_ticket``) and its lifetime in seconds. WeChat limits
+        how often it may be fetched: callers keep it (bot/wechat/jssdk.py)."""
+        answer = await self.call(TICKET, params={"type": "jsapi"})
+        ticket = answer.get("ticket")
+        if not isinstance(ticket, str) or not ticket:
+            raise WeChatAPIError(-1, "no ticket in the answer", "getticket")
+        return ticket, int(answer.get("expires_in", 7200))
+
+    async def call(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST ``body`` (GET without one) to an endpoint taking ``access_token``; a stale
+        token is replaced and the call made once more."""
+        method = "POST" if body is not None else "GET"
         for attempt in (1, 2):
             token = await self.access_token()
-            answer = await self._request("POST", path, body=body, params={"access_token": token})
+            query = {**(params or {}), "access_token": token}
+            answer = await self._request(method, path, body=body, params=query)
             errcode = int(answer.get("errcode") or 0)
             if errcode == 0:
                 return answer

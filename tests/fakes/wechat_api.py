@@ -30,6 +30,12 @@ TEMPLATE_SEND = "cgi-bin/message/template/send"
 #: like answer with WeChat's errcodes (43101 no consent, 45009 daily quota).
 SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
 MEDIA_GET = "cgi-bin/media/get"
+#: The JS-SDK ticket (``type=jsapi``): answers ``FakeWeChatAPI.jsapi_ticket``.
+TICKET = "cgi-bin/ticket/getticket"
+#: The ticket of WeChat's JS-SDK documentation (附录1, its signature example).
+DOC_TICKET = (
+    "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
+)
 MEDIA_UPLOAD = "cgi-bin/media/upload"
 QRCODE_CREATE = "cgi-bin/qrcode/create"
 #: Web authorization (网页授权): the authorize page (open.weixin.qq.com in life) and the code
@@ -68,6 +74,7 @@ class FakeWeChatAPI:
     app_id: str = "wx0000000000000001"
     app_secret: str = "s3cret"
     expires_in: int = 7200
+    jsapi_ticket: str = DOC_TICKET
     requests: list[Request] = field(default_factory=list)
     #: media_id → (content, content type) for media/get
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
@@ -163,6 +170,12 @@ class FakeWeChatAPI:
         if request.query.get("access_token") not in self._valid:
             return _json(
                 {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
+            )
+        if path == TICKET:
+            if request.query.get("type") != "jsapi":
+                return _json({"errcode": 40097, "errmsg": "invalid args"})
+            return _json(
+                {"errcode": 0, "errmsg": "ok", "ticket": self.jsapi_ticket, "expires_in": 7200}
             )
         if path == MEDIA_UPLOAD:
             return self._upload(body or {})
