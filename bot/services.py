@@ -25,6 +25,7 @@ from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
 from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender, reclaim
+from notices.poll_pushes import PollPushWriter
 from notices.pushes import PushExpander, PushWriter
 from notices.reminders import ReminderSettings, Sweeper
 from storage.db import (
@@ -240,7 +241,11 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     writer = OutboxWriter(clock, config.server.public_base_url, calendar, review_links)
     pushes = PushWriter(clock, config.server.public_base_url)
     lifecycle = Lifecycle(
-        clock, calendar, review_days=config.review.working_days, listeners=[writer, pushes]
+        clock,
+        calendar,
+        review_days=config.review.working_days,
+        listeners=[writer, pushes],
+        poll_listeners=[PollPushWriter(clock, config.server.public_base_url)],
     )
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)
