@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from bot.notice_files import NoticeStore
 from bot.services import Services
 from dialogs.router import chosen
 from dialogs.types import Inbound, Reply, room_payload
@@ -44,16 +45,22 @@ def render(replies: list[Reply]) -> str:
 
 
 class PrintingSender:
-    """Prints follow-ups for the person at this terminal, with their buttons."""
+    """Prints follow-ups for the person at this terminal, with their buttons; a message
+    with a file (a printable notice) as its caption and where the file is on disk."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, files: NoticeStore | None = None) -> None:
         self.out = out
+        self.files = files
         #: The buttons of the last follow-up printed while they are the last ones shown
         #: (``[label, payload]``); the chat empties it when a reply offers its own.
         self.offered: list[list[str]] = []
 
     async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
-        reply = Reply(SAY.text("console", "notice", text=message.text), message.buttons)
+        text = message.text
+        if message.file is not None and self.files is not None:
+            path = await self.files.path(message.file)
+            text = SAY.text("console", "file", caption=text, path=str(path))
+        reply = Reply(SAY.text("console", "notice", text=text), message.buttons)
         print(f"\n{render([reply])}", file=self.out, flush=True)
         if message.buttons:
             self.offered = [[b.label, b.payload] for b in message.buttons]
@@ -119,7 +126,7 @@ async def chat(
     out: TextIO = sys.stdout,
 ) -> int:
     read_line = read_line or StdinLines()
-    printer = PrintingSender(out)
+    printer = PrintingSender(out, services.notices)
     follow_ups = OutboxDispatcher(
         services.sessions,
         {CHANNEL: printer},

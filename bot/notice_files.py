@@ -1,9 +1,11 @@
 """A topic's printable notice (notices/printable.py) as files: the PNG and the PDF, for
-``mashangyi notice``, the public page's download links and the convener's chat.
+``mashangyi notice``, the public page's download links and the convener's chat (the outbox
+senders read them through ``NoticeStore.read``, a ``notices.message.Files``).
 
 Rendering takes about a second (the PDF embeds a subset of the CJK font), so it runs in a
 thread, off the event loop, and each result is kept in the media store under the topic's
-version: asked again, it is read back; once the topic changes, it is made afresh.
+version (``notices.printable.file_key``): asked again, it is read back; once the topic
+changes, it is made afresh.
 """
 
 from __future__ import annotations
@@ -11,12 +13,25 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlmodel import select
 
+from bot.media import LocalMediaStore
 from bot.poster import FontError, PosterFont, find_font
-from bot.services import Services
-from notices.printable import RESULT_STATES, NoNotice, Notice, notice_for, render_pdf, render_png
+from notices.message import FileRef
+from notices.outbox import PermanentFailure, TemporaryFailure
+from notices.printable import (
+    RESULT_STATES,
+    NoNotice,
+    Notice,
+    file_key,
+    file_of,
+    notice_for,
+    render_pdf,
+    render_png,
+)
+from storage.db import SessionFactory
 from storage.models import Topic
 
 
@@ -25,6 +40,8 @@ class NoticeFiles:
     notice: Notice
     png: bytes
     pdf: bytes
+    #: The topic's version they were drawn for (the ``file_key`` they are kept under).
+    version: int = 0
 
 
 def default_kind(topic: Topic) -> str:
@@ -32,34 +49,71 @@ def default_kind(topic: Topic) -> str:
     return "results" if topic.state in RESULT_STATES and topic.results_published_at else "topic"
 
 
-def notice_font(services: Services) -> PosterFont:
-    """The posters' font (``poster.font``, else the one installed with the dependencies)."""
-    setting = services.config.poster.font
-    return find_font(services.config.base_dir / setting if setting else None)
+class NoticeStore:
+    """The notices' files, drawn once per topic version and kept in the media store."""
 
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        store: LocalMediaStore,
+        public_base_url: str,
+        font: Path | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.public_base_url = public_base_url
+        #: ``poster.font`` (resolved), else the font installed with the dependencies.
+        self.font = font
 
-async def notice_files(services: Services, number: str, kind: str | None = None) -> NoticeFiles:
-    """The files of topic ``number``'s notice of ``kind`` (default: ``default_kind``);
-    ``NoNotice`` when it has none, ``FontError`` without a CJK font."""
-    async with services.sessions() as session:
-        topic = (await session.exec(select(Topic).where(Topic.number == number))).first()
-        if topic is None:
-            raise NoNotice(number)
-        notice = await notice_for(
-            session, topic, kind or default_kind(topic), services.config.server.public_base_url
-        )
-        version = topic.version
-    key = f"notices/{notice.filename}-v{version}"
-    store = services.media_store
-    try:
-        return NoticeFiles(notice, await store.get(f"{key}.png"), await store.get(f"{key}.pdf"))
-    except (FileNotFoundError, KeyError):
-        pass
-    font = notice_font(services)
-    png, pdf = await asyncio.to_thread(_render, notice, font)
-    await store.put(f"{key}.png", png)
-    await store.put(f"{key}.pdf", pdf)
-    return NoticeFiles(notice, png, pdf)
+    async def files(self, number: str, kind: str | None = None) -> NoticeFiles:
+        """The files of topic ``number``'s notice of ``kind`` (default: ``default_kind``);
+        ``NoNotice`` when it has none, ``FontError`` without a CJK font."""
+        async with self.sessions() as session:
+            topic = (await session.exec(select(Topic).where(Topic.number == number))).first()
+            if topic is None:
+                raise NoNotice(number)
+            notice = await notice_for(
+                session, topic, kind or default_kind(topic), self.public_base_url
+            )
+            version = topic.version
+        png_key, pdf_key = (file_key(number, notice.kind, version, s) for s in ("png", "pdf"))
+        try:
+            png, pdf = await self.store.get(png_key), await self.store.get(pdf_key)
+            return NoticeFiles(notice, png, pdf, version)
+        except (FileNotFoundError, KeyError):
+            pass
+        png, pdf = await asyncio.to_thread(_render, notice, find_font(self.font))
+        await self.store.put(png_key, png)
+        await self.store.put(pdf_key, pdf)
+        return NoticeFiles(notice, png, pdf, version)
+
+    async def read(self, ref: FileRef) -> bytes:
+        """A notice's file for a sender: as kept under ``ref.key``; when the store lost it,
+        drawn again (the topic's notice as it is now). Failures are the outbox's: a notice
+        that is no more (or a key of no notice) is permanent, a missing font temporary."""
+        try:
+            return await self.store.get(ref.key)
+        except (FileNotFoundError, KeyError):
+            pass
+        named = file_of(ref.key)
+        if named is None:
+            raise PermanentFailure(f"file {ref.key} is not in the media store")
+        number, kind = named
+        try:
+            files = await self.files(number, kind)
+        except NoNotice:
+            raise PermanentFailure(f"topic {number} has no {kind} notice any more") from None
+        except FontError as exc:
+            raise TemporaryFailure(f"cannot draw the notice: {exc}") from exc
+        return files.pdf if ref.key.endswith(".pdf") else files.png
+
+    async def path(self, ref: FileRef) -> Path:
+        """Where the file is on disk (the console shows it), made first if need be."""
+        target = self.store.root / ref.key
+        if not target.exists():
+            data = await self.read(ref)
+            await self.store.put(ref.key, data)
+        return target
 
 
 def _render(notice: Notice, font: PosterFont) -> tuple[bytes, bytes]:
@@ -69,4 +123,4 @@ def _render(notice: Notice, font: PosterFont) -> tuple[bytes, bytes]:
     return out.getvalue(), render_pdf(notice, font.path, font.index)
 
 
-__all__ = ["FontError", "NoNotice", "NoticeFiles", "default_kind", "notice_files"]
+__all__ = ["FontError", "NoNotice", "NoticeFiles", "NoticeStore", "default_kind"]

@@ -16,6 +16,7 @@ from bot.config import Config, ConfigError
 from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
 from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
+from bot.notice_files import NoticeStore
 from bot.telegram import telegram_outbound
 from bot.telegram.sender import build_limiter
 from bot.wechat.outbound import wechat_outbound
@@ -24,6 +25,7 @@ from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
 from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender, reclaim
+from notices.poll_pushes import PollPushWriter
 from notices.pushes import PushExpander, PushWriter
 from notices.reminders import ReminderSettings, Sweeper
 from storage.db import (
@@ -61,6 +63,8 @@ class Services:
     lifecycle: Lifecycle
     dialogs: Dialogs
     media_store: LocalMediaStore
+    #: The printable notices' files (bot/notice_files.py), which the senders read too.
+    notices: NoticeStore
     senders: dict[str, Sender] = field(default_factory=dict)
     #: Media fetchers by channel (platform media → bytes), used by the MediaDownloader.
     fetchers: dict[str, MediaFetcher] = field(default_factory=dict)
@@ -237,17 +241,29 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     writer = OutboxWriter(clock, config.server.public_base_url, calendar, review_links)
     pushes = PushWriter(clock, config.server.public_base_url)
     lifecycle = Lifecycle(
-        clock, calendar, review_days=config.review.working_days, listeners=[writer, pushes]
+        clock,
+        calendar,
+        review_days=config.review.working_days,
+        listeners=[writer, pushes],
+        poll_listeners=[PollPushWriter(clock, config.server.public_base_url)],
     )
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)
     dialogs = config.dialogs
-    wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock)
+    media_store = LocalMediaStore(config.media_dir())
+    font = config.poster.font
+    notices = NoticeStore(
+        sessions,
+        media_store,
+        config.server.public_base_url,
+        config.base_dir / font if font else None,
+    )
+    wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock, notices)
     redis = redis_client(config.redis.url) if config.redis.url else None
     # The Telegram sender remembers a sent review card between the send and its record:
     # on the results' pool, for the same reason the record is there.
     telegram_senders, telegram_fetchers = telegram_outbound(
-        config, records, clock, build_limiter(config, redis, clock)
+        config, records, clock, build_limiter(config, redis, clock), notices
     )
     flood = (dialogs.flood_messages, dialogs.flood_seconds)
     return Services(
@@ -270,11 +286,13 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_seconds=dialogs.flood_seconds,
                 sensitive_words=tuple(config.sensitive_words()),
                 public_base_url=config.server.public_base_url,
+                subscribe_template_id=config.wechat.subscribe_template_id,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,
         ),
-        media_store=LocalMediaStore(config.media_dir()),
+        media_store=media_store,
+        notices=notices,
         # No console sender: only the terminal chat delivers to its own person (bot/console.py);
         # a serving process that claimed those rows could only log them.
         senders={**wechat_senders, **telegram_senders},

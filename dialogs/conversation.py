@@ -91,6 +91,9 @@ class Conversation:
     words: Sequence[str] = ()
     #: Where the public pages are (config server.public_base_url); "" in tools without one.
     public_base_url: str = ""
+    #: The WeChat subscription template the topic pages ask consent for
+    #: (config wechat.subscribe_template_id); "" for none.
+    subscribe_template: str = ""
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 

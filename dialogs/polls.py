@@ -129,6 +129,7 @@ async def step(conv: Conversation) -> None:
             conv.data[NAME]["picked"],
             closes,
             conv.now,
+            lifecycle=conv.lifecycle,
         )
     except InvalidField as refusal:
         conv.reply(refusal.message)

@@ -17,6 +17,8 @@ from storage.models import Room, Topic
 from storage.participation import Suggestion
 from workflow import participation as pt
 from workflow.clock import CHINA
+from workflow.consents import CHANNEL as WECHAT
+from workflow.consents import has_open_consent
 from workflow.errors import WorkflowError
 from workflow.lifecycle import Role, public_url
 from workflow.payloads import (
@@ -158,6 +160,21 @@ async def view(conv: Conversation, topic: Topic, note: str = "") -> None:
     conv.reply(f"{note}\n\n{text}" if note else text, *buttons)
 
 
+async def notify_offer(conv: Conversation, topic: Topic) -> str:
+    """After a follow, like or suggestion on WeChat: a line linking to the topic page's
+    "结果公布时通知我" (the subscription pop-up exists only on a page), unless no template is
+    configured or the person has an unused consent a push about this topic would use."""
+    template = conv.subscribe_template
+    if conv.inbound.channel != WECHAT or not template or not conv.public_base_url:
+        return ""
+    page = public_url(conv.public_base_url, topic.number, topic.state)
+    if not page or await has_open_consent(
+        conv.session, conv.inbound.user_ref, template, _id(topic)
+    ):
+        return ""
+    return "\n" + say("public", "notify_offer", url=f"{page}#notify")
+
+
 async def open_topic(conv: Conversation, topic_id: int) -> None:
     if (topic := await _public(conv, topic_id)) is not None:
         await view(conv, topic)
@@ -185,7 +202,8 @@ async def like(conv: Conversation, setting: Setting) -> None:
         conv.reply(refusal.message)
         return
     key = ("liked" if changed else "liked_already") if setting.on else "unliked"
-    await view(conv, topic, say("public", key))
+    offer = await notify_offer(conv, topic) if setting.on else ""
+    await view(conv, topic, say("public", key) + offer)
 
 
 async def follow_topic(conv: Conversation, setting: Setting) -> None:
@@ -201,6 +219,8 @@ async def follow_topic(conv: Conversation, setting: Setting) -> None:
         return
     if await pt.public_topic(conv.session, topic_id=setting.id) is not None:
         note = say("public", "followed" if setting.on else "unfollowed", title=topic.title)
+        if setting.on:
+            note += await notify_offer(conv, topic)
         await view(conv, topic, note)
     else:
         # Not public (yet: followed from a similar-topic hint): nothing more to show, not

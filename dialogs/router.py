@@ -113,6 +113,9 @@ class DialogSettings:
     sensitive_words: tuple[str, ...] = ()
     #: Where the public pages are, for links to them (config server.public_base_url).
     public_base_url: str = ""
+    #: The WeChat subscription template (config wechat.subscribe_template_id): set, the bot
+    #: offers the topic page's "结果公布时通知我" after a follow, like or suggestion.
+    subscribe_template_id: str = ""
 
 
 class Dialogs:
@@ -205,6 +208,7 @@ class Dialogs:
                     self.tell,
                     words=self.settings.sensitive_words,
                     public_base_url=self.settings.public_base_url,
+                    subscribe_template=self.settings.subscribe_template_id,
                 )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:

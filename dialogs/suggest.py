@@ -12,7 +12,7 @@ import secrets
 
 from dialogs.conversation import Conversation, say
 from dialogs.handlers import Flow, Handlers, on
-from dialogs.public_topics import public_button, tell_conveners, view
+from dialogs.public_topics import notify_offer, public_button, tell_conveners, view
 from storage.models import Topic
 from workflow import participation as pt
 from workflow.errors import InvalidField, WorkflowError
@@ -73,9 +73,9 @@ async def text_step(conv: Conversation) -> None:
     conv.home()
     if row.status == pt.Status.HELD:
         await tell_conveners(conv, topic, row, "held_notice")
-        conv.reply(say("suggest", "held"), back)
+        conv.reply(say("suggest", "held") + await notify_offer(conv, topic), back)
     else:
-        await view(conv, topic, say("suggest", "posted"))
+        await view(conv, topic, say("suggest", "posted") + await notify_offer(conv, topic))
 
 
 HANDLERS = Handlers(

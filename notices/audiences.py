@@ -5,8 +5,10 @@ after the last one, notices/pushes.py).
   suggesters (any suggestion of theirs, held or hidden ones too: they are still waiting
   to hear), each person once however many of these they are, minus whoever unfollowed the
   topic (an ended follow: also an opt-out of what they would hear as liker or suggester);
-- a poll's audience: its voters;
-- a room's followers: the daily digest (notices/reminders/finders.py ``room_digests``).
+- a poll's audience: its voters and the convener who started it (its result);
+- a room's audience: its followers (follow not ended): a poll opened there; what its topics
+  did goes to them as the daily digest instead (notices/reminders/finders.py
+  ``room_digests``, from ``room_followers``).
 
 The people a push excludes (the submitter, told by notices/notify.py in a text of their
 own; the actor) are left out here too, so one person gets one message per event.
@@ -22,10 +24,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ChannelIdentity
-from storage.participation import Follow, Like, PollVote, Suggestion
+from storage.participation import Follow, Like, Poll, PollVote, Suggestion
 from storage.sql import among
 
-Audience = Literal["topic", "poll"]
+Audience = Literal["topic", "poll", "room"]
+AUDIENCES: tuple[Audience, ...] = ("topic", "poll", "room")
+
+
+def audience_of(name: str) -> Audience:
+    """A push job's stored ``audience`` as one of ours (an unknown one is a bug: raised)."""
+    for audience in AUDIENCES:
+        if audience == name:
+            return audience
+    raise ValueError(f"unknown push audience {name!r}")
 
 
 async def next_people(
@@ -59,8 +70,17 @@ async def next_people(
             first(col(Like.person_id), Like.topic_id == subject_id, col(Like.active).is_(True)),
             first(col(Suggestion.person_id), Suggestion.topic_id == subject_id),
         ]
+    elif audience == "poll":
+        limited = [
+            first(col(PollVote.person_id), PollVote.poll_id == subject_id),
+            first(col(Poll.created_by_id), Poll.id == subject_id),
+        ]
     else:
-        limited = [first(col(PollVote.person_id), PollVote.poll_id == subject_id)]
+        limited = [
+            first(
+                col(Follow.person_id), Follow.room_id == subject_id, col(Follow.ended_at).is_(None)
+            )
+        ]
     people = union(*(select(sub.c.person_id) for sub in limited)).subquery()
     query = select(people.c.person_id)
     if exclude:

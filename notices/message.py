@@ -13,8 +13,12 @@ from typing import Any, Protocol
 from workflow.payloads import Button
 
 #: The version ``to_json`` writes, as ``"v"``. A body without one is version 0: the plain
-#: dict every row had before the model (same keys, each optional).
-VERSION = 1
+#: dict every row had before the model (same keys, each optional). Version 2 added
+#: ``file``: a row of it must not reach code that would send its caption without the file.
+VERSION = 2
+#: What a message's file is: a document (Telegram ``sendDocument``: a PDF) or an image
+#: (Telegram ``sendPhoto``, a WeChat customer-service image: a PNG).
+FILE_KINDS = frozenset({"document", "image"})
 
 
 class UnreadableBody(ValueError):
@@ -30,6 +34,28 @@ class Shown(Protocol):
 
     @property
     def buttons(self) -> Sequence[Button]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file a message carries: kept in the media store under ``key`` (made once, read by
+    every send and retry), shown to the person as ``filename``, sent as ``kind``
+    (``FILE_KINDS``)."""
+
+    key: str
+    filename: str
+    kind: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "filename": self.filename, "kind": self.kind}
+
+
+class Files(Protocol):
+    """Where a sender gets a message's file (bot/notice_files.py: the printable notices,
+    made again when the store lost them). Raises a ``notices.outbox.DeliveryError``
+    when it cannot give it."""
+
+    async def read(self, ref: FileRef) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +76,16 @@ class OutboundMessage:
       subscription notification links to it ("" for none).
     - ``edit_message_id``: this replaces the text of that message sent before, and drops
       its buttons (Telegram: a review card that has been handled), instead of a new one.
+    - ``file``: the message is that file, ``text`` its caption (a printable notice in the
+      convener's chat); one file a message, so a failed upload is retried on its own.
 
     JSON (``to_json``): ``{"v": 1, "text": str, "buttons": [[label, payload], …],
     "url": str, "review_url": str, "topic_number": str, "edit_message_id": str | null,
-    "unfollow_url": str}``, every key written (``unfollow_url`` came later within version 1:
-    a row without it has none, as in version 0). Version 0, the body before it had a
-    version, has the same keys, each optional; ``from_json`` reads both.
+    "unfollow_url": str, "file": {"key": str, "filename": str, "kind": str} | null}``
+    (version 2), every key written. Version 1 is the same without ``file`` (its
+    ``unfollow_url`` came later within it: a row without it has none, as in version 0).
+    Version 0, the body before it had a version, has version 1's keys, each optional;
+    ``from_json`` reads all three.
     """
 
     text: str = ""
@@ -65,6 +95,7 @@ class OutboundMessage:
     topic_number: str = ""
     edit_message_id: str | None = None
     unfollow_url: str = ""
+    file: FileRef | None = None
 
     @classmethod
     def of(cls, reply: Shown) -> OutboundMessage:
@@ -81,6 +112,7 @@ class OutboundMessage:
             "topic_number": self.topic_number,
             "edit_message_id": self.edit_message_id,
             "unfollow_url": self.unfollow_url,
+            "file": self.file.to_json() if self.file is not None else None,
         }
 
     @classmethod
@@ -94,8 +126,9 @@ class OutboundMessage:
             raise UnreadableBody(
                 f"body version {version!r} is not one this code reads ({sorted(_READABLE)})"
             )
-        # Version 1 has version 0's keys, all written; reading it needs nothing more.
-        # A later version that changes them gets its own reader here.
+        # Version 1 has version 0's keys, all written, and version 2 adds ``file`` (absent
+        # before it, so None): one reader does for all three. A later version that changes
+        # the keys gets its own reader here.
         return cls(
             text=_text(body, "text"),
             buttons=as_buttons(_pairs(body.get("buttons"))),
@@ -104,10 +137,11 @@ class OutboundMessage:
             topic_number=_text(body, "topic_number"),
             edit_message_id=_edit_target(body.get("edit_message_id")),
             unfollow_url=_text(body, "unfollow_url"),
+            file=_file(body.get("file")) if version >= 2 else None,
         )
 
 
-_READABLE = frozenset({0, VERSION})
+_READABLE = frozenset({0, 1, VERSION})
 
 
 def as_buttons(pairs: Iterable[tuple[str, str]]) -> tuple[Button, ...]:
@@ -149,3 +183,15 @@ def _edit_target(value: object) -> str | None:
     if isinstance(value, str | int) and not isinstance(value, bool):
         return str(value)
     raise UnreadableBody(f"edit_message_id is a {type(value).__name__}")
+
+
+def _file(value: object) -> FileRef | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, Mapping)
+        and all(isinstance(value.get(key), str) and value[key] for key in ("key", "filename"))
+        and value.get("kind") in FILE_KINDS
+    ):
+        raise UnreadableBody(f"file is not {{key, filename, kind}}: {value!r}"[:200])
+    return FileRef(key=value["key"], filename=value["filename"], kind=value["kind"])

@@ -14,8 +14,10 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from notices.message import OutboundMessage, Shown, as_buttons
+from notices.message import FileRef, OutboundMessage, Shown, as_buttons
 from notices.outbox import enqueue
+from notices.printable import SAY as PRINTABLE_TEXTS
+from notices.printable import file_key, file_name
 from notices.templating import text_environment
 from storage.models import Attachment, CardMessage, Person, Room, Topic
 from workflow.cards import action_buttons, card_text
@@ -46,6 +48,9 @@ NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})
 #: Publications whose printable notice (notices/printable.py) the convener who published
 #: is sent, for the village notice board, by its kind.
 PRINTABLE = {"topic.publicized": "topic", "topic.results_published": "results"}
+#: Channels whose messages cannot carry a document (WeChat's customer-service messages:
+#: text, image, voice, video, music, news, msgmenu): there the PDF is its link only.
+NO_DOCUMENTS = frozenset({"wechat"})
 
 
 @dataclass(frozen=True)
@@ -124,28 +129,58 @@ class OutboxWriter:
     async def _send_printable(
         self, session: AsyncSession, topic: Topic, event: DomainEvent, now: datetime
     ) -> None:
-        """The one who published gets the links to the notice to print (PNG and PDF)."""
+        """The one who published gets the notice to print: a message with the links to its
+        PNG and PDF, then each file as a message of its own (so a failed upload is tried
+        again alone), the PDF not on WeChat, whose customer-service messages carry no
+        document (its link does). The files are drawn once, by the first send that needs
+        them (bot/notice_files.py), and kept under the topic's version."""
         kind = PRINTABLE.get(event.name)
         if kind is None or event.actor_id is None:
             return
+        identity = await chat_address(session, event.actor_id)
+        if identity is None:
+            return
         page = public_url(self.public_base_url, topic.number, topic.state)
         query = "?kind=results" if kind == "results" else ""
-        message = OutboundMessage(
+        links = OutboundMessage(
             text=self.env.get_template(f"reviewer/notice.{kind}.txt")
             .render(topic=topic, png=f"{page}/notice.png{query}", pdf=f"{page}/notice.pdf{query}")
             .strip(),
             topic_number=topic.number,
             url=page,
         )
-        await send_to(
-            session,
-            event.actor_id,
-            message,
-            key=f"event:{event.event_id}:notice:{event.actor_id}",
-            kind="notice.printable",
-            now=now,
-            topic_id=topic.id,
-        )
+        files = [("png", "image")]
+        if identity.channel not in NO_DOCUMENTS:
+            files.append(("pdf", "document"))
+        heading = PRINTABLE_TEXTS.text("notice", f"heading_{kind}")
+        messages = [("", links)] + [
+            (
+                f":{suffix}",
+                OutboundMessage(
+                    text=PRINTABLE_TEXTS.text("notice", f"caption_{file_kind}", heading=heading),
+                    topic_number=topic.number,
+                    url=page,
+                    file=FileRef(
+                        key=file_key(topic.number, kind, topic.version, suffix),
+                        filename=file_name(topic.number, kind, suffix),
+                        kind=file_kind,
+                    ),
+                ),
+            )
+            for suffix, file_kind in files
+        ]
+        for part, message in messages:
+            await enqueue(
+                session,
+                key=f"event:{event.event_id}:notice:{event.actor_id}{part}",
+                channel=identity.channel,
+                address=identity.external_id,
+                kind="notice.printable",
+                message=message,
+                now=now,
+                person_id=event.actor_id,
+                topic_id=topic.id,
+            )
 
     async def _mark_cards_handled(
         self, session: AsyncSession, topic: Topic, event: DomainEvent

@@ -11,6 +11,7 @@ it can be searched, read aloud and checked), the font embedded. Both lay out the
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -37,6 +38,28 @@ PAGE = (1654, 2339)
 #: What one page holds of a long text; the QR code leads to the whole of it.
 LONG_TEXT = 350
 RED, INK, GREY, WHITE = (200, 16, 46), (34, 34, 34), (90, 90, 90), (255, 255, 255)
+
+
+#: A notice's file in the media store: per topic version, so a topic that changed gets a
+#: new one and an unchanged one is drawn once (bot/notice_files.py keeps them).
+_FILE_KEY = re.compile(r"notices/(?P<number>.+)-(?P<kind>topic|results)-v\d+\.(png|pdf)")
+
+
+def file_key(number: str, kind: str, version: int, suffix: str) -> str:
+    """Where the ``suffix`` (png, pdf) file of topic ``number``'s notice of ``kind`` is kept
+    while the topic is at ``version``."""
+    return f"notices/{number}-{kind}-v{version}.{suffix}"
+
+
+def file_of(key: str) -> tuple[str, str] | None:
+    """The topic number and notice kind a ``file_key`` names; None for another key."""
+    found = _FILE_KEY.fullmatch(key)
+    return (found["number"], found["kind"]) if found else None
+
+
+def file_name(number: str, kind: str, suffix: str) -> str:
+    """The name a person sees on the file in their chat."""
+    return SAY.text("notice", f"file_{kind}", number=number) + f".{suffix}"
 
 
 class NoNotice(Exception):

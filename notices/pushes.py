@@ -1,12 +1,12 @@
 """Pushes to many: a topic publicized, its results published, its progress recorded, a poll
-closed, told to everyone concerned (notices/audiences.py) through the outbox.
+opened or closed, told to everyone concerned (notices/audiences.py) through the outbox.
 
 A push to 100,000 people cannot be one transaction (it would hold the topic's change open
 for minutes and lose everything on a restart), so it goes in two steps:
 
 1. **Recorded with the change.** ``PushWriter``, a ``Lifecycle`` listener, writes one
-   ``PushJob`` row in the transaction of the topic's change (``schedule_push``; the polls
-   call ``push_poll_closed`` in the transaction that closes a poll). The message is
+   ``PushJob`` row in the transaction of the topic's change (``schedule_push``; a poll's
+   opening and closing are recorded the same way, notices/poll_pushes.py). The message is
    rendered once, here. The submitter is told by notices/notify.py in a text of their own
    and is excluded, with the actor, from the job.
 2. **Expanded in chunks.** ``PushExpander`` (a background loop in ``serve`` and ``worker``)
@@ -19,8 +19,9 @@ for minutes and lose everything on a restart), so it goes in two steps:
    cursor read, so of two expanders one commits the chunk and the other rolls back.
    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` keeps them on different jobs in the first place.
 
-Every push carries an unfollow button (``ft:<topic_id>:0``) and, for the WeChat messages
-that cannot carry buttons, a signed unfollow link (workflow/unfollow_links.py). A person
+Every push to followers carries an unfollow button (``ft:<topic_id>:0``, a room's
+``fr:<room_id>:0``) after the message's own and, for the WeChat messages that cannot carry
+buttons, a signed unfollow link (workflow/unfollow_links.py). A person
 whose chat the platform said is unreachable (Telegram 403) gets a row that is dead at once,
 with the reason: visible, and not sent. A room's followers get one digest a day instead
 (the reminder kind ``room.digest``).
@@ -40,7 +41,7 @@ from sqlalchemy import text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from notices.audiences import Audience, next_people, unreachable
+from notices.audiences import Audience, audience_of, next_people, unreachable
 from notices.message import OutboundMessage
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
@@ -50,8 +51,9 @@ from storage.pushes import PushJob
 from storage.sql import dialect, insert_for
 from workflow.clock import Clock
 from workflow.engine import DomainEvent
+from workflow.follows import Subject
 from workflow.lifecycle import public_url
-from workflow.payloads import FOLLOW_TOPIC, Button, Setting
+from workflow.payloads import FOLLOW_ROOM, FOLLOW_TOPIC, Button, Ref, Setting
 from workflow.people import chat_addresses
 from workflow.texts import Catalogue, catalogue
 from workflow.unfollow_links import UnfollowLinks
@@ -61,6 +63,12 @@ log = logging.getLogger(__name__)
 TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 #: The topic events pushed to the topic's audience (templates/pushes/<event>.txt).
 PUSHED = frozenset({"topic.publicized", "topic.results_published", "topic.progress_recorded"})
+#: The audiences that follow something: what (for the unfollow link), the unfollow
+#: button's label and payload (a poll's voters follow nothing).
+FOLLOWED: dict[str, tuple[Subject, str, Ref[Setting]]] = {
+    "topic": ("topic", "unfollow_topic", FOLLOW_TOPIC),
+    "room": ("room", "unfollow_room", FOLLOW_ROOM),
+}
 #: People per expansion transaction.
 CHUNK = 500
 #: PostgreSQL: the outbox's statistics are refreshed after this many rows written. A push
@@ -113,23 +121,6 @@ async def schedule_push(
         .returning(_jobs.c.id)
     )
     return (await session.exec(statement)).scalar_one_or_none() is not None
-
-
-async def push_poll_closed(
-    session: AsyncSession, poll_id: int, text: str, now: datetime, *, url: str = ""
-) -> bool:
-    """For the polls: tell every voter of ``poll_id`` ``text`` (its result), once, in the
-    caller's transaction (the one that closes the poll). No unfollow button: a voter
-    follows nothing by voting, and this is the poll's only push."""
-    return await schedule_push(
-        session,
-        event_key=f"poll-{poll_id}",
-        kind="push.poll.closed",
-        audience="poll",
-        subject_id=poll_id,
-        message=OutboundMessage(text=text, url=url),
-        now=now,
-    )
 
 
 class PushWriter:
@@ -245,10 +236,9 @@ class PushExpander:
             if job is None:
                 return None
             now = self.clock.now()
-            audience: Audience = "poll" if job.audience == "poll" else "topic"
             people = await next_people(
                 session,
-                audience,
+                audience_of(job.audience),
                 job.subject_id,
                 after=job.cursor,
                 limit=self.chunk,
@@ -291,17 +281,20 @@ class PushExpander:
             if address is None:  # no chat yet: nobody to write to
                 continue
             message = base
-            if job.audience == "topic":
+            followed = FOLLOWED.get(job.audience)
+            if followed is not None:  # what the person follows, and how to stop
+                subject, button, off = followed
                 message = replace(
                     base,
                     buttons=(
+                        *base.buttons,
                         Button(
-                            TEXTS.label("buttons", "unfollow_topic"),
-                            FOLLOW_TOPIC.build(Setting(job.subject_id, False)),
+                            TEXTS.label("buttons", button),
+                            off.build(Setting(job.subject_id, False)),
                         ),
                     ),
                     unfollow_url=(
-                        self.links.url("topic", job.subject_id, person, now) if self.links else ""
+                        self.links.url(subject, job.subject_id, person, now) if self.links else ""
                     ),
                 )
             key = push_key(job.event_key, person)

@@ -1,5 +1,5 @@
 """The push jobs: one row per push to many (a topic publicized, its results published, its
-progress recorded, a poll closed), written in the transaction of the change that caused it
+progress recorded, a poll opened or closed), written in the transaction of the change that caused it
 and expanded later, in small transactions, into one outbox row per person
 (notices/pushes.py).
 
@@ -22,12 +22,13 @@ from storage.types import JSONData, UTCDateTime
 class PushJob(_Table, table=True):
     """A push waiting to be (or being) expanded.
 
-    ``event_key`` names the push (a topic event's id, ``poll-<id>``): every outbox row it
-    makes is keyed ``push:<event_key>:<person_id>``, so expanding a chunk twice (a restart,
-    two workers) writes each person's message once. ``cursor`` is the last person id
-    expanded: a restart resumes after it. ``audience`` says whom (``topic``: the topic's
-    followers, likers and suggesters; ``poll``: the poll's voters); ``exclude`` the people
-    told otherwise (the submitter, who gets a text of their own, and the actor).
+    ``event_key`` names the push (a topic event's id, ``poll-<id>``, ``poll-opened-<id>``):
+    every outbox row it makes is keyed ``push:<event_key>:<person_id>``, so expanding a
+    chunk twice (a restart, two workers) writes each person's message once. ``cursor`` is
+    the last person id expanded: a restart resumes after it. ``audience`` says whom
+    (``topic``: the topic's followers, likers and suggesters; ``poll``: the poll's voters
+    and its convener; ``room``: the room's followers); ``exclude`` the people told
+    otherwise (the submitter, who gets a text of their own, and the actor).
     ``message`` is the ``OutboundMessage`` JSON every recipient gets, before the unfollow
     button is added. ``done_at`` is set once the audience is exhausted.
     """
@@ -38,7 +39,7 @@ class PushJob(_Table, table=True):
     event_key: str = Field(max_length=60, unique=True)
     kind: str = Field(max_length=60)
     audience: str = Field(max_length=20)
-    #: The topic (audience "topic") or the poll (audience "poll").
+    #: The topic (audience "topic"), the poll ("poll") or the room ("room").
     subject_id: int
     topic_id: int | None = None
     exclude: list[int] = Field(default_factory=list, sa_type=JSONData)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from notices.message import VERSION, OutboundMessage, UnreadableBody
+from notices.message import VERSION, FileRef, OutboundMessage, UnreadableBody
 from workflow.payloads import Button
 
 FULL = OutboundMessage(
@@ -28,6 +28,10 @@ FULL = OutboundMessage(
         FULL,
         OutboundMessage(text="已由张三处理", edit_message_id="77"),
         OutboundMessage(text="含\x7f控制符与 emoji 🙂", buttons=(Button("我的议题", "m:mine"),)),
+        OutboundMessage(
+            text="公示（图片）",
+            file=FileRef("notices/D1-2026-000001-topic-v4.png", "公示.png", "image"),
+        ),
     ],
 )
 def test_a_message_reads_back_as_written_through_a_json_column(message: OutboundMessage) -> None:
@@ -75,10 +79,17 @@ def test_bodies_written_before_the_version_still_read(
     assert OutboundMessage.from_json(body) == expected
 
 
+def test_a_version_1_body_reads_with_no_file() -> None:
+    body = {key: value for key, value in FULL.to_json().items() if key != "file"} | {"v": 1}
+    assert OutboundMessage.from_json(body) == FULL
+
+
 @pytest.mark.parametrize(
     "body, reason",
     [
-        ({"v": 2, "text": "来自未来"}, "version 2"),
+        ({"v": 3, "text": "来自未来"}, "version 3"),
+        ({"v": 2, "file": {"key": "k", "filename": "a.pdf", "kind": "video"}}, "file is not"),
+        ({"v": 2, "file": {"key": "", "filename": "a.pdf", "kind": "document"}}, "file is not"),
         ({"v": "1", "text": "版本是字符串"}, "version '1'"),
         ({"v": True, "text": "版本是布尔值"}, "version True"),
         ({"text": "按钮坏了", "buttons": [["只有标签"]]}, "not [label, payload]"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,21 +75,19 @@ GLYPHS = """(sample) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def live(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, browser_loop: Loop
-) -> Iterator[tuple[LiveSite, Board]]:
-    folder = tmp_path_factory.mktemp("live")
+def seeded_site(
+    database_url: str, folder: Path, browser_loop: Loop, fake: FakeWeChatAPI, wechat: str = ""
+) -> tuple[LiveSite, Board]:
+    """The live site (WeChat at ``fake``, more ``[wechat]`` settings in ``wechat``) on the
+    seeded board (tests/public_seed.py)."""
     clock = FixedClock(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
-    fake = FakeWeChatAPI()
-    browser_loop.run(fake.start())
     site = LiveSite(
         f'[database]\nurl = "{database_url}"\n'
         '[server]\npublic_base_url = "https://mashangyi.test"\n'
         'secret_key = "test-secret-key-0123456789"\n'
         '[telegram]\nbot_username = "mashangyi_test_bot"\n'
         f'[wechat]\napp_id = "{fake.app_id}"\napp_secret = "{fake.app_secret}"\n'
-        f'api_base_url = "{fake.base_url}"\noauth_base_url = "{fake.base_url}"\n',
+        f'api_base_url = "{fake.base_url}"\noauth_base_url = "{fake.base_url}"\n{wechat}',
         folder,
         clock,
         browser_loop,
@@ -102,7 +101,16 @@ def live(
         finally:
             await engine.dispose()
 
-    board = site.run(prepare())
+    return site, site.run(prepare())
+
+
+@pytest.fixture(scope="module")
+def live(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, browser_loop: Loop
+) -> Iterator[tuple[LiveSite, Board]]:
+    fake = FakeWeChatAPI()
+    browser_loop.run(fake.start())
+    site, board = seeded_site(database_url, tmp_path_factory.mktemp("live"), browser_loop, fake)
     yield site, board
     site.close()
     browser_loop.run(fake.close())

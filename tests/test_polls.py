@@ -1,9 +1,12 @@
-"""Screening polls: workflow/polls.py on the database, the closing sweep (a reminder kind),
-and the chat (dialogs/polls.py, console channel)."""
+"""Screening polls: workflow/polls.py on the database, the closing sweep (a task of the
+reminder sweep, telling through a push job: each voter once, also across a failed sweep and
+a restart of the expansion), the room's followers told that a poll opened, and the chat
+(dialogs/polls.py, console channel)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,11 +16,17 @@ from sqlmodel import col, select
 
 from bot.config import load_config
 from bot.services import Services, build_services
-from notices.reminders import REMINDERS, Sweeper
+from dialogs.types import Reply
+from notices import poll_pushes
+from notices.message import as_buttons
+from notices.pushes import PushExpander
+from notices.reminders import Sweeper
+from notices.reminders.finders import TASKS
 from storage.db import SessionFactory, transaction
 from storage.models import OutboxMessage, Room, Topic
-from storage.participation import Poll, PollVote
+from storage.participation import Follow, Poll, PollVote
 from tests.test_public_dialogs import Person
+from tests.test_pushes import follow
 from tests.world import World, build_world
 from workflow import polls
 from workflow.clock import FixedClock
@@ -25,8 +34,6 @@ from workflow.errors import InvalidField, NotPermitted, WrongState
 from workflow.lifecycle import Role, State
 from workflow.permissions import load_actor
 from workflow.workdays import WorkdayCalendar
-
-CLOSED = tuple(r for r in REMINDERS if r.name == "poll.closed")
 
 
 @pytest.fixture
@@ -114,6 +121,21 @@ async def test_no_live_results_and_no_votes_after_closing(world: World) -> None:
     assert await _results(world, poll) == [("运河步道增设公厕", 1), ("运河步道增设公厕", 0)]
 
 
+def closing_sweeper(world: World) -> Sweeper:
+    """The sweep with its tasks only (the poll closing), as the scheduler runs it."""
+    return Sweeper(world.sessions, world.clock, WorkdayCalendar.load(), reminders=(), tasks=TASKS)
+
+
+async def told_of_result(world: World) -> list[OutboxMessage]:
+    async with world.sessions() as session:
+        found = await session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.kind == "push.poll.closed")
+            .order_by(col(OutboxMessage.id))
+        )
+        return list(found)
+
+
 async def test_the_sweep_closes_once_and_tells_each_voter_the_result_once(
     world: World, database_url: str
 ) -> None:
@@ -126,21 +148,17 @@ async def test_the_sweep_closes_once_and_tells_each_voter_the_result_once(
     voters = [world.person("-", "resident"), world.person("-", "neighbour")]
     await _vote(world, voters[0], poll, 1)
     await _vote(world, voters[1], poll, 1)
-    sweeper = Sweeper(world.sessions, world.clock, WorkdayCalendar.load(), reminders=CLOSED)
+    sweeper = closing_sweeper(world)
     assert (await sweeper.run_once()).sent == {"poll.closed": 0}  # still open
     world.clock.advance(timedelta(hours=58))  # Wednesday 20:00: after office hours
     report = await sweeper.run_once()
-    assert report.sent == {"poll.closed": 3}  # two voters and the convener
+    assert report.sent == {"poll.closed": 1}  # one poll closed
     assert (await sweeper.run_once()).sent == {"poll.closed": 0}
+    await PushExpander(world.sessions, world.clock).run_once()
+    told = await told_of_result(world)
     async with world.sessions() as session:
         closed = await session.get(Poll, poll.id)
-        told = (
-            await session.exec(
-                select(OutboxMessage).where(OutboxMessage.kind == "reminder.poll.closed")
-            )
-        ).all()
-    assert closed is not None and closed.closed_at is not None
-    assert closed.closed_at == world.clock.now()
+    assert closed is not None and closed.closed_at == world.clock.now()
     assert sorted(m.person_id for m in told if m.person_id is not None) == sorted(
         [*voters, world.person("V1", Role.CONVENER)]
     )
@@ -151,6 +169,39 @@ async def test_the_sweep_closes_once_and_tells_each_voter_the_result_once(
     # A later vote is refused, and changes nothing.
     with pytest.raises(WrongState):
         await _vote(world, world.person("V2", Role.GRID), poll, 0)
+
+
+async def test_each_voter_is_told_once_across_a_failed_sweep_and_a_restart(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poll = await _create(world, await _topics(world, 2))
+    voters = [world.person(room, role) for room in ("V2", "V3") for role in ("grid", "member")]
+    for n, voter in enumerate(voters):
+        await _vote(world, voter, poll, n % 2)
+    world.clock.advance(timedelta(hours=48))
+
+    # The sweep dies after closing, before its commit: nothing is closed, nobody told.
+    real = poll_pushes.push_poll_closed
+
+    async def dies(*args: object, **kwargs: object) -> bool:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(poll_pushes, "push_poll_closed", dies)
+    assert (await closing_sweeper(world).run_once()).failed == ["poll.closed"]
+    async with world.sessions() as session:
+        assert (await session.get(Poll, poll.id)).closed_at is None  # type: ignore[union-attr]
+    monkeypatch.setattr(poll_pushes, "push_poll_closed", real)
+
+    # The next sweep (a fresh process) closes it; sweeping again adds nothing.
+    for _ in range(2):
+        await closing_sweeper(world).run_once()
+    # The expansion stops after two people (a restart), a new expander goes on from there.
+    await PushExpander(world.sessions, world.clock, chunk=2).run_once(max_chunks=1)
+    assert len(await told_of_result(world)) == 2
+    await PushExpander(world.sessions, world.clock, chunk=2).run_once()
+    await PushExpander(world.sessions, world.clock, chunk=2).run_once()  # nothing left
+    told = [m.person_id for m in await told_of_result(world)]
+    assert sorted(told) == sorted([*voters, world.person("V1", Role.CONVENER)])
 
 
 @pytest.mark.postgres_only("row locks between a vote and the closing")
@@ -227,3 +278,59 @@ async def test_a_poll_in_the_chat_from_start_to_result(
     await li.send("button", payload=vote)
     assert "投票已于3月5日 10:00截止，不能再投" in li.text() and "共 1 票" in li.text()
     assert "2. 运河步道增设公厕：0 票" in li.text()
+
+
+async def test_a_poll_opened_is_pushed_to_the_rooms_followers_with_its_buttons(
+    services: Services, clock: FixedClock
+) -> None:
+    world = await build_world(services.sessions, clock)
+    topics = await _topics(world, 2)
+    fan, elsewhere = world.person("-", "resident"), world.person("-", "neighbour")
+    await follow(world, fan, room="V1")
+    await follow(world, elsewhere, room="V2")
+    await follow(world, world.person("V1", Role.CONVENER), room="V1")  # who opens it
+    convener = Person(services, "V1:convener")
+    await convener.send("start", payload="r_V1")
+    await convener.press("发起投票")
+    for topic in topics:
+        await convener.send("button", payload=f"pk:{topic.id}")
+    await convener.press("完成")
+    await convener.send(text="3")
+    assert "投票已发起" in convener.text()
+    for _ in range(2):  # a second expander finds nothing more to do
+        await services.push_expander().run_once()
+
+    async with services.sessions() as session:
+        pushed = list(
+            await session.exec(
+                select(OutboxMessage).where(OutboxMessage.kind == "push.poll.opened")
+            )
+        )
+        poll = (await session.exec(select(Poll))).one()
+    assert [m.person_id for m in pushed] == [fan]
+    body = pushed[0].body
+    assert body["text"].startswith(
+        "一村议事室发起了网络投票「一村议事室议题筛选投票」，3月5日 10:00截止"
+    )
+    assert "1. 运河步道增设公厕\n2. 运河步道增设公厕" in body["text"]
+    room = world.rooms["V1"]
+    assert body["buttons"] == [
+        ["参与投票", f"pv:{poll.id}:0"],
+        ["取消关注本议事室", f"fr:{room}:0"],
+    ]
+    assert body["url"] == "http://127.0.0.1:8080/r/V1"
+    assert re.fullmatch(
+        rf"http://127\.0\.0\.1:8080/unfollow/r/{room}/{fan}\?exp=\d+&sig=[0-9a-f]{{64}}",
+        body["unfollow_url"],
+    )
+
+    # Its buttons work from the chat: the ballot, and unfollowing the room.
+    resident = Person(services, "-:resident")
+    resident.last = [Reply(body["text"], as_buttons(map(tuple, body["buttons"])))]
+    await resident.press("参与投票")
+    assert "每人一票" in resident.text() and len(resident.labels()) == 2
+    resident.last = [Reply(body["text"], as_buttons(map(tuple, body["buttons"])))]
+    await resident.press("取消关注本议事室")
+    async with services.sessions() as session:
+        follows = await session.exec(select(Follow).where(Follow.person_id == fan))
+        assert [f.ended_at is not None for f in follows] == [True]

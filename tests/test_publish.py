@@ -115,10 +115,29 @@ async def test_the_convener_gets_the_approved_topics_card_and_publishes_with_cho
             )
         ).one()
     assert "已在“码上建议”公示，2026-03-09 前欢迎邀请邻居一起提建议" in told.body["text"]
-    printable = (await cards(world, "V1:convener"))[-1]
-    assert printable.kind == "notice.printable"
+    printable, image, document = (await cards(world, "V1:convener"))[-3:]
+    assert {printable.kind, image.kind, document.kind} == {"notice.printable"}
     page = f"http://127.0.0.1:8080/t/{topic.number}"
     assert f"图片：{page}/notice.png\nPDF：{page}/notice.pdf" in printable.body["text"]
+    # Then the files themselves, one a message, kept under the topic's version.
+    assert [(m.body["text"], m.body["file"]) for m in (image, document)] == [
+        (
+            "议题公示（图片，可直接打印张贴）",
+            {
+                "key": f"notices/{topic.number}-topic-v{topic.version}.png",
+                "filename": f"{topic.number}-议题公示.png",
+                "kind": "image",
+            },
+        ),
+        (
+            "议题公示（PDF，A4打印）",
+            {
+                "key": f"notices/{topic.number}-topic-v{topic.version}.pdf",
+                "filename": f"{topic.number}-议题公示.pdf",
+                "kind": "document",
+            },
+        ),
+    ]
 
 
 async def test_a_close_date_typed_is_checked_and_no_photos_means_no_question(
@@ -188,6 +207,8 @@ async def test_results_are_published_from_the_conveners_card(
     topic = await world.reload(topic)
     assert topic.state == State.RESULTS_PUBLISHED
     assert topic.results_published_at == world.clock.now()
-    printable = (await cards(world, "V1:convener"))[-1]
+    printable, image, document = (await cards(world, "V1:convener"))[-3:]
     assert printable.kind == "notice.printable" and "协商结果已公示" in printable.body["text"]
+    assert image.body["file"]["filename"] == f"{topic.number}-结果公示.png"
+    assert document.body["file"]["key"].startswith(f"notices/{topic.number}-results-v")
     assert f"/t/{topic.number}/notice.pdf?kind=results" in printable.body["text"]

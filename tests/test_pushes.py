@@ -14,7 +14,8 @@ from sqlalchemy import event
 from sqlmodel import col, select
 
 from notices.message import OutboundMessage
-from notices.pushes import PushExpander, PushWriter, push_poll_closed
+from notices.poll_pushes import push_poll_closed
+from notices.pushes import PushExpander, PushWriter
 from notices.reminders import Sweeper
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, OutboxMessage, Person, Topic
@@ -250,10 +251,9 @@ async def test_a_closed_poll_is_told_to_its_voters_once(world: World) -> None:
                 )
             )
         assert poll.id is not None
-        poll_id = poll.id
     for _ in range(2):  # the closing replayed: one push
         async with transaction(world.sessions) as session:
-            await push_poll_closed(session, poll_id, "投票结果：公厕 3 票", world.clock.now())
+            await push_poll_closed(session, poll, "投票结果：公厕 3 票", world.clock.now())
     await PushExpander(world.sessions, world.clock).run_once()
     pushed = await rows(world.sessions, "push.poll")
     assert sorted(r.person_id for r in pushed) == voters

@@ -132,3 +132,21 @@ def usable(openid: str, template_id: str, *, long_term: bool) -> Any:
         & col(SubscriptionConsent.revoked_at).is_(None)
         & open_
     )
+
+
+async def has_open_consent(
+    session: AsyncSession, openid: str, template_id: str, topic_id: int
+) -> bool:
+    """Whether ``openid`` has an unused consent for ``template_id`` that a push about
+    ``topic_id`` may use (one asked for that topic, or for none in particular): then the
+    bot does not ask again."""
+    found = await session.exec(
+        select(SubscriptionConsent.id)
+        .where(
+            usable(openid, template_id, long_term=False),
+            col(SubscriptionConsent.topic_id).is_(None)
+            | (col(SubscriptionConsent.topic_id) == topic_id),
+        )
+        .limit(1)
+    )
+    return found.first() is not None

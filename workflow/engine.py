@@ -18,6 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
+from storage.participation import Poll
 from storage.sql import insert_for
 from workflow.clock import CHINA, Clock
 from workflow.errors import (
@@ -61,6 +62,8 @@ class DomainEvent:
 
 
 Listener = Callable[[AsyncSession, Topic, list[DomainEvent]], Awaitable[None]]
+#: Told of a screening poll just opened, in its transaction (notices/poll_pushes.py).
+PollListener = Callable[[AsyncSession, Poll], Awaitable[None]]
 
 
 class Lifecycle:
@@ -71,11 +74,19 @@ class Lifecycle:
         *,
         review_days: int = 5,
         listeners: Sequence[Listener] = (),
+        poll_listeners: Sequence[PollListener] = (),
     ) -> None:
         self.clock = clock
         self.calendar = calendar
         self.review_days = review_days
         self.listeners = list(listeners)
+        self.poll_listeners = list(poll_listeners)
+
+    async def poll_opened(self, session: AsyncSession, poll: Poll) -> None:
+        """Hand a poll just created to the poll listeners (its push to the room's
+        followers), in the caller's transaction, as a topic's events are."""
+        for listener in self.poll_listeners:
+            await listener(session, poll)
 
     async def open_topic(
         self,

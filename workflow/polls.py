@@ -1,8 +1,9 @@
 """Screening polls (网络投票, Yancheng norms §13): the convener puts several publicized
 topics of a room to the vote until a closing time; one vote per person; no live results
 (CONSUL's rule: results shown while voting shape the vote), so ``results`` refuses until
-the poll has closed. Closing is the reminder sweep's (notices/reminders: ``close_due``
-sets ``closed_at`` with a conditional update, then the voters are told the result once).
+the poll has closed. Opening tells the room's followers, closing is the reminder sweep's
+(notices/poll_pushes.py: ``close_due`` sets ``closed_at`` with a conditional update, and
+the voters are told the result once, through a push job).
 
 A vote and the closing are serialized on the poll's row: ``vote`` first claims the row
 with a conditional ``UPDATE`` (still open?), so a vote either lands before the closing
@@ -23,6 +24,7 @@ from storage.models import Room, Topic
 from storage.participation import Poll, PollOption, PollVote
 from storage.sql import insert_for
 from workflow.clock import CHINA
+from workflow.engine import Lifecycle
 from workflow.errors import InvalidField, NotPermitted, WrongState
 from workflow.lifecycle import PUBLIC_STATES
 from workflow.participation import storable
@@ -52,8 +54,12 @@ async def create_poll(
     topic_ids: Sequence[int],
     closes_at: datetime,
     now: datetime,
+    *,
+    lifecycle: Lifecycle | None = None,
 ) -> Poll:
-    """The room's convener puts ``topic_ids`` (public topics of ``room``) to the vote."""
+    """The room's convener puts ``topic_ids`` (public topics of ``room``) to the vote; the
+    ``lifecycle``'s poll listeners hear of it in this transaction (the room's followers are
+    told)."""
     assert room.id is not None
     if not may_run_poll(actor, room.id):
         raise NotPermitted("poll_not_permitted")
@@ -85,6 +91,8 @@ async def create_poll(
     for topic_id in chosen:
         session.add(PollOption(poll_id=poll.id, topic_id=topic_id))
     await session.flush()
+    if lifecycle is not None:
+        await lifecycle.poll_opened(session, poll)
     return poll
 
 

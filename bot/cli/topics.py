@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli.common import CliError, due, when, with_services
 from bot.config import Config
-from bot.notice_files import FontError, NoNotice, NoticeFiles, notice_files
+from bot.notice_files import FontError, NoNotice, NoticeFiles
 from bot.services import Services
 from storage.models import Room, Topic
 from workflow.lifecycle import State
@@ -241,7 +241,7 @@ async def cmd_notice(config: Config, args: argparse.Namespace) -> int:
 
     async def work(services: Services) -> int:
         try:
-            files = await notice_files(services, args.number, args.kind)
+            files = await services.notices.files(args.number, args.kind)
         except NoNotice:
             raise CliError(
                 f"topic {args.number!r} has no {args.kind or 'public'} notice: it is unknown, "

@@ -13,7 +13,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlmodel import col, select
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -30,7 +30,7 @@ from bot.pieces import split_text, utf16_units
 from bot.telegram.client import CHANNEL, BotClient, TelegramMediaFetcher
 from bot.telegram.limits import Limiter, Limits, LocalLimiter, Paused, RedisLimiter
 from dialogs.types import Button, Reply
-from notices.message import OutboundMessage
+from notices.message import Files, OutboundMessage
 from notices.outbox import DeliveryError, PermanentFailure, TemporaryFailure
 from storage.db import SessionFactory, transaction
 from storage.models import CardMessage, ChannelIdentity, OutboxMessage
@@ -42,6 +42,8 @@ log = logging.getLogger("mashangyi.telegram")
 
 #: The Bot API's limits: message text in UTF-16 code units, callback_data in bytes.
 TEXT_LIMIT = 4096
+#: A photo's or document's caption (UTF-16 code units; ours are short, in the catalogue).
+CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
 #: Telegram's rule for one chat: "no more than one message per second" (bursts get 429).
 #: The outbox keeps it when it drains a backlog; the limiter (bot/telegram/limits.py) keeps
@@ -132,6 +134,8 @@ class TelegramSender:
     marks the chat's identity unreachable, and later rows to that chat are dead at once
     without a call, until the person writes again (storage/dialog_state.py clears it).
     ``paid_broadcast``: pushes (kinds ``push.*``) go as paid broadcast, at its rate.
+    A message with a ``file`` is that file, uploaded (multipart) from ``files``: an image
+    with ``sendPhoto``, a document with ``sendDocument``, its text the caption.
     """
 
     #: The outbox's pace for one chat (notices/outbox.py).
@@ -145,8 +149,10 @@ class TelegramSender:
         *,
         limiter: Limiter | None = None,
         paid_broadcast: bool = False,
+        files: Files | None = None,
     ) -> None:
         self.client, self.sessions, self.clock = client, sessions, clock
+        self.files = files
         self.limiter = limiter
         self.paid_broadcast = paid_broadcast
         #: Chats this process found blocked: checked in the database before each send.
@@ -172,6 +178,9 @@ class TelegramSender:
                 await before()
                 await self._edit(bot, row.address, message.text, message.edit_message_id)
                 return
+            if message.file is not None:
+                await self._send_file(bot, row.address, message, before)
+                return
             sent = await send_reply(bot, row.address, shown(message), before, paid=paid)
         except Paused as exc:
             raise TemporaryFailure(str(exc), retry_after=timedelta(seconds=exc.seconds)) from exc
@@ -188,6 +197,25 @@ class TelegramSender:
             raise failure from exc
         if sent is not None and row.topic_id is not None and is_card(message):
             await self._remember(row, sent)
+
+    async def _send_file(
+        self,
+        bot: Bot,
+        chat_id: str,
+        message: OutboundMessage,
+        before: Callable[[], Awaitable[None]],
+    ) -> None:
+        ref = message.file
+        assert ref is not None
+        if self.files is None:
+            raise PermanentFailure(f"this process cannot read files ({ref.key})")
+        upload = InputFile(await self.files.read(ref), filename=ref.filename)
+        caption = message.text[:CAPTION_LIMIT] or None
+        await before()
+        if ref.kind == "image":
+            await bot.send_photo(chat_id=chat_id, photo=upload, caption=caption)
+        else:
+            await bot.send_document(chat_id=chat_id, document=upload, caption=caption)
 
     async def _mark_unreachable(self, chat_id: str) -> None:
         self._blocked.add(chat_id)
@@ -260,6 +288,7 @@ def telegram_outbound(
     sessions: SessionFactory | None = None,
     clock: Clock | None = None,
     limiter: Limiter | None = None,
+    files: Files | None = None,
 ) -> tuple[dict[str, TelegramSender], dict[str, TelegramMediaFetcher]]:
     """The sender and the media fetcher for ``build_services``; none without a bot token."""
     if not config.telegram.bot_token.get_secret_value():
@@ -272,6 +301,7 @@ def telegram_outbound(
         clock,
         limiter=limiter,
         paid_broadcast=config.telegram.allow_paid_broadcast,
+        files=files,
     )
     return {CHANNEL: sender}, {CHANNEL: fetcher}
 

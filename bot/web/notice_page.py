@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.notice_files import NoNotice, notice_files
+from bot.notice_files import NoNotice
 from bot.services import Services
 
 ROUTE = "/t/{number}/notice.{suffix:png|pdf}"
@@ -19,7 +19,7 @@ def setup(app: web.Application, services: Services) -> None:
         if kind not in (None, "topic", "results"):
             raise web.HTTPNotFound(text="没有这份公示。")
         try:
-            files = await notice_files(services, request.match_info["number"], kind)
+            files = await services.notices.files(request.match_info["number"], kind)
         except NoNotice:
             raise web.HTTPNotFound(text="没有这份公示。") from None
         suffix = request.match_info["suffix"]

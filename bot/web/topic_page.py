@@ -7,11 +7,19 @@ what ``workflow.public.public_topic`` gives: never the submitter, a phone, a loc
 held or hidden suggestion. A photo is served only when the convener allowed it at
 publication (the publish step's ``photos``); any other attachment id answers 404, whatever
 topic it belongs to.
+
+Opened inside WeChat, with the account's subscription template configured
+(``wechat.subscribe_template_id``), the page offers "结果公布时通知我": WeChat's open tag
+``<wx-open-subscribe>``, which needs the JS-SDK and a signed ``wx.config``
+(bot/wechat/jssdk.py); its script is the only one the page ever has, allowed by nonce.
+Elsewhere, or with JavaScript off, none of it is there and the page works as before. The
+consent itself comes back as a ``subscribe_msg_popup_event`` (workflow/consents.py).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import secrets
 from collections import OrderedDict
 from datetime import datetime, timedelta
@@ -25,6 +33,7 @@ from bot.web import web_auth
 from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
 from bot.wechat.client import WeChatAPI, WeChatError
+from bot.wechat.jssdk import JsapiTickets
 from notices.drawing import qr_image
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
@@ -37,11 +46,38 @@ DESCRIPTION = 100
 #: would use up the account's 100,000): made for this long, shown while a day of it is left.
 CODE_DAYS = 30
 CODES_KEPT = 1000
+#: WeChat's JS-SDK, which the open tag needs (its documented address).
+JSSDK = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
+log = logging.getLogger("mashangyi.web")
 
 
 def setup(app: web.Application, services: Services) -> None:
     #: number → (PNG, made at), newest last: WeChat is asked once a month per topic.
     codes: OrderedDict[str, tuple[bytes, datetime]] = OrderedDict()
+    config = services.config
+    #: One client for the pages (its access token kept), and the JS-SDK ticket.
+    api = WeChatAPI.from_config(config.wechat, services.clock) if config.wechat.app_id else None
+    tickets = JsapiTickets(api, services.clock, services.redis) if api is not None else None
+    if api is not None:
+
+        async def close_api(app: web.Application) -> None:
+            await api.close()
+
+        app.on_cleanup.append(close_api)
+
+    async def subscribe(request: web.Request) -> dict[str, Any] | None:
+        """The open tag's template ids and ``wx.config``, for a page opened inside WeChat
+        with a subscription template configured; else (or WeChat away) None."""
+        template = config.wechat.subscribe_template_id
+        if tickets is None or not template or not web_auth.in_wechat(request):
+            return None
+        url = config.server.public_base_url.rstrip("/") + request.path_qs
+        try:
+            wx = await tickets.config(url)
+        except WeChatError as exc:  # the page works without the button
+            log.warning("topic page: no JS-SDK ticket: %s", exc)
+            return None
+        return {"templates": template, "config": wx, "sdk": JSSDK}
 
     async def get(request: web.Request) -> web.Response:
         now = services.clock.now()
@@ -54,8 +90,9 @@ def setup(app: web.Application, services: Services) -> None:
             viewer = web_auth.viewer(request, services) if in_wechat else None
             assert topic.id is not None
             mine = await stance(session, viewer.person_id, topic.id) if viewer else None
-        config = services.config
         bot = config.telegram.bot_username
+        offer = await subscribe(request)
+        script_nonce = secrets.token_urlsafe(16) if offer else ""
         base = config.server.public_base_url.rstrip("/")
         background = " ".join(topic.background.split())
         page = PAGES.get_template("topic.html").render(
@@ -73,12 +110,18 @@ def setup(app: web.Application, services: Services) -> None:
             stance=mine,
             token=request.app[web_auth.SESSIONS].form_token(viewer, topic.number) if viewer else "",
             nonce=secrets.token_urlsafe(16),
+            subscribe=offer,
+            script_nonce=script_nonce,
             open=suggestions_open(topic, now),
             limit=SUGGESTION_MAX,
             said=request.query.get("said", ""),
             now=now,
         )
         response = html(page)
+        if offer:  # the JS-SDK, and our one inline script
+            response.headers["Content-Security-Policy"] = scripts_allowed(
+                response.headers["Content-Security-Policy"], script_nonce
+            )
         # What the page shows depends on the browser and the person: never cached shared.
         response.headers["Cache-Control"] = "private, no-cache"
         response.headers["Vary"] = "User-Agent, Cookie"
@@ -86,7 +129,6 @@ def setup(app: web.Application, services: Services) -> None:
 
     async def wechat_code(request: web.Request) -> web.Response:
         """The topic's temporary WeChat code: scanned, it opens the bot on this topic."""
-        config = services.config
         now = services.clock.now()
         number = request.match_info["number"]
         if not config.wechat.app_id:
@@ -96,13 +138,11 @@ def setup(app: web.Application, services: Services) -> None:
                 raise web.HTTPNotFound()
         kept = codes.get(number)
         if kept is None or now - kept[1] > timedelta(days=CODE_DAYS - 1):
-            api = WeChatAPI.from_config(config.wechat, services.clock)
+            assert api is not None
             try:
                 made = await api.create_qrcode(f"p_{number}", CODE_DAYS * 24 * 3600)
             except WeChatError:
                 raise web.HTTPServiceUnavailable(text="暂时无法生成二维码，请稍后再试。") from None
-            finally:
-                await api.close()
             buffer = io.BytesIO()
             qr_image(made.url, 480).save(buffer, "PNG")
             kept = codes[number] = (buffer.getvalue(), now)
@@ -128,6 +168,11 @@ def setup(app: web.Application, services: Services) -> None:
     app.router.add_get(ROUTE, get)
     app.router.add_get(ROUTE + "/photo/{attachment}", photo)
     app.router.add_get(ROUTE + "/wechat.png", wechat_code)
+
+
+def scripts_allowed(policy: str, nonce: str) -> str:
+    """``policy`` allowing the JS-SDK and the page's inline script (by its ``nonce``)."""
+    return f"{policy}; script-src {JSSDK.rsplit('/open/', 1)[0]} 'nonce-{nonce}'"
 
 
 def _step(action: str, at: datetime, details: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,11 @@ DAILY_QUOTA = 45009
 #: is used up): a subscription notification cannot reach them.
 NO_CONSENT = 43101
 SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
+#: The JS-SDK ticket the pages sign ``wx.config`` with.
+TICKET = "cgi-bin/ticket/getticket"
+#: Temporary media (kept by WeChat for three days), e.g. an image to send as a
+#: customer-service message.
+MEDIA_UPLOAD = "cgi-bin/media/upload"
 #: WeChat refuses longer texts (45002; ~2,048 bytes reported, not documented): a text
 #: message, a msgmenu head and a passive reply each stay under this many UTF-8 bytes.
 TEXT_BYTES = 2000
@@ -174,6 +179,38 @@ class WeChatAPI:
             },
         )
 
+    async def send_image(self, openid: str, media_id: str) -> None:
+        """A customer-service image message (inside the 48-hour window only)."""
+        await self.call(
+            "cgi-bin/message/custom/send",
+            {"touser": openid, "msgtype": "image", "image": {"media_id": media_id}},
+        )
+
+    async def upload_media(self, kind: str, filename: str, data: bytes, content_type: str) -> str:
+        """Upload a temporary media file of ``kind`` (image, voice, video, thumb) as the
+        multipart field ``media``; its ``media_id``."""
+        for attempt in (1, 2):
+            token = await self.access_token()
+            form = aiohttp.FormData()
+            form.add_field("media", data, filename=filename, content_type=content_type)
+            _, raw = await self._fetch(
+                "POST",
+                MEDIA_UPLOAD,
+                form=form,
+                params={"access_token": token, "type": kind},
+                limit=1024 * 1024,
+            )
+            answer = _json(raw, MEDIA_UPLOAD)
+            errcode = int(answer.get("errcode") or 0)
+            media_id = answer.get("media_id")
+            if errcode == 0 and isinstance(media_id, str) and media_id:
+                return media_id
+            if errcode in TOKEN_INVALID and attempt == 1:
+                self._forget_token(token)
+                continue
+            raise WeChatAPIError(errcode or -1, str(answer.get("errmsg", "no media_id")), "upload")
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def send_template(
         self, openid: str, template_id: str, data: Mapping[str, str], url: str = ""
     ) -> None:
@@ -240,12 +277,29 @@ class WeChatAPI:
             return data, content_type or "application/octet-stream"
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to an endpoint taking ``access_token``; a stale token is replaced
-        and the call made once more."""
+    async def jsapi_ticket(self) -> tuple[str, int]:
+        """A new JS-SDK ticket (``jsapi_ticket``) and its lifetime in seconds. WeChat limits
+        how often it may be fetched: callers keep it (bot/wechat/jssdk.py)."""
+        answer = await self.call(TICKET, params={"type": "jsapi"})
+        ticket = answer.get("ticket")
+        if not isinstance(ticket, str) or not ticket:
+            raise WeChatAPIError(-1, "no ticket in the answer", "getticket")
+        return ticket, int(answer.get("expires_in", 7200))
+
+    async def call(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST ``body`` (GET without one) to an endpoint taking ``access_token``; a stale
+        token is replaced and the call made once more."""
+        method = "POST" if body is not None else "GET"
         for attempt in (1, 2):
             token = await self.access_token()
-            answer = await self._request("POST", path, body=body, params={"access_token": token})
+            query = {**(params or {}), "access_token": token}
+            answer = await self._request(method, path, body=body, params=query)
             errcode = int(answer.get("errcode") or 0)
             if errcode == 0:
                 return answer
@@ -274,14 +328,17 @@ class WeChatAPI:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
+        form: aiohttp.FormData | None = None,
         params: Mapping[str, str] | None = None,
         limit: int,
     ) -> tuple[str, bytes]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         # ensure_ascii=False: WeChat shows \uXXXX escapes literally in some messages.
-        payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
-        headers = {"Content-Type": "application/json; charset=utf-8"} if payload else None
+        payload: bytes | aiohttp.FormData | None = (
+            json.dumps(body, ensure_ascii=False).encode() if body is not None else form
+        )
+        headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         try:
             async with self._session.request(
                 method, self.base_url + path, params=params, data=payload, headers=headers

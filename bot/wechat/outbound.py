@@ -25,7 +25,7 @@ from bot.wechat.client import (
     WeChatError,
     WeChatTokenError,
 )
-from notices.message import OutboundMessage
+from notices.message import Files, OutboundMessage
 from notices.outbox import PermanentFailure, Sender, TemporaryFailure
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, OutboxMessage
@@ -67,6 +67,11 @@ class WeChatSender:
     messages cannot carry a button), else to ``url``. 45009 (an endpoint's daily quota
     used up) pauses that endpoint until the next day, China time: the row waits that long
     without counting an attempt, and later rows do not call it meanwhile.
+
+    A message with an image ``file`` uploads it (``media/upload``, a temporary media) and
+    sends it as a customer-service image message: only inside the window, since neither
+    fallback carries an image (the message before it has the file's link). A document
+    cannot go at all (notices/notify.py sends WeChat its link instead).
     """
 
     def __init__(
@@ -79,8 +84,10 @@ class WeChatSender:
         window: timedelta = timedelta(hours=48),
         subscribe_template_id: str = "",
         subscribe_long_term: bool = False,
+        files: Files | None = None,
     ) -> None:
         self.api = api
+        self.files = files
         self.sessions = sessions
         self.clock = clock
         self.template_id = template_id
@@ -92,6 +99,9 @@ class WeChatSender:
 
     async def send(self, row: OutboxMessage, message: OutboundMessage) -> None:
         try:
+            if message.file is not None:
+                await self._image(row.address, message)
+                return
             if await self._in_window(row.address):
                 try:
                     await self._customer_service(row.address, message)
@@ -131,6 +141,32 @@ class WeChatSender:
             await self.api.send_menu(openid, last, [(b.payload, b.label) for b in message.buttons])
         else:
             await self.api.send_text(openid, last)
+
+    async def _image(self, openid: str, message: OutboundMessage) -> None:
+        ref = message.file
+        assert ref is not None
+        if ref.kind != "image":
+            raise PermanentFailure(f"undeliverable: WeChat messages carry no {ref.kind}")
+        if self.files is None:
+            raise PermanentFailure(f"this process cannot read files ({ref.key})")
+        if not await self._in_window(openid):
+            raise PermanentFailure(
+                "undeliverable: an image goes only inside the customer-service window"
+            )
+        data = await self.files.read(ref)
+        # The store key's name, not ``ref.filename``: aiohttp percent-encodes a Chinese
+        # filename, and an image message shows no name anyway.
+        name = ref.key.rsplit("/", 1)[-1]
+        media_id = await self.api.upload_media("image", name, data, _image_type(name))
+        try:
+            await self.api.send_image(openid, media_id)
+        except WeChatAPIError as exc:
+            if exc.errcode in OUT_OF_WINDOW:
+                raise PermanentFailure(
+                    f"undeliverable: an image goes only inside the customer-service window "
+                    f"(errcode {exc.errcode})"
+                ) from exc
+            raise
 
     async def _subscription(self, openid: str, message: OutboundMessage) -> bool:
         """Sent as a subscription notification; False when the person has no consent."""
@@ -240,6 +276,10 @@ def _link(message: OutboundMessage) -> str:
     return message.review_url or message.unfollow_url or message.url
 
 
+def _image_type(name: str) -> str:
+    return "image/jpeg" if name.lower().endswith((".jpg", ".jpeg")) else "image/png"
+
+
 def next_day(now: datetime) -> datetime:
     """Shortly after the next midnight, China time: when WeChat's daily quotas reset."""
     local = now.astimezone(CHINA)
@@ -273,7 +313,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def wechat_outbound(
-    config: Config, sessions: SessionFactory, clock: Clock
+    config: Config, sessions: SessionFactory, clock: Clock, files: Files | None = None
 ) -> tuple[dict[str, Sender], dict[str, MediaFetcher]]:
     """The "wechat" outbox sender and media fetcher (sharing one API client), or nothing
     when no account is configured."""
@@ -289,6 +329,7 @@ def wechat_outbound(
         window=timedelta(hours=wechat.cs_window_hours),
         subscribe_template_id=wechat.subscribe_template_id,
         subscribe_long_term=wechat.subscribe_long_term,
+        files=files,
     )
     return {"wechat": sender}, {"wechat": WeChatMediaFetcher(api, config.media.max_bytes)}
 

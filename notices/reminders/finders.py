@@ -1,4 +1,5 @@
-"""Which things are due now, one finder per kind of reminder, and ``REMINDERS``, the registry."""
+"""Which things are due now, one finder per kind of reminder, and ``REMINDERS``, the registry;
+and ``TASKS``, the sweep's timed work that tells through a push job instead."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.audiences import room_followers
+from notices.poll_pushes import close_polls
 from notices.reminders.kinds import (
     Due,
     Finder,
@@ -24,16 +26,16 @@ from notices.reminders.kinds import (
     Submitter,
     Supervisors,
     Sweep,
-    Voters,
+    Task,
 )
 from storage.db import select_columns
 from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
-from storage.participation import Follow, Poll
-from workflow import joint, polls
+from storage.participation import Follow
+from workflow import joint
 from workflow.clock import CHINA
 from workflow.lifecycle import Role
 from workflow.overdue import OverdueStep, overdue_steps
-from workflow.payloads import CARD, FOLLOW_ROOM, POLL_VOTE, TOPIC, Pair, Setting
+from workflow.payloads import CARD, FOLLOW_ROOM, TOPIC, Setting
 from workflow.texts import Catalogue, label
 
 TEXTS = Catalogue(Path(__file__).parent.parent / "zh_CN.toml")
@@ -268,57 +270,6 @@ def unfollow_room(due: Due) -> list[tuple[str, str]]:
     ]
 
 
-#: How long after closing a poll's voters not told yet are still told (a sweep that failed,
-#: a chat identity that came later). Short: each sweep reads the voters of every poll
-#: closed in this window.
-POLL_TELL_DAYS = 2
-
-
-async def closed_polls(session: AsyncSession, sweep: Sweep) -> list[Due]:
-    """Polls whose time is up: closed here (``polls.close_due``, once, by one sweeper), and
-    every poll closed in the last ``POLL_TELL_DAYS`` days with its result; the unique key of
-    the sent records tells each voter once, also one who could not be reached at first."""
-    await polls.close_due(session, sweep.now)
-    recent = await session.exec(
-        select(Poll)
-        .where(col(Poll.closed_at) >= sweep.now - timedelta(days=POLL_TELL_DAYS))
-        .order_by(col(Poll.closed_at), col(Poll.id))
-    )
-    found = []
-    for poll in recent.all():
-        assert poll.id is not None
-        tallies = await polls.results(session, poll, sweep.now)
-        subject = f"poll:{poll.id}"
-        people = set(await polls.voters(session, poll.id))
-        if poll.created_by_id is not None:
-            people.add(poll.created_by_id)
-        sweep.memo[("voters", subject)] = sorted(people)
-        found.append(
-            Due(
-                subject=subject,
-                occurrence="closed",
-                room_id=poll.room_id,
-                context={
-                    "title": poll.title,
-                    "room": sweep.tree[poll.room_id].name
-                    if poll.room_id in sweep.tree.rooms
-                    else "",
-                    "total": sum(t.votes for t in tallies),
-                    "results": [{"title": t.option.title, "votes": t.votes} for t in tallies],
-                    "poll_id": poll.id,
-                },
-            )
-        )
-    return found
-
-
-def open_poll_result(due: Due) -> list[tuple[str, str]]:
-    """A button that shows the poll with its result (dialogs/polls.py)."""
-    return [
-        (TEXTS.label("buttons", "poll_result"), POLL_VOTE.build(Pair(due.context["poll_id"], 0)))
-    ]
-
-
 # -- the registry -------------------------------------------------------------------------
 
 REMINDERS: tuple[Reminder, ...] = (
@@ -333,9 +284,6 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
     # A joint recommendation nobody finished answering: its member hears that it lapsed.
     Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
-    # A screening poll's time is up: it closes, and its voters hear the result (at once,
-    # not in office hours: it is the answer to what they did).
-    Reminder("poll.closed", closed_polls, Voters(), office_hours=False, buttons=open_poll_result),
     # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
     # topic's own audience at once).
     Reminder(
@@ -345,4 +293,15 @@ REMINDERS: tuple[Reminder, ...] = (
         buttons=unfollow_room,
         unfollow=lambda due: ("room", due.room_id),
     ),
+)
+
+
+async def closing_polls(session: AsyncSession, sweep: Sweep) -> int:
+    return await close_polls(session, sweep.now)
+
+
+TASKS: tuple[Task, ...] = (
+    # A screening poll's time is up: it closes, and its voters and convener hear the result
+    # through a push job (at once, not in office hours: it is the answer to what they did).
+    Task("poll.closed", closing_polls),
 )

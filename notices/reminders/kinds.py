@@ -86,6 +86,16 @@ class Audience(Protocol):
 
 
 @dataclass(frozen=True)
+class Task:
+    """Timed work of the sweep that is no reminder: it tells nobody itself (a poll closing
+    records a push job, notices/poll_pushes.py). ``run`` works in the transaction it is
+    given, under the kind's lock like a reminder, and says how many things it did."""
+
+    name: str
+    run: Callable[[AsyncSession, Sweep], Awaitable[int]]
+
+
+@dataclass(frozen=True)
 class Reminder:
     name: str  # also the template (templates/reminders/<name>.txt) and the outbox kind
     find: Finder
@@ -144,11 +154,3 @@ class Listed:
 
     def people(self, sweep: Sweep, due: Due) -> list[int]:
         return list(due.people)
-
-
-class Voters:
-    """Everyone who voted in the poll the item is about, and the convener who started it:
-    the finder leaves them in ``sweep.memo`` under ``("voters", subject)``."""
-
-    def people(self, sweep: Sweep, due: Due) -> list[int]:
-        return list(sweep.memo.get(("voters", due.subject), ()))

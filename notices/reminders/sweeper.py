@@ -1,5 +1,6 @@
 """The sweeper: every kind once per call, in its own transaction, recorded before it is
-sent (the unique key in ``reminders_sent``), and rendered through Jinja's public API."""
+sent (the unique key in ``reminders_sent``), and rendered through Jinja's public API; and
+the sweep's tasks (``TASKS``: closing polls), each in its own transaction too."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.message import OutboundMessage, as_buttons
 from notices.outbox import enqueue_many
-from notices.reminders.finders import REMINDERS
-from notices.reminders.kinds import Due, Reminder, ReminderSettings, Repeat, Sweep
+from notices.reminders.finders import REMINDERS, TASKS
+from notices.reminders.kinds import Due, Reminder, ReminderSettings, Repeat, Sweep, Task
 from notices.templating import text_environment
 from storage.bulk import insert_many
 from storage.db import SessionFactory, transaction
@@ -43,7 +44,8 @@ T = TypeVar("T")
 @dataclass
 class SweepReport:
     office_hours: bool
-    #: Messages written to the outbox, per reminder kind that ran.
+    #: Messages written to the outbox, per reminder kind that ran; for a task, the things
+    #: it did (polls closed).
     sent: dict[str, int] = field(default_factory=dict)
     #: Kinds another process was sweeping at that moment (PostgreSQL advisory lock).
     skipped: list[str] = field(default_factory=list)
@@ -66,6 +68,7 @@ class Sweeper:
         *,
         public_base_url: str = "http://127.0.0.1:8080",
         reminders: Sequence[Reminder] = REMINDERS,
+        tasks: Sequence[Task] = TASKS,
         lock: bool = True,
         unfollow_links: UnfollowLinks | None = None,
     ) -> None:
@@ -75,9 +78,10 @@ class Sweeper:
         self.settings = settings or ReminderSettings()
         self.public_base_url = public_base_url.rstrip("/")
         self.reminders = tuple(reminders)
-        names = [r.name for r in self.reminders]
+        self.tasks = tuple(tasks)
+        names = [r.name for r in self.reminders] + [t.name for t in self.tasks]
         if len(set(names)) != len(names):
-            raise ValueError("reminder names must be unique")
+            raise ValueError("reminder and task names must be unique")
         self.lock = lock
         self.unfollow_links = unfollow_links
         self._running = asyncio.Lock()  # one sweep at a time in this process
@@ -95,7 +99,7 @@ class Sweeper:
             now = self.clock.now()
             report = SweepReport(office_hours=self.office_hours(now))
             kinds = [r for r in self.reminders if report.office_hours or not r.office_hours]
-            if not kinds:
+            if not kinds and not self.tasks:
                 return report
             today = now.astimezone(CHINA).date()
             async with self.sessions() as session:
@@ -112,6 +116,8 @@ class Sweeper:
                 public_base_url=self.public_base_url,
             )
             gives = [self._give(reminder, sweep) for reminder in kinds]
+            gives += [self._do(task, sweep) for task in self.tasks]
+            names = [r.name for r in kinds] + [t.name for t in self.tasks]
             if not serial:
                 # Each kind in its own transaction at the same time: while the server
                 # inserts one kind's rows on one core, this process renders another's on
@@ -120,17 +126,17 @@ class Sweeper:
                 results = await asyncio.gather(*gives, return_exceptions=True)
             else:
                 results = [await _outcome(give) for give in gives]
-            for reminder, sent in zip(kinds, results, strict=True):
+            for name, sent in zip(names, results, strict=True):
                 if isinstance(sent, BaseException):
                     # One kind's failure must not stop the others; its transaction rolled
                     # back, so the next sweep gives exactly what this one did not.
-                    log.error("reminders: %s failed", reminder.name, exc_info=sent)
-                    report.failed.append(reminder.name)
+                    log.error("reminders: %s failed", name, exc_info=sent)
+                    report.failed.append(name)
                     continue
                 if sent is None:
-                    report.skipped.append(reminder.name)
+                    report.skipped.append(name)
                 else:
-                    report.sent[reminder.name] = sent
+                    report.sent[name] = sent
             given = {name: n for name, n in report.sent.items() if n}
             if given:
                 log.info("reminders: %s", ", ".join(f"{k} {n}" for k, n in given.items()))
@@ -165,6 +171,14 @@ class Sweeper:
             messages = await self._messages(reminder, won, wanted, order, addresses, sweep)
             await enqueue_many(session, messages, now=sweep.now)
             return len(messages)
+
+    async def _do(self, task: Task, sweep: Sweep) -> int | None:
+        """One task in one transaction, under its lock as a reminder kind; how many things
+        it did, None if another process holds the lock."""
+        async with transaction(self.sessions) as session:
+            if self.lock and not await try_xact_lock(session, LOCK_CLASS, task.name):
+                return None
+            return await task.run(session, sweep)
 
     async def _messages(
         self,

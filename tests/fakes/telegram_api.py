@@ -7,7 +7,9 @@ in the real API's words. Files are served under ``/file/bot<token>/<file_path>``
 
 Tests can make a method fail (``fail``: 429 with ``retry_after``, 5xx, any 4xx), mark chats
 as blocked (403) or unknown (400 chat not found), register downloadable files and queue
-updates for ``getUpdates``.
+updates for ``getUpdates``. ``sendPhoto`` and ``sendDocument`` take a file uploaded as
+multipart (the field named for the parameter, or ``attach://<field>``), recorded as an
+``Upload`` (``uploads()``); a parameter that is no upload is refused as the API does.
 
 With ``limits`` (``RateLimits``) the fake enforces Telegram's sending limits on
 ``sendMessage`` as the real API does: 429 with ``retry_after`` past about 30 messages a
@@ -65,6 +67,15 @@ class Call:
     status: int  # the HTTP status the fake answered with
     result: Any = None  # the "result" of a successful answer (e.g. the Message sent)
     at: float = field(default_factory=time.monotonic)  # when it was answered
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file sent to the fake as multipart."""
+
+    filename: str
+    content_type: str
+    content: bytes
 
 
 @dataclass
@@ -231,6 +242,11 @@ class FakeBotAPI:
             if chat_id is None or p["chat_id"] == chat_id
         ]
 
+    def uploads(self, method: str) -> list[tuple[int, Upload, str | None]]:
+        """For every delivered ``sendPhoto``/``sendDocument``: (chat, the file, caption)."""
+        field = {"sendPhoto": "photo", "sendDocument": "document"}[method]
+        return [(p["chat_id"], p[field], p.get("caption")) for p in self.requests(method)]
+
     def keyboards(self) -> list[list[list[tuple[str, str]]] | None]:
         """For every delivered sendMessage: its inline keyboard as rows of (label, data)."""
         out: list[list[list[tuple[str, str]]] | None] = []
@@ -363,6 +379,48 @@ class FakeBotAPI:
             result["reply_markup"] = markup
         return _ok(result)
 
+    def _api_sendPhoto(self, params: dict[str, Any]) -> web.Response:
+        return self._send_file(params, "photo")
+
+    def _api_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        return self._send_file(params, "document")
+
+    def _send_file(self, params: dict[str, Any], field: str) -> web.Response:
+        chat_id = params.get("chat_id")
+        problem = self._chat_error(chat_id)
+        if problem:
+            return problem
+        upload = params.get(field)
+        if not isinstance(upload, Upload) or not upload.content:
+            return _error(400, f"Bad Request: there is no {field} in the request")
+        assert isinstance(chat_id, int)
+        limited = self._over_limit(chat_id, False)
+        if limited:
+            return limited
+        self._next_message_id += 1
+        unique = f"f{self._next_message_id}"
+        result: dict[str, Any] = {
+            "message_id": self._next_message_id,
+            "from": self._bot_user(),
+            "chat": {"id": chat_id, "first_name": "Resident", "type": "private"},
+            "date": DATE,
+        }
+        if field == "photo":
+            result["photo"] = [
+                {"file_id": unique, "file_unique_id": unique, "width": 90, "height": 128}
+            ]
+        else:
+            result["document"] = {
+                "file_id": unique,
+                "file_unique_id": unique,
+                "file_name": upload.filename,
+                "mime_type": upload.content_type,
+                "file_size": len(upload.content),
+            }
+        if params.get("caption"):
+            result["caption"] = params["caption"]
+        return _ok(result)
+
     def _api_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
         if not params.get("callback_query_id"):
             return _error(400, "Bad Request: query is too old and response timeout expired")
@@ -460,7 +518,16 @@ async def _params(request: web.Request) -> dict[str, Any]:
         return raw
     if request.can_read_body:
         form = await request.post()
+        files = {
+            k: Upload(v.filename, v.content_type, v.file.read())
+            for k, v in form.items()
+            if isinstance(v, web.FileField)
+        }
         raw |= {k: v for k, v in form.items() if isinstance(v, str)}
+        for name, value in list(raw.items()):  # attach://<field>: the file sent under it
+            if isinstance(value, str) and value.startswith("attach://"):
+                raw[name] = files.get(value.removeprefix("attach://"), value)
+        raw |= {k: v for k, v in files.items() if k not in raw}
     return {k: _typed(k, v) for k, v in raw.items()}
 
 

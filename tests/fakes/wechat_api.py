@@ -4,6 +4,10 @@ every request, so tests can check what the service sent.
 Tokens: ``stable_token`` issues TOKEN-1, TOKEN-2…; a call with an unknown or invalidated
 token gets errcode 40001 as on WeChat. ``script(path, …)`` queues special answers (an
 errcode, a 5xx, a dropped connection) for the next calls to one endpoint.
+
+Temporary media: ``media/upload`` takes a multipart field ``media`` (an image must be a
+PNG or JPEG, as WeChat checks) and answers a fresh media_id; the upload is kept in
+``uploaded`` and a customer-service image message must name one of them (else 40007).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ TEMPLATE_SEND = "cgi-bin/message/template/send"
 #: like answer with WeChat's errcodes (43101 no consent, 45009 daily quota).
 SUBSCRIBE_SEND = "cgi-bin/message/subscribe/bizsend"
 MEDIA_GET = "cgi-bin/media/get"
+#: The JS-SDK ticket (``type=jsapi``): answers ``FakeWeChatAPI.jsapi_ticket``.
+TICKET = "cgi-bin/ticket/getticket"
+#: The ticket of WeChat's JS-SDK documentation (附录1, its signature example).
+DOC_TICKET = (
+    "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
+)
+MEDIA_UPLOAD = "cgi-bin/media/upload"
 QRCODE_CREATE = "cgi-bin/qrcode/create"
 #: Web authorization (网页授权): the authorize page (open.weixin.qq.com in life) and the code
 #: exchange (api.weixin.qq.com); both served here.
@@ -43,6 +54,16 @@ class Request:
     json: Any  # the decoded body, or None
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file sent to ``media/upload``."""
+
+    kind: str  # the query's type: image, voice, video, thumb
+    filename: str
+    content_type: str
+    content: bytes
+
+
 @dataclass
 class Answer:
     status: int = 200
@@ -55,9 +76,12 @@ class FakeWeChatAPI:
     app_id: str = "wx0000000000000001"
     app_secret: str = "s3cret"
     expires_in: int = 7200
+    jsapi_ticket: str = DOC_TICKET
     requests: list[Request] = field(default_factory=list)
     #: media_id → (content, content type) for media/get
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    #: media_id → what was uploaded to media/upload under it
+    uploaded: dict[str, Upload] = field(default_factory=dict)
     _valid: set[str] = field(default_factory=set)
     _script: dict[str, list[Answer]] = field(default_factory=dict)
     _tokens: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -116,8 +140,18 @@ class FakeWeChatAPI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
-        raw = await request.read()
-        body = json.loads(raw.decode("utf-8")) if raw else None
+        body: Any
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            kind = request.query.get("type", "")
+            body = {
+                key: Upload(kind, v.filename, v.content_type, v.file.read())
+                for key, v in form.items()
+                if isinstance(v, web.FileField)
+            }
+        else:
+            raw = await request.read()
+            body = json.loads(raw.decode("utf-8")) if raw else None
         self.requests.append(Request(request.method, path, dict(request.query), body))
         queued = self._script.get(path)
         if queued:
@@ -139,7 +173,19 @@ class FakeWeChatAPI:
             return _json(
                 {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
             )
+        if path == TICKET:
+            if request.query.get("type") != "jsapi":
+                return _json({"errcode": 40097, "errmsg": "invalid args"})
+            return _json(
+                {"errcode": 0, "errmsg": "ok", "ticket": self.jsapi_ticket, "expires_in": 7200}
+            )
+        if path == MEDIA_UPLOAD:
+            return self._upload(body or {})
         if path == CUSTOM_SEND:
+            if (body or {}).get("msgtype") == "image":
+                if body["image"].get("media_id") not in self.uploaded:
+                    return _json({"errcode": 40007, "errmsg": "invalid media_id"})
+                return _json({"errcode": 0, "errmsg": "ok"})
             if len(_shown_text(body or {}).encode()) > TEXT_BYTES_REFUSED:
                 return _json({"errcode": 45002, "errmsg": "content size out of limit"})
             return _json({"errcode": 0, "errmsg": "ok"})
@@ -162,6 +208,20 @@ class FakeWeChatAPI:
             content, content_type = found
             return web.Response(body=content, content_type=content_type)
         return _json({"errcode": 48001, "errmsg": "api unauthorized"})
+
+    def _upload(self, body: dict[str, Any]) -> web.Response:
+        upload = body.get("media")
+        if not isinstance(upload, Upload) or not upload.content:
+            return _json({"errcode": 41005, "errmsg": "media data missing"})
+        if upload.kind not in ("image", "voice", "video", "thumb"):
+            return _json({"errcode": 40004, "errmsg": "invalid media type"})
+        if upload.kind == "image" and not upload.content.startswith(
+            (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+        ):
+            return _json({"errcode": 40005, "errmsg": "invalid file type"})
+        media_id = f"MEDIA-{next(self._msgids)}"
+        self.uploaded[media_id] = upload
+        return _json({"type": upload.kind, "media_id": media_id, "created_at": 1772416800})
 
     def _stable_token(self, body: dict[str, Any]) -> web.Response:
         if body.get("grant_type") != "client_credential" or body.get("appid") != self.app_id:
