@@ -37,8 +37,8 @@ from workflow.clock import CHINA
 from workflow.statutory import FIRST_YEAR, statutory_set
 
 __all__ = [
-    "SHIPPED_DIR",
     "PROVISIONAL",
+    "SHIPPED_DIR",
     "CalendarDataError",
     "DueDate",
     "Source",

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(calendar, "status", cmd_calendar_status, "where each year's working days come from")
     notice_import = add(
-        calendar, "import", cmd_calendar_import, "write a year's table from the State Council notice"
+        calendar, "import", cmd_calendar_import, "a year's holiday table from the State notice"
     )
     notice_import.add_argument("file", help="the notice's text (UTF-8), as published")
     notice_import.add_argument("--year", type=int, help="when the text lacks the notice's title")
