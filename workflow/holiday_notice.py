@@ -86,7 +86,7 @@ class Notice:
     def toml(self, origin: str) -> str:
         """The table in workflow/holidays/README.md's format, commented by festival."""
         out = [
-            f"# Written by `mashangyi calendar import` from {origin}; check it against it.",
+            f"# From {origin} by `mashangyi calendar import`; check it against the notice.",
             f"year = {self.year}",
             f"source = {json.dumps(self.source, ensure_ascii=False)}",  # TOML's escapes
             "",
