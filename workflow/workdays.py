@@ -4,7 +4,8 @@ Where an answer comes from, strongest first:
 
 1. ``local``    extra local holidays / working days from config (they win over everything);
 2. ``table``    a holiday table for that year: shipped in ``workflow/holidays/<year>.toml``
-                or given by path in config (config wins for the same year). A table beats
+                or in config (``calendar.table_dir``, where ``calendar import`` writes, and
+                ``calendar.holiday_tables``; config wins for the same year). A table beats
                 the package, so a wrong or late package year can be corrected without
                 upgrading it;
 3. ``package``  the ``chinese_calendar`` package, for the years it has data for. Its coverage
@@ -17,7 +18,8 @@ Where an answer comes from, strongest first:
                 a few days off is better than a review that can never fall due.
 
 Build one calendar at start-up and share it: answers are cached per day, and the statutory
-and fallback warnings are logged once per year per calendar.
+and fallback warnings are logged once per year per calendar. (A little over 400 lines: the
+table format's checks stay beside the one class that reads the tables.)
 """
 
 from __future__ import annotations
