@@ -100,6 +100,7 @@ def statutory_days(year: int) -> tuple[FestivalDays, ...]:
     )
 
 
+@lru_cache(maxsize=64)
 def statutory_set(year: int) -> frozenset[date]:
     """All of ``year``'s statutory days off (Mid-Autumn may fall on a National Day day)."""
     return frozenset(day for festival in statutory_days(year) for day in festival.days)
