@@ -131,9 +131,9 @@ def parse_notice(raw: str, year: int | None = None) -> Notice:
 
     known = {label("festivals", f): f for f in FESTIVALS}
     items: list[NoticeItem] = []
-    for number_, line in enumerate(lines, start=1):
+    for line_number, line in enumerate(lines, start=1):
         if (match := _ITEM.match(line)) is not None:
-            items.append(_item(number_, match.group(1), match.group(2), year, known))
+            items.append(_item(line_number, match.group(1), match.group(2), year, known))
     if not items:
         raise _fail(None, "no_items")
     _check(items, year)
