@@ -203,6 +203,8 @@ class TelegramSettings(Section):
 
 
 class CalendarSettings(Section):
+    #: Every ``*.toml`` here is a holiday table; ``calendar import`` writes here.
+    table_dir: str = "holidays"
     holiday_tables: list[str] = []
     extra_holidays: Annotated[list[date], DATES] = []
     extra_workdays: Annotated[list[date], DATES] = []
@@ -383,9 +385,17 @@ class Config(BaseSettings):
             words += [w for w in (ln.split("#", 1)[0].strip() for ln in lines) if w]
         return list(dict.fromkeys(words))
 
+    def holiday_table_dir(self) -> Path:
+        return self.base_dir / self.calendar.table_dir
+
     def holiday_table_paths(self) -> list[Path]:
-        """Config table paths, relative ones taken from the config file's folder."""
-        return [self.base_dir / p for p in self.calendar.holiday_tables]
+        """The tables in ``calendar.table_dir`` and those listed in ``calendar.holiday_tables``
+        (a file both in the folder and listed counts once), relative paths taken from the
+        config file's folder."""
+        found = sorted(self.holiday_table_dir().glob("*.toml"))
+        listed = [self.base_dir / p for p in self.calendar.holiday_tables]
+        resolved = {path.resolve() for path in found}
+        return found + [path for path in listed if path.resolve() not in resolved]
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

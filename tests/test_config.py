@@ -61,6 +61,21 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     assert config.holiday_table_paths() == [tmp_path / "etc" / "2027.toml"]
 
 
+def test_table_dir_tables_and_listed_ones_each_count_once(tmp_path: Path) -> None:
+    (tmp_path / "holidays").mkdir()
+    for name in ("holidays/2027.toml", "holidays/2028.toml", "notes.txt", "2029.toml"):
+        (tmp_path / name).write_text("", "utf-8")
+    path = tmp_path / "c.toml"
+    path.write_text('[calendar]\nholiday_tables = ["holidays/2028.toml", "2029.toml"]\n', "utf-8")
+    config = load_config(path, env={})
+    assert config.holiday_table_dir() == tmp_path / "holidays"
+    assert config.holiday_table_paths() == [
+        tmp_path / "holidays" / "2027.toml",
+        tmp_path / "holidays" / "2028.toml",
+        tmp_path / "2029.toml",
+    ]
+
+
 def test_extra_days_must_be_dates(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[calendar]\nextra_holidays = ["May 6"]\n', "utf-8")

@@ -48,6 +48,8 @@ async def test_readyz_warns_when_holiday_data_runs_out(db_config: str, tmp_path:
     assert status == 200
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["calendar"].startswith("No official holiday data for 2027")
+    # 2027 is counted with the statutory days alone, and the check says so.
+    assert "PROVISIONAL: statutory holidays computed from the law" in body["checks"]["calendar"]
 
 
 async def test_readyz_is_quiet_with_a_table_for_next_year(db_config: str, tmp_path: Path) -> None:

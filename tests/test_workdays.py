@@ -226,8 +226,8 @@ def test_2027_table_makeup_saturday(cal_2027: WorkdayCalendar) -> None:
     assert cal_2027.is_workday(d("2027-02-27")) is False
 
 
-def test_without_table_2027_falls_back(no_shipped_tables: Path) -> None:
-    cal = WorkdayCalendar.load(shipped_dir=no_shipped_tables)
+def test_without_statutory_2027_falls_back() -> None:
+    cal = WorkdayCalendar(use_statutory=False)
     # Monday-Friday only: 12-29, 12-30, 12-31, Fri 01-01, Mon 01-04.
     assert cal.add_workdays(d("2026-12-28"), 5) == d("2027-01-04")
     assert cal.source(d("2027-01-01")) == "fallback"
@@ -292,7 +292,7 @@ def test_year_without_data_is_monday_to_friday_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    cal = WorkdayCalendar()
+    cal = WorkdayCalendar(use_statutory=False)
     # Wed 2031-01-01 counts as a working day: there is nothing to say it is a holiday.
     assert cal.is_workday(d("2031-01-01")) is True
     assert cal.is_workday(d("2031-01-04")) is False
@@ -313,7 +313,7 @@ def test_year_without_data_is_monday_to_friday_and_warns_once(
 
 
 def test_coverage_for_year_without_data() -> None:
-    cal = WorkdayCalendar()
+    cal = WorkdayCalendar(use_statutory=False)
     missing = cal.uncovered_days(d("2031-01-01"))
     assert len(missing) == 90
     assert missing[0] == d("2031-01-01")
@@ -364,7 +364,7 @@ def test_package_coverage_found_by_asking(monkeypatch: pytest.MonkeyPatch) -> No
         return real(day)
 
     monkeypatch.setattr(chinese_calendar, "is_workday", pretend_2026_missing)
-    cal = WorkdayCalendar()
+    cal = WorkdayCalendar(use_statutory=False)
     assert cal.source(d("2026-02-16")) == "fallback"
     assert cal.is_workday(d("2026-02-16")) is True  # Monday; the package would say holiday
     assert cal.source(d("2025-02-03")) == "package"
@@ -375,9 +375,16 @@ def test_package_coverage_found_by_asking(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_use_package_false() -> None:
-    cal = WorkdayCalendar(use_package=False)
+    cal = WorkdayCalendar(use_package=False, use_statutory=False)
     assert cal.source(d("2025-10-01")) == "fallback"
     assert cal.is_workday(d("2025-10-01")) is True
+    # Without the package, 2025 still has its statutory days (provisional).
+    statutory = WorkdayCalendar(use_package=False)
+    assert (statutory.source(d("2025-10-01")), statutory.is_workday(d("2025-10-01"))) == (
+        "statutory",
+        False,
+    )
+    assert statutory.is_workday(d("2025-10-08")) is True  # the notice's extra day is unknown
 
 
 def test_answers_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:

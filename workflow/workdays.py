@@ -4,17 +4,22 @@ Where an answer comes from, strongest first:
 
 1. ``local``    extra local holidays / working days from config (they win over everything);
 2. ``table``    a holiday table for that year: shipped in ``workflow/holidays/<year>.toml``
-                or given by path in config (config wins for the same year). A table beats
+                or in config (``calendar.table_dir``, where ``calendar import`` writes, and
+                ``calendar.holiday_tables``; config wins for the same year). A table beats
                 the package, so a wrong or late package year can be corrected without
                 upgrading it;
 3. ``package``  the ``chinese_calendar`` package, for the years it has data for. Its coverage
                 is found out by asking it (it raises ``NotImplementedError`` outside its
                 range), never hard-coded, so upgrading the package extends it;
-4. ``fallback`` Monday-Friday, with one logged warning per year, because a due date that is
+4. ``statutory`` the statutory holidays computed from the law (statutory.py, from 2025 on),
+                without 调休: *provisional*, because only the State Council's notice says
+                which weekends are swapped; one logged warning per year says so;
+5. ``fallback`` Monday-Friday, with one logged warning per year, because a due date that is
                 a few days off is better than a review that can never fall due.
 
-Build one calendar at start-up and share it: answers are cached per day, and the fallback
-warning is logged once per year per calendar.
+Build one calendar at start-up and share it: answers are cached per day, and the statutory
+and fallback warnings are logged once per year per calendar. (A little over 400 lines: the
+table format's checks stay beside the one class that reads the tables.)
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from typing import Any, Literal
 import chinese_calendar
 
 from workflow.clock import CHINA
+from workflow.statutory import FIRST_YEAR, statutory_set
 
 __all__ = [
+    "PROVISIONAL",
     "SHIPPED_DIR",
     "CalendarDataError",
+    "DueDate",
     "Source",
     "WorkdayCalendar",
     "YearTable",
@@ -46,7 +54,10 @@ log = logging.getLogger("mashangyi.workdays")
 #: Holiday tables shipped with the code; every ``*.toml`` here is loaded.
 SHIPPED_DIR = Path(__file__).resolve().parent / "holidays"
 
-Source = Literal["local", "table", "package", "fallback"]
+Source = Literal["local", "table", "package", "statutory", "fallback"]
+
+#: Sources that may change once the year's State Council notice is loaded.
+PROVISIONAL: frozenset[Source] = frozenset({"statutory", "fallback"})
 
 _ONE_DAY = timedelta(days=1)
 _TABLE_KEYS = {"year", "source", "holidays", "workdays"}
@@ -176,6 +187,20 @@ def _load_tables(paths: Iterable[Path], what: str) -> dict[int, YearTable]:
     return tables
 
 
+@dataclass(frozen=True)
+class DueDate:
+    """When a step is due, and where the working days counted to get there came from."""
+
+    at: datetime
+    sources: frozenset[Source]
+
+    @property
+    def provisional(self) -> bool:
+        """True if some day counted has no official data (statutory or Monday-Friday): the
+        date may move once that year's State Council notice is imported."""
+        return bool(self.sources & PROVISIONAL)
+
+
 class WorkdayCalendar:
     """Answers "is this a working day in China?" and counts working days for due dates."""
 
@@ -186,6 +211,7 @@ class WorkdayCalendar:
         extra_holidays: Iterable[date] = (),
         extra_workdays: Iterable[date] = (),
         use_package: bool = True,
+        use_statutory: bool = True,
     ) -> None:
         self._tables: dict[int, YearTable] = dict(tables or {})
         for year, table in self._tables.items():
@@ -203,6 +229,7 @@ class WorkdayCalendar:
                 f"local calendar: {listed} listed both as extra holiday and as extra workday"
             )
         self._use_package = use_package
+        self._use_statutory = use_statutory
         self._package_years: dict[int, bool] = {}
         self._answers: dict[date, tuple[bool, Source]] = {}
         self._warned_years: set[int] = set()
@@ -259,18 +286,30 @@ class WorkdayCalendar:
             answer = (table.is_workday(day), "table")
         elif (from_package := self._package_answer(day)) is not None:
             answer = (from_package, "package")
+        elif self._use_statutory and day.year >= FIRST_YEAR:
+            answer = (day.weekday() < 5 and day not in statutory_set(day.year), "statutory")
         else:
             answer = (day.weekday() < 5, "fallback")
         self._answers[day] = answer
         return answer
 
-    def _warn_fallback(self, year: int) -> None:
+    def _warn_once(self, year: int, source: Source) -> None:
         if year in self._warned_years:
             return
         with self._warn_lock:
             if year in self._warned_years:
                 return
             self._warned_years.add(year)
+        if source == "statutory":
+            log.warning(
+                "no official holiday table for %d (none in workflow/holidays/ or config, not "
+                "covered by chinese_calendar): due dates are PROVISIONAL, counted with the "
+                "statutory holidays computed from the law (全国年节及纪念日放假办法) but "
+                "without the make-up working days (调休) that only the State Council's notice "
+                "sets; import the notice with `mashangyi calendar import`",
+                year,
+            )
+            return
         log.warning(
             "no holiday data for %d (no table in workflow/holidays/ or config, not covered by "
             "chinese_calendar): counting Monday-Friday as working days; add a %d.toml table "
@@ -282,8 +321,8 @@ class WorkdayCalendar:
     def is_workday(self, day: date) -> bool:
         """True if ``day`` (a China-local date) is a working day."""
         answer, source = self._resolve(day)
-        if source == "fallback":
-            self._warn_fallback(day.year)
+        if source in PROVISIONAL:
+            self._warn_once(day.year, source)
         return answer
 
     def source(self, day: date) -> Source:
@@ -312,23 +351,42 @@ class WorkdayCalendar:
             day += _ONE_DAY
         return count
 
-    def due_at(self, started: datetime, n: int = 5) -> datetime:
-        """When a step started at ``started`` is due: the end of its ``n``-th working day.
+    def due(self, started: datetime, n: int = 5) -> DueDate:
+        """When a step started at ``started`` is due: the end of its ``n``-th working day,
+        with the sources of the days counted (``DueDate.provisional``).
 
         Days are China-local, so a step started at 23:30 UTC counts from the next China
         date. The end of a day is 00:00 China time of the following calendar day.
         """
         if started.tzinfo is None or started.utcoffset() is None:
             raise ValueError("due_at needs an aware datetime")
-        last = self.add_workdays(started.astimezone(CHINA).date(), n)
-        return datetime.combine(last + _ONE_DAY, time(0), tzinfo=CHINA)
+        first = started.astimezone(CHINA).date()
+        last = self.add_workdays(first, n)
+        days = ((first + timedelta(days=i)) for i in range(1, (last - first).days + 1))
+        return DueDate(
+            at=datetime.combine(last + _ONE_DAY, time(0), tzinfo=CHINA),
+            sources=frozenset(self.source(day) for day in days),
+        )
+
+    def due_at(self, started: datetime, n: int = 5) -> datetime:
+        """``due(started, n).at``."""
+        return self.due(started, n).at
 
     # -- coverage -----------------------------------------------------------------------
 
+    def coverage(self, today: date, horizon: int = 90) -> dict[int, frozenset[Source]]:
+        """For each year in ``[today, today + horizon)``: where its days' answers come from."""
+        found: dict[int, set[Source]] = {}
+        for i in range(max(horizon, 0)):
+            day = today + timedelta(days=i)
+            found.setdefault(day.year, set()).add(self.source(day))
+        return {year: frozenset(sources) for year, sources in found.items()}
+
     def uncovered_days(self, today: date, horizon: int = 90) -> list[date]:
-        """Days in ``[today, today + horizon)`` answered only by the Monday-Friday fallback."""
+        """Days in ``[today, today + horizon)`` without official data: answered by the
+        provisional statutory holidays or the Monday-Friday fallback."""
         days = (today + timedelta(days=i) for i in range(max(horizon, 0)))
-        return [d for d in days if self.source(d) == "fallback"]
+        return [d for d in days if self.source(d) in PROVISIONAL]
 
     def coverage_warning(self, today: date, horizon: int = 90) -> str | None:
         """One English line for /healthz and the CLI when real data runs out soon, else None."""
@@ -337,8 +395,18 @@ class WorkdayCalendar:
             return None
         years = sorted({d.year for d in missing})
         year_list = ", ".join(str(y) for y in years)
+        statutory = sum(self.source(d) == "statutory" for d in missing)
+        how = []
+        if statutory:
+            how.append(
+                f"{statutory} are PROVISIONAL: statutory holidays computed from the law, "
+                "without the make-up working days (调休) only the State Council's notice sets"
+            )
+        if len(missing) > statutory:
+            how.append(f"{len(missing) - statutory} count Monday-Friday only")
         return (
             f"No official holiday data for {year_list}: {len(missing)} day(s) from "
             f"{missing[0].isoformat()} to {missing[-1].isoformat()} within the next {horizon} "
-            "days count Monday-Friday only; add a holiday table (see workflow/holidays/README.md)."
+            f"days; {' and '.join(how)}; import the notice with `mashangyi calendar import` "
+            "(see workflow/holidays/README.md)."
         )

@@ -22,7 +22,7 @@ from bot.cli.processes import cmd_chat, cmd_demo, cmd_serve, cmd_worker
 from bot.cli.roles import cmd_invite, cmd_invite_revoke, cmd_roles_list, cmd_roles_revoke
 from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
 from bot.cli.topics import LIST_LIMIT, cmd_notice, cmd_overdue, cmd_topics_list, cmd_topics_show
-from bot.cli.upkeep import cmd_calendar_status, cmd_db_upgrade
+from bot.cli.upkeep import cmd_calendar_import, cmd_calendar_status, cmd_db_upgrade
 from bot.config import CONFIG_ENV, ConfigError, load_config
 from bot.logs import configure as configure_logging
 from bot.telegram.commands import run_command as cmd_telegram
@@ -101,7 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     calendar = sub.add_parser("calendar", help="working-day calendar").add_subparsers(
         dest="calendar", required=True
     )
-    add(calendar, "status", cmd_calendar_status, "warn when holiday data runs out soon")
+    add(calendar, "status", cmd_calendar_status, "where each year's working days come from")
+    notice_import = add(
+        calendar, "import", cmd_calendar_import, "a year's holiday table from the State notice"
+    )
+    notice_import.add_argument("file", help="the notice's text (UTF-8), as published")
+    notice_import.add_argument("--year", type=int, help="when the text lacks the notice's title")
+    notice_import.add_argument(
+        "--out", type=Path, help="file or folder (default: calendar.table_dir)"
+    )
+    notice_import.add_argument("--force", action="store_true", help="replace an existing table")
     add(sub, "demo", cmd_demo, "migrate and load the demo city (safe to run twice)")
     chat = add(sub, "chat", cmd_chat, "talk to the bot in this terminal (console channel)")
     chat.add_argument("--room", required=True, help="as if you had scanned this room's code")
