@@ -222,24 +222,25 @@ async def test_deliveries_are_counted_by_result(client: tuple[TestClient, Servic
                 raise PermanentFailure("no such chat")
 
     http, services = client
-    services.senders["console"] = Console()
+    # A channel of this test's own: the counters are the process's, shared by every test.
+    services.senders["probe"] = Console()
     before = _samples(await (await http.get("/metrics")).text())
     async with transaction(services.sessions) as session:
         for n, address in enumerate(("a", "b", "gone")):
             await enqueue(
                 session,
                 key=f"c{n}",
-                channel="console",
+                channel="probe",
                 address=address,
                 kind="x",
                 message=OutboundMessage(text="你好"),
                 now=NOW,
             )
-    await services.dispatcher(channels=["console"]).drain()
+    await services.dispatcher(channels=["probe"]).drain()
     after = _samples(await (await http.get("/metrics")).text())
 
     def added(result: str) -> float:
-        key = ("mashangyi_deliveries_total", (("channel", "console"), ("result", result)))
+        key = ("mashangyi_deliveries_total", (("channel", "probe"), ("result", result)))
         return after.get(key, 0) - before.get(key, 0)
 
     assert (added("sent"), added("dead")) == (2, 1)
