@@ -33,7 +33,9 @@ _PERIODS |= {"傍晚": 12, "晚上": 12, "夜里": 12, "晚": 12, "早": 0}
 _DATE = re.compile(
     rf"(?:(?P<year>\d{{4}})\s*[年/.-]\s*)?(?P<month>{_NUM})\s*[月/.-]\s*(?P<day>{_NUM})\s*[日号]?"
 )
-_WEEKDAY = re.compile(r"(?P<which>下下|下|本|这|)(?:周|星期|礼拜)(?P<weekday>[一二三四五六日天1-7])")
+_WEEKDAY = re.compile(
+    r"(?P<which>下下|下|本|这|)(?:周|星期|礼拜)(?P<weekday>[一二三四五六日天1-7])"
+)
 _CLOCK = re.compile(rf"(?P<hour>{_NUM})\s*[:：]\s*(?P<minute>\d{{2}})")
 _HOUR = re.compile(
     rf"(?P<hour>{_NUM})\s*[点时](?:\s*(?P<half>半)|\s*(?P<quarter>一刻|三刻)|\s*(?P<minute>{_NUM})\s*分?)?"
