@@ -66,6 +66,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     "plan_research": {"plan": "走访沿线住户"},
     "record_findings": {"findings": "走访32户"},
     "schedule_meeting": {"time": "2026-03-20T19:00", "place": "村部会议室"},
+    "skip_research": {"reason": "已有调研"},
+    "cancel_meeting": {"reason": "改期另行通知"},
     "record_meeting": {"consensus": "建两座公厕"},
     "approve_outcome": {"implementer": "镇城管科", "measures": "立项施工", "due": "2026-06-30"},
     "publish_results": {},

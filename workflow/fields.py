@@ -84,7 +84,7 @@ async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> A
         return await _photos(session, name, raw, topic)
     if spec.kind in ("text", "url"):
         value = text_field(name, raw, spec.max_len)
-        if spec.kind == "url" and not re.match(r"https?://\S+$", value):
+        if spec.kind == "url" and not re.match(r"https://[^\s/]+\S*$", value):
             raise InvalidField("bad_url", field=field_label)
         return value
     if spec.kind == "choice":
