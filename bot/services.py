@@ -22,6 +22,7 @@ from bot.wechat.outbound import wechat_outbound
 from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
+from notices.meeting_notices import MeetingNotices
 from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender, reclaim
 from notices.pushes import PushExpander, PushWriter
@@ -153,6 +154,10 @@ class Services:
                 work_start=time.fromisoformat(reminders.work_start),
                 work_end=time.fromisoformat(reminders.work_end),
                 escalate_after_days=reminders.escalate_after_days,
+                meeting_reminders=tuple(
+                    timedelta(minutes=m) for m in self.config.meetings.reminder_minutes
+                ),
+                sweep_interval=timedelta(minutes=reminders.sweep_minutes),
             ),
             public_base_url=self.config.server.public_base_url,
             unfollow_links=self.unfollow_links,
@@ -237,7 +242,10 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     writer = OutboxWriter(clock, config.server.public_base_url, calendar, review_links)
     pushes = PushWriter(clock, config.server.public_base_url)
     lifecycle = Lifecycle(
-        clock, calendar, review_days=config.review.working_days, listeners=[writer, pushes]
+        clock,
+        calendar,
+        review_days=config.review.working_days,
+        listeners=[writer, pushes, MeetingNotices(clock, config.server.public_base_url)],
     )
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from notices.meeting_notices import MeetingNotices
 from notices.notify import OutboxWriter
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, Person, RoleGrant, Room, Topic
@@ -210,7 +211,10 @@ async def build_world(
     lifecycle = Lifecycle(
         clock,
         calendar,
-        listeners=[OutboxWriter(clock, "https://mashangyi.test", calendar)],
+        listeners=[
+            OutboxWriter(clock, "https://mashangyi.test", calendar),
+            MeetingNotices(clock, "https://mashangyi.test"),
+        ],
     )
     world = World(sessions, clock, lifecycle)
     async with transaction(sessions) as session:

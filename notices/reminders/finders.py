@@ -26,6 +26,7 @@ from notices.reminders.kinds import (
     Sweep,
     Voters,
 )
+from notices.reminders.meetings import live_links, meeting_reminders
 from storage.db import select_columns
 from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
 from storage.participation import Follow, Poll
@@ -336,6 +337,10 @@ REMINDERS: tuple[Reminder, ...] = (
     # A screening poll's time is up: it closes, and its voters hear the result (at once,
     # not in office hours: it is the answer to what they did).
     Reminder("poll.closed", closed_polls, Voters(), office_hours=False, buttons=open_poll_result),
+    # A meeting's registered participants: reminded before it, never in their night, and
+    # sent the video link when the live window opens (not in office hours: on their clock).
+    Reminder("meeting.reminder", meeting_reminders, Listed(), office_hours=False),
+    Reminder("meeting.live", live_links, Listed(), office_hours=False),
     # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
     # topic's own audience at once).
     Reminder(
