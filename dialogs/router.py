@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from dialogs import (
     home,
     invites,
+    join_meeting,
     joint,
     moderation,
     my_topics,
@@ -71,6 +72,7 @@ HANDLERS: tuple[Handlers, ...] = (
     suggest.HANDLERS,
     moderation.HANDLERS,
     polls.HANDLERS,
+    join_meeting.HANDLERS,
 )
 
 

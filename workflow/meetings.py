@@ -211,6 +211,16 @@ async def participant(
     return found.first()
 
 
+def shown_name(text: str) -> str:
+    """The name a participant wants shown, stripped; refused empty or too long."""
+    name = text.strip()
+    if not name:
+        raise InvalidField("name_empty")
+    if len(name) > NAME_MAX:
+        raise InvalidField("name_too_long", limit=NAME_MAX, length=len(name))
+    return name
+
+
 async def register(
     session: AsyncSession,
     meeting: Meeting,
@@ -223,11 +233,7 @@ async def register(
 ) -> MeetingParticipant:
     """Register ``person_id`` (again: their name and zone are updated, still one row)."""
     check_open(meeting, now)
-    name = display_name.strip()
-    if not name:
-        raise InvalidField("name_empty")
-    if len(name) > NAME_MAX:
-        raise InvalidField("name_too_long", limit=NAME_MAX, length=len(name))
+    name = shown_name(display_name)
     assert meeting.id is not None
     row = await participant(session, meeting.id, person_id)
     if row is None:

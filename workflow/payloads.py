@@ -69,6 +69,9 @@ class Payload(StrEnum):
     # The convener's new poll: done picking topics (dialogs/polls.py).
     MENU_POLL = "m:poll"
     POLL_DONE = "q:done"
+    # Registering for a meeting (dialogs/join_meeting.py): the name the chat has, no place.
+    JOIN_SAME_NAME = "mj:name"
+    JOIN_NO_ZONE = "mj:nozone"
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,9 @@ POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
 #: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
 POLL_PICK = Ref("poll_pick", "pk:", _number)
 
+#: A meeting's video link asked for (shown only in its live window), by meeting id.
+MEETING_LINK = Ref("meeting_link", "ml:", _number)
+
 #: Start payloads (a Telegram ``/start`` parameter, a WeChat scene string).
 #: A room's code (its QR code and link, bot/qr.py).
 START_ROOM = Ref("start_room", "r_", lambda code: code or None)
@@ -230,6 +236,8 @@ START_ROOM = Ref("start_room", "r_", lambda code: code or None)
 START_INVITE = Ref("start_invite", "i_", _text)
 #: A publicized topic's deep link / WeChat scene, by topic number (D1-2026-000001).
 START_TOPIC = Ref("start_topic", "p_", lambda number: number or None)
+#: A meeting's public join link / temporary WeChat code, by its code (workflow/meetings.py).
+START_MEETING = Ref("start_meeting", "m_", lambda code: code or None)
 #: Anything else: a plain follow, ``/start`` alone, a scene no longer made.
 START_PLAIN = Ref("start_plain", "", _text)
 
@@ -291,6 +299,7 @@ BUTTONS = Registry(
         MODERATE,
         POLL_VOTE,
         POLL_PICK,
+        MEETING_LINK,
     ],
 )
-STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_PLAIN])
+STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_MEETING, START_PLAIN])
