@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.services import Services
 from bot.telegram import webhook as telegram
 from bot.web import (
+    meeting_page,
     notice_page,
     page_actions,
     public_pages,
@@ -66,6 +67,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
+    meeting_page.setup(app, services)  # /m/<code>, .ics, wechat.png: a meeting's join page
     public_pages.setup(app, services)  # /topics, /results, /r/<code>: 码上建议, 码上查情, rooms
     web_auth.setup(app, services)  # /auth/wechat: WeChat web authorization for page actions
     page_actions.setup(app, services)  # POST /t/<number>/act: like, follow, suggest in WeChat
