@@ -1,9 +1,9 @@
 """Meetings (协商议事) with remote participants, through the real app and the platform fakes:
 the convener's time (understood at once, said back, refused when wrong), a remote
-participant's journey on Telegram (WeChat: test_meetings_wechat.py) (link → name → city → join card with both
-times and the .ics → reminders → live-window link), reminders moved out of the night across
-New York's daylight-saving change, a reschedule that moves every reminder and tells
-everyone, a cancellation, and the refusals of "Bad input"."""
+participant's journey on Telegram (link → name → city → join card with both times and the
+.ics → reminders → live-window link; WeChat in test_meetings_wechat.py), reminders moved
+out of the night across New York's daylight-saving change, a reschedule that moves every
+reminder and tells everyone, a cancellation, and the refusals of "Bad input"."""
 
 from __future__ import annotations
 
@@ -52,13 +52,13 @@ async def scheduled(world: World, when: datetime = MEETING, **fields: Any) -> To
     return await world.reload(topic)
 
 
-async def meeting_of(services: Services, topic: Topic) -> Meeting:
-    async with services.sessions() as session:
+async def meeting_of(app: Services, topic: Topic) -> Meeting:
+    async with app.sessions() as session:
         return (await session.exec(select(Meeting).where(Meeting.topic_id == topic.id))).one()
 
 
-async def sent(services: Services, kind: str) -> list[OutboxMessage]:
-    async with services.sessions() as session:
+async def sent(app: Services, kind: str) -> list[OutboxMessage]:
+    async with app.sessions() as session:
         rows = await session.exec(
             select(OutboxMessage).where(OutboxMessage.kind == kind).order_by(col(OutboxMessage.id))
         )
