@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialogs import meeting_time
+from dialogs import meeting_time, research
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
@@ -328,7 +328,7 @@ async def _apply(conv: Conversation) -> None:
     code = topic.facts.get("schedule_meeting", {}).get("code")
     if review["action"] == "schedule_meeting" and code:
         done += say("meeting", "scheduled", url=f"{conv.public_base_url.rstrip('/')}/m/{code}")
-    conv.reply(done)
+    conv.reply(done, *research.follow_ups(review["action"], _id(topic)))
 
 
 def _late(refusal: RefRefusal) -> str:

@@ -34,6 +34,7 @@ from dialogs import (
     my_topics,
     polls,
     public_topics,
+    research,
     review,
     submit_topic,
     suggest,
@@ -73,6 +74,7 @@ HANDLERS: tuple[Handlers, ...] = (
     moderation.HANDLERS,
     polls.HANDLERS,
     join_meeting.HANDLERS,
+    research.HANDLERS,
 )
 
 

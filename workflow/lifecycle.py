@@ -129,6 +129,8 @@ FIELDS: dict[str, FieldSpec] = {
     "background": FieldSpec("text", BACKGROUND_MAX),
     "plan": FieldSpec("text", 1000),
     "findings": FieldSpec("text", 4000),
+    "research_when": FieldSpec("text", 100),
+    "research_place": FieldSpec("text", 200),
     "time": FieldSpec("datetime"),
     "place": FieldSpec("text", 200),
     "link": FieldSpec("url", 500),
@@ -193,8 +195,10 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
        required=("comment",), clock=True),
     _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized",
        optional=("suggestions_close", "photos"), stamps="published_at"),
+    # The plan says what and whom (plan), when and where; the people taking part are named
+    # and confirm in the chat (dialogs/research.py).
     _t("plan_research",    {S.PUBLICIZED},          S.RESEARCHING,       {C, OP},  "research_planned",
-       required=("plan",)),
+       required=("plan",), optional=("research_when", "research_place")),
     _t("record_findings",  {S.RESEARCHING},         S.RESEARCHING,       {C, OP},  "findings_recorded",
        required=("findings",)),
     # No research, no consultation (000 §13) — unless the convener records why not.

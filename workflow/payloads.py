@@ -72,6 +72,9 @@ class Payload(StrEnum):
     # Registering for a meeting (dialogs/join_meeting.py): the name the chat has, no place.
     JOIN_SAME_NAME = "mj:name"
     JOIN_NO_ZONE = "mj:nozone"
+    # The research participants picked, the findings' photos and files all sent
+    # (dialogs/research.py).
+    RESEARCH_DONE = "y:done"
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,13 @@ POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
 #: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
 POLL_PICK = Ref("poll_pick", "pk:", _number)
 
+#: Research (dialogs/research.py): naming its participants for a topic (by topic id), one
+#: of them picked or unpicked (``yp:<topic>:<person>``), a named person's confirmation (by
+#: research participant id), uploading the findings' photos and files (by topic id).
+RESEARCH_NAME = Ref("research_name", "yn:", _number)
+RESEARCH_PICK = Ref("research_pick", "yp:", _pair, _pair_encode)
+RESEARCH_CONFIRM = Ref("research_confirm", "yc:", _number)
+FINDINGS_MEDIA = Ref("findings_media", "yf:", _number)
 #: A meeting's video link asked for (shown only in its live window), by meeting id.
 MEETING_LINK = Ref("meeting_link", "ml:", _number)
 
@@ -300,6 +310,10 @@ BUTTONS = Registry(
         POLL_VOTE,
         POLL_PICK,
         MEETING_LINK,
+        RESEARCH_NAME,
+        RESEARCH_PICK,
+        RESEARCH_CONFIRM,
+        FINDINGS_MEDIA,
     ],
 )
 STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_MEETING, START_PLAIN])
