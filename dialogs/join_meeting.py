@@ -28,7 +28,7 @@ from workflow.meetings import (
     zone_label,
     zone_of,
 )
-from workflow.payloads import MEETING_LINK, START_MEETING, Payload
+from workflow.payloads import MEETING_JOIN, MEETING_LINK, START_MEETING, Payload
 from workflow.texts import text
 from workflow.when import say_when
 
@@ -208,6 +208,8 @@ async def video_link(conv: Conversation, meeting_id: int) -> None:
 HANDLERS = Handlers(
     "join_meeting",
     commands=[on(MEETING_LINK, video_link)],
+    # An invitation's 报名参会 (dialogs/research.py): as the join link.
+    buttons=[on(MEETING_JOIN, start)],
     flows={NAME: Flow(step, answers=(Payload.JOIN_SAME_NAME, Payload.JOIN_NO_ZONE))},
     starts=[on(START_MEETING, start)],
 )

@@ -2,7 +2,9 @@
 review card: the convener or operator names who takes part (people of the topic's room,
 picked with buttons, told through the outbox with a 确认参加 button) and uploads the
 findings' photos and files (each stored as an attachment of the findings, downloaded by
-bot/media.py). Every press is checked again (workflow/research.py)."""
+bot/media.py). The same picking invites named people to the topic's meeting once it is
+scheduled (their invitation's 报名参会 button registers them as the join link does,
+dialogs/join_meeting.py). Every press is checked again (workflow/research.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ from dialogs.submit_fields import attach
 from dialogs.types import Button
 from storage.models import Topic
 from workflow.errors import WorkflowError
+from workflow.meetings import invite
 from workflow.payloads import (
     FINDINGS_MEDIA,
+    MEETING_INVITE,
+    MEETING_JOIN,
     RESEARCH_CONFIRM,
     RESEARCH_NAME,
     RESEARCH_PICK,
@@ -32,6 +37,7 @@ from workflow.research import (
     name_participants,
 )
 from workflow.texts import label
+from workflow.when import say_when
 
 NAMING, UPLOADING = "research", "findings"
 SHOWN = 12
@@ -47,29 +53,31 @@ def follow_ups(action: str, topic_id: int) -> list[Button]:
         return [_button("name", RESEARCH_NAME.build(topic_id))]
     if action == "record_findings":
         return [_button("upload", FINDINGS_MEDIA.build(topic_id))]
+    if action == "schedule_meeting":
+        return [_button("invite", MEETING_INVITE.build(topic_id))]
     return []
 
 
-async def _organised(conv: Conversation, topic_id: int) -> Topic | None:
+async def _organised(conv: Conversation, topic_id: int, purpose: str = "research") -> Topic | None:
     topic = await conv.session.get(Topic, topic_id)
     try:
         if topic is None:
-            raise WorkflowError("research_not_permitted")
-        await check_organiser(conv.session, await conv.actor(), topic)
+            raise WorkflowError(f"{purpose}_not_permitted")
+        await check_organiser(conv.session, await conv.actor(), topic, purpose)
     except WorkflowError as refusal:
         conv.home()
-        await conv.refuse("research.refused", refusal.message, topic_id=topic_id)
+        await conv.refuse(f"{purpose}.refused", refusal.message, topic_id=topic_id)
         return None
     return topic
 
 
-async def start_naming(conv: Conversation, topic_id: int) -> None:
-    topic = await _organised(conv, topic_id)
+async def start_naming(conv: Conversation, topic_id: int, purpose: str = "research") -> None:
+    topic = await _organised(conv, topic_id, purpose)
     if topic is None:
         return
     conv.state.data = {
         **({"room": conv.data["room"]} if "room" in conv.data else {}),
-        NAMING: {"topic": topic_id, "picked": []},
+        NAMING: {"topic": topic_id, "picked": [], "for": purpose},
     }
     conv.goto(NAMING, "pick")
     await _offer(conv, topic)
@@ -83,8 +91,9 @@ async def _offer(conv: Conversation, topic: Topic) -> None:
         conv.home()
         conv.reply(say("research", "nobody"))
         return
+    purpose = conv.data[NAMING]["for"]
     conv.reply(
-        say("research", "pick", title=topic.title, count=len(picked)),
+        say("research", f"pick_{purpose}", title=topic.title, count=len(picked)),
         *[
             _button(
                 "on" if pid in picked else "off",
@@ -100,11 +109,11 @@ async def _offer(conv: Conversation, topic: Topic) -> None:
 
 async def _pick(conv: Conversation, chosen: Pair) -> None:
     naming = conv.data[NAMING]
-    topic = await _organised(conv, chosen.first)
+    topic = await _organised(conv, chosen.first, naming["for"])
     if topic is None:
         return
     if naming["topic"] != chosen.first:  # a button of another topic's list
-        await start_naming(conv, chosen.first)
+        await start_naming(conv, chosen.first, naming["for"])
         return
     known = {pid for pid, _, _ in await candidates(conv.session, topic)}
     if chosen.second in known:
@@ -131,11 +140,14 @@ async def step(conv: Conversation) -> None:
         assert topic is not None
         await _offer(conv, topic)
         return
-    topic = await _organised(conv, naming["topic"])
+    topic = await _organised(conv, naming["topic"], naming["for"])
     if topic is None:
         return
     roles = {pid: role for pid, _, role in await candidates(conv.session, topic)}
     named = [(pid, roles[pid]) for pid in naming["picked"] if pid in roles]
+    if naming["for"] == "meeting":
+        await _invite(conv, topic, [pid for pid, _ in named])
+        return
     made = await name_participants(conv.session, topic, named, await conv.actor(), conv.now)
     plan = topic.facts.get("plan_research", {})
     for row in made:
@@ -161,6 +173,34 @@ async def step(conv: Conversation) -> None:
     conv.reply(say("research", "told", count=len(made), again=len(named) - len(made)))
 
 
+async def _invite(conv: Conversation, topic: Topic, named: list[int]) -> None:
+    try:
+        meeting, made = await invite(conv.session, topic, named, await conv.actor(), conv.now)
+    except WorkflowError as refusal:
+        conv.home()
+        conv.reply(refusal.message)
+        return
+    for row in made:
+        await conv.tell(
+            row.person_id,
+            f"meeting:{meeting.id}:invited:{row.person_id}",
+            say(
+                "research",
+                "invited",
+                title=topic.title,
+                number=topic.number,
+                when=say_when(meeting.starts_at, now=conv.now),
+                place=meeting.place,
+                agenda=meeting.agenda or say("join", "none"),
+            ),
+            kind="meeting.invited",
+            buttons=[(SAY.sections["buttons_research"]["join"], MEETING_JOIN.build(meeting.code))],
+            topic_id=topic.id,
+        )
+    conv.home()
+    conv.reply(say("research", "invites_sent", count=len(made), again=len(named) - len(made)))
+
+
 async def confirmed(conv: Conversation, participant_id: int) -> None:
     assert conv.person.id is not None
     row = await confirm(conv.session, participant_id, conv.person.id, conv.now)
@@ -180,6 +220,10 @@ async def confirmed(conv: Conversation, participant_id: int) -> None:
             kind="research.confirmed",
             topic_id=topic.id,
         )
+
+
+async def invite_to_meeting(conv: Conversation, topic_id: int) -> None:
+    await start_naming(conv, topic_id, "meeting")
 
 
 async def start_upload(conv: Conversation, topic_id: int) -> None:
@@ -228,7 +272,11 @@ async def _upload(conv: Conversation) -> None:
 
 HANDLERS = Handlers(
     "research",
-    commands=[on(RESEARCH_NAME, start_naming), on(FINDINGS_MEDIA, start_upload)],
+    commands=[
+        on(RESEARCH_NAME, start_naming),
+        on(MEETING_INVITE, invite_to_meeting),
+        on(FINDINGS_MEDIA, start_upload),
+    ],
     buttons=[on(RESEARCH_CONFIRM, confirmed)],
     flows={
         NAMING: Flow(step, modal=True, answers=(RESEARCH_PICK, Payload.RESEARCH_DONE)),

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from sqlmodel import col, select
 
 from bot.services import Services
+from dialogs.types import Inbound
 from storage.meetings import Meeting, MeetingParticipant
 from storage.models import OutboxMessage, Topic
 from tests.fakes.telegram_api import FakeBotAPI
@@ -257,3 +258,49 @@ async def test_the_conveners_time_is_understood_at_once_and_said_back(
     assert f"报名链接（可转发给在外乡贤和专家）：https://bot.example.org/m/{meeting.code}" in done
     assert meeting.starts_at == datetime(2026, 3, 11, 19, 0, tzinfo=CHINA)
     assert (meeting.agenda, meeting.materials) == ("讨论选址", "调研报告")
+
+
+async def test_named_people_are_invited_and_a_reschedule_shows_whose_night_it_is(
+    services: Services,  # noqa: F811
+    clock: FixedClock,
+) -> None:
+    world = await build_world(services.sessions, clock)
+    world.lifecycle = services.lifecycle
+    topic = await scheduled(world, datetime(2026, 3, 20, 19, 0, tzinfo=CHINA))
+    meeting = await meeting_of(services, topic)
+    convener = Reviewer(services.dialogs, "V1:convener")
+    [offer] = await convener.press(f"yi:{topic.id}")  # 邀请参会人, as the step's reply offers
+    assert offer.text.startswith("请点选要邀请参加「运河步道增设公厕」协商会议的人")
+    [offer] = await convener.press(offer.buttons[0].payload)  # V1-member
+    assert texts(await convener.press(offer.buttons[-1].payload)).startswith("已邀请 1 人")
+    [invitation] = [m for m in await sent(services, "meeting.invited")]
+    assert invitation.address == "V1:member"
+    assert "时间：3月20日（周五）19:00，北京时间" in invitation.body["text"]
+    [[label, join]] = invitation.body["buttons"]
+    member = Reviewer(services.dialogs, "V1:member")
+    assert label == "报名参会"
+    assert texts(await member.press(join)).startswith("欢迎参加协商会议")
+    await member.type("王委员")
+    assert "报名成功" in texts(await member.press("mj:nozone"))
+
+    # A villager in New York registers through the link; moving the meeting to noon
+    # Saturday (midnight in New York) says so before it is confirmed.
+    far = Reviewer(services.dialogs, "-:resident")
+    await services.dialogs.handle(
+        Inbound("console", "-:resident", "start", payload=f"m_{meeting.code}")
+    )
+    await far.type("李华")
+    assert "您当地：3月20日（周五）07:00，纽约时间" in texts(await far.type("纽约"))
+    [card] = await convener.press(f"o:{topic.id}")
+    await convener.press(next(b.payload for b in card.buttons if b.label == "安排协商会议"))
+    said = texts(await convener.type("3月21日中午12点"))
+    assert said.startswith("会议时间：3月21日（周六）12:00，北京时间。")
+    assert "已报名的 1 位远程参会人来说是当地夜间（22:00–07:00）" in said
+    said = texts(await convener.type("3月21日晚上8点"))
+    assert "当地夜间" not in said
+    async with services.sessions() as session:
+        rows = (await session.exec(select(MeetingParticipant))).all()
+    assert sorted((p.kind, p.display_name) for p in rows) == [
+        ("invited", "王委员"),
+        ("remote", "李华"),
+    ]

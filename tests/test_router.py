@@ -25,6 +25,8 @@ from workflow.payloads import (
     FOLLOW_TOPIC,
     JOINT,
     LIKE,
+    MEETING_INVITE,
+    MEETING_JOIN,
     MEETING_LINK,
     MODERATE,
     POLL_PICK,
@@ -97,6 +99,8 @@ SENT: list[tuple[str, Any, Any]] = [
     ("yp:12:7", RESEARCH_PICK, Pair(12, 7)),
     ("yc:3", RESEARCH_CONFIRM, 3),
     ("yf:12", FINDINGS_MEDIA, 12),
+    ("yi:12", MEETING_INVITE, 12),
+    ("mr:a7k2mx9pqr", MEETING_JOIN, "a7k2mx9pqr"),
 ]
 STARTED: list[tuple[str, Any, Any]] = [
     ("r_V1", START_ROOM, "V1"),

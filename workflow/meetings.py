@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import cache
@@ -27,6 +27,8 @@ from storage.models import Topic
 from workflow.clock import CHINA
 from workflow.errors import InvalidField, WrongState
 from workflow.lifecycle import LIVE_BEFORE, MEETING_LENGTH
+from workflow.permissions import Actor
+from workflow.research import check_organiser
 from workflow.when import say_when
 
 ACTIONS = frozenset({"schedule_meeting", "cancel_meeting"})
@@ -249,6 +251,35 @@ async def register(
     return row
 
 
+async def invite(
+    session: AsyncSession,
+    topic: Topic,
+    named: Sequence[int],
+    actor: Actor,
+    now: datetime,
+) -> tuple[Meeting, list[MeetingParticipant]]:
+    """The people the convener invites to the topic's meeting (they register through the
+    invitation's button like anyone with the link); those invited before stay one row.
+    The meeting and the rows newly made, to be told."""
+    await check_organiser(session, actor, topic, "meeting")
+    assert topic.id is not None
+    meeting = await current_meeting(session, topic.id)
+    if meeting is None:
+        raise WrongState("meeting_cancelled", when="")
+    check_open(meeting, now)
+    assert meeting.id is not None
+    made = []
+    for person_id in named:
+        if await participant(session, meeting.id, person_id) is None:
+            row = MeetingParticipant(
+                meeting_id=meeting.id, person_id=person_id, kind=INVITED, created_at=now
+            )
+            session.add(row)
+            made.append(row)
+    await session.flush()
+    return meeting, made
+
+
 async def registered(session: AsyncSession, meeting_id: int) -> list[MeetingParticipant]:
     rows = await session.exec(
         select(MeetingParticipant)
@@ -276,9 +307,10 @@ async def topic_participants(session: AsyncSession, topic_id: int) -> list[Meeti
 
 
 async def night_count(session: AsyncSession, topic_id: int, starts: datetime) -> int:
-    """How many registered remote participants ``starts`` puts in their night."""
+    """How many registered participants who gave where they live ``starts`` puts in their
+    night (someone who did not is taken to be in China)."""
     return sum(
         1
         for p in await topic_participants(session, topic_id)
-        if p.kind == REMOTE and p.zone and at_night(starts, their_zone(p))
+        if p.zone and at_night(starts, their_zone(p))
     )

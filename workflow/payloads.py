@@ -236,6 +236,10 @@ RESEARCH_NAME = Ref("research_name", "yn:", _number)
 RESEARCH_PICK = Ref("research_pick", "yp:", _pair, _pair_encode)
 RESEARCH_CONFIRM = Ref("research_confirm", "yc:", _number)
 FINDINGS_MEDIA = Ref("findings_media", "yf:", _number)
+#: Inviting named people to a topic's meeting (the same picking, by topic id); an
+#: invitation's 报名参会 button (by the meeting's join code, as its link).
+MEETING_INVITE = Ref("meeting_invite", "yi:", _number)
+MEETING_JOIN = Ref("meeting_join", "mr:", lambda code: code or None)
 #: A meeting's video link asked for (shown only in its live window), by meeting id.
 MEETING_LINK = Ref("meeting_link", "ml:", _number)
 
@@ -314,6 +318,8 @@ BUTTONS = Registry(
         RESEARCH_PICK,
         RESEARCH_CONFIRM,
         FINDINGS_MEDIA,
+        MEETING_INVITE,
+        MEETING_JOIN,
     ],
 )
 STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_MEETING, START_PLAIN])

@@ -29,16 +29,27 @@ NAMED_ROLES = (Role.MEMBER, Role.PARTY, Role.OPERATOR, Role.GRID)
 MAX_FILES = 20
 
 
-async def may_organise(session: AsyncSession, actor: Actor, topic: Topic) -> bool:
+#: Who may name people, and when: for the research, whoever may record its findings while
+#: it is under way; for the meeting, whoever may schedule it, once it is scheduled.
+ORGANISING = {
+    "research": ("record_findings", State.RESEARCHING),
+    "meeting": ("schedule_meeting", State.MEETING_SCHEDULED),
+}
+
+
+async def may_organise(
+    session: AsyncSession, actor: Actor, topic: Topic, purpose: str = "research"
+) -> bool:
+    action, state = ORGANISING[purpose]
     chain = [r.id for r in await room_chain(session, topic.room_id) if r.id is not None]
-    return topic.state == State.RESEARCHING and can(
-        actor, TRANSITIONS["record_findings"], topic, chain
-    )
+    return topic.state == state and can(actor, TRANSITIONS[action], topic, chain)
 
 
-async def check_organiser(session: AsyncSession, actor: Actor, topic: Topic) -> None:
-    if not await may_organise(session, actor, topic):
-        raise NotPermitted("research_not_permitted")
+async def check_organiser(
+    session: AsyncSession, actor: Actor, topic: Topic, purpose: str = "research"
+) -> None:
+    if not await may_organise(session, actor, topic, purpose):
+        raise NotPermitted(f"{purpose}_not_permitted")
 
 
 async def candidates(session: AsyncSession, topic: Topic) -> list[tuple[int, str, str]]:
