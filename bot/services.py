@@ -278,6 +278,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 flood_seconds=dialogs.flood_seconds,
                 sensitive_words=tuple(config.sensitive_words()),
                 public_base_url=config.server.public_base_url,
+                max_upload_bytes=config.media.max_bytes,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

@@ -244,11 +244,22 @@ async def _upload(conv: Conversation) -> None:
         conv.home()
         conv.reply(say("research", "uploaded", count=uploading["count"]))
         return
-    if inbound.kind not in ("image", "voice") or inbound.media is None:
+    if inbound.kind not in ("image", "voice", "file") or inbound.media is None:
         conv.reply(say("research", "upload_what"), _button("done", Payload.RESEARCH_DONE))
         return
     topic = await _organised(conv, uploading["topic"])
     if topic is None:
+        return
+    if inbound.media.size > conv.max_upload_bytes:
+        conv.reply(
+            say(
+                "research",
+                "too_large",
+                size=f"{inbound.media.size / 1024 / 1024:.1f}",
+                limit=f"{conv.max_upload_bytes / 1024 / 1024:.0f}",
+            ),
+            _button("done", Payload.RESEARCH_DONE),
+        )
         return
     if uploading["count"] >= MAX_FILES:
         conv.reply(
@@ -280,6 +291,6 @@ HANDLERS = Handlers(
     buttons=[on(RESEARCH_CONFIRM, confirmed)],
     flows={
         NAMING: Flow(step, modal=True, answers=(RESEARCH_PICK, Payload.RESEARCH_DONE)),
-        UPLOADING: Flow(step),
+        UPLOADING: Flow(step, files=True),
     },
 )

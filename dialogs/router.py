@@ -117,6 +117,8 @@ class DialogSettings:
     sensitive_words: tuple[str, ...] = ()
     #: Where the public pages are, for links to them (config server.public_base_url).
     public_base_url: str = ""
+    #: The largest upload kept (config media.max_bytes): a larger one is refused at once.
+    max_upload_bytes: int = 10 * 1024 * 1024
 
 
 class Dialogs:
@@ -209,6 +211,7 @@ class Dialogs:
                     self.tell,
                     words=self.settings.sensitive_words,
                     public_base_url=self.settings.public_base_url,
+                    max_upload_bytes=self.settings.max_upload_bytes,
                 )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:

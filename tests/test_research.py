@@ -100,17 +100,28 @@ async def test_the_plan_the_people_named_their_confirmation_and_the_findings_pho
     # The findings, then their photos from the chat.
     await convener.press(await card_button(convener, topic, "上传调研成果"))
     [recorded] = await convener.type("走访32户，28户支持")
-    await convener.press(recorded.buttons[0].payload)  # 上传调研照片和语音
+    await convener.press(recorded.buttons[0].payload)  # 上传调研照片和文件
     for n in range(2):
         got = await services.dialogs.handle(
             Inbound("console", "V1:convener", "image", media=Media(f"photo-{n}", "image/jpeg"))
         )
-        assert f"调研成果现有 {n + 1} 个照片或语音" in texts(got)
-    assert texts(await convener.type("好的")).startswith("这里只收照片和语音")
-    assert texts(await convener.press("y:done")) == "调研成果的照片和语音已保存，共 2 个。"
+        assert f"调研成果现有 {n + 1} 个照片、语音或文件" in texts(got)
+    report = Media("doc-1", "application/pdf", size=88123, name="调研报告.pdf")
+    got = await services.dialogs.handle(Inbound("console", "V1:convener", "file", media=report))
+    assert "调研成果现有 3 个照片、语音或文件" in texts(got)
+    # Oversized (as the platform says before any download): refused at once, nothing kept.
+    huge = Media("doc-2", "application/zip", size=30 * 1024 * 1024, name="全部照片.zip")
+    got = await services.dialogs.handle(Inbound("console", "V1:convener", "file", media=huge))
+    assert texts(got).startswith("这个文件有 30.0 MB，超过了 10 MB 的上限，没有保存")
+    assert texts(await convener.type("好的")).startswith("这里只收照片、语音和文件")
+    assert texts(await convener.press("y:done")) == "调研成果的照片、语音和文件已保存，共 3 个。"
     async with services.sessions() as session:
-        photos = (await session.exec(select(Attachment))).all()
-    assert [(p.topic_id, p.kind) for p in photos] == [(topic.id, "image")] * 2
+        kept = (await session.exec(select(Attachment))).all()
+    assert [(a.topic_id, a.kind) for a in kept] == [(topic.id, "image")] * 2 + [(topic.id, "file")]
+    assert kept[2].text == "调研报告.pdf"
+    # Outside the upload a file is not taken, and said so.
+    got = await services.dialogs.handle(Inbound("console", "V1:convener", "file", media=report))
+    assert "文件" in texts(got) and "调研成果" not in texts(got)
 
 
 async def test_only_the_rooms_convener_or_operator_may_name_people_or_upload(
