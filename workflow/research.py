@@ -10,6 +10,7 @@ findings (convener, operator) while the topic is being researched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
@@ -160,3 +161,40 @@ async def attach_finding(
     )
     rows = await session.exec(select(Attachment.id).where(Attachment.event_id == event_id))
     return len(rows.all())
+
+
+@dataclass(frozen=True)
+class ResearchRecord:
+    """A topic's research as the command line shows it."""
+
+    topic: Topic
+    plan: dict[str, str]
+    skipped: str  # the convener's reason for going without, "" when not skipped
+    findings: str
+    files: int
+    participants: list[tuple[str, str, datetime | None]]  # name, role, confirmed at
+
+
+async def research_record(session: AsyncSession, number: str) -> ResearchRecord | None:
+    topic = (await session.exec(select(Topic).where(Topic.number == number))).first()
+    if topic is None:
+        return None
+    rows = await session.exec(
+        select(Person.display_name, ResearchParticipant.role, ResearchParticipant.confirmed_at)
+        .join(Person, col(Person.id) == ResearchParticipant.person_id)
+        .where(ResearchParticipant.topic_id == topic.id)
+        .order_by(col(ResearchParticipant.id))
+    )
+    files = await session.exec(
+        select(Attachment.id)
+        .join(TopicEvent, col(TopicEvent.id) == Attachment.event_id)
+        .where(Attachment.topic_id == topic.id, TopicEvent.action == "record_findings")
+    )
+    return ResearchRecord(
+        topic=topic,
+        plan=dict(topic.facts.get("plan_research") or {}),
+        skipped=str((topic.facts.get("skip_research") or {}).get("reason", "")),
+        findings=str((topic.facts.get("record_findings") or {}).get("findings", "")),
+        files=len(files.all()),
+        participants=[(name, role, at) for name, role, at in rows],
+    )
