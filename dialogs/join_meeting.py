@@ -44,10 +44,7 @@ async def start(conv: Conversation, code: str) -> None:
     if meeting is None:
         conv.reply(text("errors", "unknown_meeting"))
         return
-    try:
-        check_open(meeting, conv.now)
-    except WrongState as refusal:
-        conv.reply(refusal.message)
+    if not _open(conv, meeting):
         return
     assert meeting.id is not None and conv.person.id is not None
     known = await participant(conv.session, meeting.id, conv.person.id)
@@ -123,6 +120,16 @@ async def step(conv: Conversation) -> None:
     await _card(conv, meeting, row, again=False)
 
 
+def _open(conv: Conversation, meeting: Meeting) -> bool:
+    """Is the meeting still to be joined? If not (cancelled, over), it is said why."""
+    try:
+        check_open(meeting, conv.now)
+    except WrongState as refusal:
+        conv.reply(refusal.message)
+        return False
+    return True
+
+
 async def _topic(conv: Conversation, meeting: Meeting) -> Topic:
     topic = await conv.session.get(Topic, meeting.topic_id)
     assert topic is not None
@@ -188,10 +195,7 @@ async def video_link(conv: Conversation, meeting_id: int) -> None:
     if meeting is None or registered is None or registered.registered_at is None:
         conv.reply(say("join", "not_registered"))
         return
-    try:
-        check_open(meeting, conv.now)
-    except WrongState as refusal:
-        conv.reply(refusal.message)
+    if not _open(conv, meeting):
         return
     if not is_live(meeting, conv.now):
         conv.reply(

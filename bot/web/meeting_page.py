@@ -5,7 +5,6 @@ in the live window; a cancelled or finished meeting says so and offers no way to
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from datetime import timedelta
 
@@ -15,9 +14,8 @@ from bot.qr import telegram_link
 from bot.services import Services
 from bot.web.pages import PAGES
 from bot.web.public_pages import HEADERS, html
-from bot.wechat.client import WeChatAPI, WeChatError
+from bot.web.wechat_codes import temporary_code
 from notices.calendar_file import meeting_ics
-from notices.drawing import qr_image
 from storage.meetings import Meeting
 from storage.models import Topic
 from workflow.lifecycle import LIVE_BEFORE
@@ -88,16 +86,7 @@ def setup(app: web.Application, services: Services) -> None:
         key = (code, meeting.version)
         if key not in codes:
             seconds = int(min(meeting.ends_at - now, CODE_LIMIT).total_seconds())
-            api = WeChatAPI.from_config(services.config.wechat, services.clock)
-            try:
-                made = await api.create_qrcode(START_MEETING.build(code), seconds)
-            except WeChatError:
-                raise web.HTTPServiceUnavailable(text="暂时无法生成二维码，请稍后再试。") from None
-            finally:
-                await api.close()
-            buffer = io.BytesIO()
-            qr_image(made.url, 480).save(buffer, "PNG")
-            codes[key] = buffer.getvalue()
+            codes[key] = await temporary_code(services, START_MEETING.build(code), seconds)
             while len(codes) > CODES_KEPT:
                 codes.popitem(last=False)
         return web.Response(body=codes[key], content_type="image/png", headers=HEADERS)

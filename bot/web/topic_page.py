@@ -11,7 +11,6 @@ topic it belongs to.
 
 from __future__ import annotations
 
-import io
 import secrets
 from collections import OrderedDict
 from datetime import datetime, timedelta
@@ -24,8 +23,7 @@ from bot.services import Services
 from bot.web import web_auth
 from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
-from bot.wechat.client import WeChatAPI, WeChatError
-from notices.drawing import qr_image
+from bot.web.wechat_codes import temporary_code
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
@@ -96,16 +94,8 @@ def setup(app: web.Application, services: Services) -> None:
                 raise web.HTTPNotFound()
         kept = codes.get(number)
         if kept is None or now - kept[1] > timedelta(days=CODE_DAYS - 1):
-            api = WeChatAPI.from_config(config.wechat, services.clock)
-            try:
-                made = await api.create_qrcode(f"p_{number}", CODE_DAYS * 24 * 3600)
-            except WeChatError:
-                raise web.HTTPServiceUnavailable(text="暂时无法生成二维码，请稍后再试。") from None
-            finally:
-                await api.close()
-            buffer = io.BytesIO()
-            qr_image(made.url, 480).save(buffer, "PNG")
-            kept = codes[number] = (buffer.getvalue(), now)
+            png = await temporary_code(services, f"p_{number}", CODE_DAYS * 24 * 3600)
+            kept = codes[number] = (png, now)
             while len(codes) > CODES_KEPT:
                 codes.popitem(last=False)
         codes.move_to_end(number)

@@ -45,6 +45,21 @@ async def _upcoming(
     return [(m, p, t) for m, p, t in rows]
 
 
+def _due(
+    meeting: Meeting, person: MeetingParticipant, topic: Topic, sweep: Sweep, which: str
+) -> Due:
+    """One participant's reminder ``which`` ("1440", "30", "live") of the meeting's current
+    start: the occurrence."""
+    return Due(
+        subject=f"meeting:{meeting.id}:{person.person_id}",
+        occurrence=f"{meeting.starts_at:%Y%m%dT%H%MZ}:{which}",
+        room_id=topic.room_id,
+        topic_id=topic.id,
+        context=_context(meeting, person, topic, sweep),
+        people=(person.person_id,),
+    )
+
+
 def _context(meeting: Meeting, person: MeetingParticipant, topic: Topic, sweep: Sweep) -> Any:
     zone = their_zone(person)
     return {
@@ -79,25 +94,16 @@ async def meeting_reminders(session: AsyncSession, sweep: Sweep) -> list[Due]:
             (awake_before(meeting.starts_at - offset, zone, sweep.settings.sweep_interval), offset)
             for offset in offsets
         ]
-        due = [(at, offset) for at, offset in times if at <= sweep.now]
-        if not due:
+        come = [(at, offset) for at, offset in times if at <= sweep.now]
+        if not come:
             continue
-        at, offset = max(due)
+        at, offset = max(come)
         assert person.registered_at is not None
         if at < person.registered_at:  # their join card said it all already
             continue
-        context = _context(meeting, person, topic, sweep)
-        context["ahead"] = _ahead(meeting.starts_at - sweep.now)
-        found.append(
-            Due(
-                subject=f"meeting:{meeting.id}:{person.person_id}",
-                occurrence=f"{meeting.starts_at:%Y%m%dT%H%MZ}:{int(offset.total_seconds() // 60)}",
-                room_id=topic.room_id,
-                topic_id=topic.id,
-                context=context,
-                people=(person.person_id,),
-            )
-        )
+        due = _due(meeting, person, topic, sweep, str(int(offset.total_seconds() // 60)))
+        due.context["ahead"] = _ahead(meeting.starts_at - sweep.now)
+        found.append(due)
     return found
 
 
@@ -107,16 +113,7 @@ async def live_links(session: AsyncSession, sweep: Sweep) -> list[Due]:
     for meeting, person, topic in await _upcoming(session, sweep, LIVE_BEFORE):
         if not meeting.video_url:
             continue
-        found.append(
-            Due(
-                subject=f"meeting:{meeting.id}:{person.person_id}",
-                occurrence=f"{meeting.starts_at:%Y%m%dT%H%MZ}:live",
-                room_id=topic.room_id,
-                topic_id=topic.id,
-                context=_context(meeting, person, topic, sweep),
-                people=(person.person_id,),
-            )
-        )
+        found.append(_due(meeting, person, topic, sweep, "live"))
     return found
 
 
