@@ -46,7 +46,12 @@ async def _upcoming(
 
 
 def _due(
-    meeting: Meeting, person: MeetingParticipant, topic: Topic, sweep: Sweep, which: str
+    meeting: Meeting,
+    person: MeetingParticipant,
+    topic: Topic,
+    sweep: Sweep,
+    which: str,
+    **more: str,
 ) -> Due:
     """One participant's reminder ``which`` ("1440", "30", "live") of the meeting's current
     start: the occurrence."""
@@ -55,12 +60,14 @@ def _due(
         occurrence=f"{meeting.starts_at:%Y%m%dT%H%MZ}:{which}",
         room_id=topic.room_id,
         topic_id=topic.id,
-        context=_context(meeting, person, topic, sweep),
+        context=_context(meeting, person, topic, sweep) | more,
         people=(person.person_id,),
     )
 
 
-def _context(meeting: Meeting, person: MeetingParticipant, topic: Topic, sweep: Sweep) -> Any:
+def _context(
+    meeting: Meeting, person: MeetingParticipant, topic: Topic, sweep: Sweep
+) -> dict[str, Any]:
     zone = their_zone(person)
     return {
         "title": topic.title,
@@ -101,9 +108,9 @@ async def meeting_reminders(session: AsyncSession, sweep: Sweep) -> list[Due]:
         assert person.registered_at is not None
         if at < person.registered_at:  # their join card said it all already
             continue
-        due = _due(meeting, person, topic, sweep, str(int(offset.total_seconds() // 60)))
-        due.context["ahead"] = _ahead(meeting.starts_at - sweep.now)
-        found.append(due)
+        minutes = str(int(offset.total_seconds() // 60))
+        ahead = _ahead(meeting.starts_at - sweep.now)
+        found.append(_due(meeting, person, topic, sweep, minutes, ahead=ahead))
     return found
 
 
