@@ -241,6 +241,12 @@ class RemindersSettings(Section):
     sweep_minutes: Annotated[float, POSITIVE] = 10.0
 
 
+class MeetingsSettings(Section):
+    #: Remote participants are reminded this many minutes before a meeting (each moved
+    #: earlier when it would fall in their night, 22:00–07:00 their time).
+    reminder_minutes: list[Annotated[int, POSITIVE]] = Field(default_factory=lambda: [1440, 30])
+
+
 class OutboxSettings(Section):
     max_attempts: Annotated[int, POSITIVE] = 8
     base_backoff_seconds: Annotated[float, POSITIVE] = 30.0
@@ -308,6 +314,7 @@ class Config(BaseSettings):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     poster: PosterSettings = Field(default_factory=PosterSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+    meetings: MeetingsSettings = Field(default_factory=MeetingsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     pushes: PushesSettings = Field(default_factory=PushesSettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)

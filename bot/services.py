@@ -23,6 +23,7 @@ from bot.wechat.outbound import wechat_outbound
 from dialogs.inbox import Inbox
 from dialogs.router import Dialogs, DialogSettings
 from dialogs.throttle import LocalThrottle, RedisThrottle, redis_client
+from notices.meeting_notices import MeetingNotices
 from notices.notify import OutboxWriter, reply_later, tell
 from notices.outbox import OutboxDispatcher, Sender, reclaim
 from notices.poll_pushes import PollPushWriter
@@ -157,6 +158,10 @@ class Services:
                 work_start=time.fromisoformat(reminders.work_start),
                 work_end=time.fromisoformat(reminders.work_end),
                 escalate_after_days=reminders.escalate_after_days,
+                meeting_reminders=tuple(
+                    timedelta(minutes=m) for m in self.config.meetings.reminder_minutes
+                ),
+                sweep_interval=timedelta(minutes=reminders.sweep_minutes),
             ),
             public_base_url=self.config.server.public_base_url,
             unfollow_links=self.unfollow_links,
@@ -244,7 +249,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         clock,
         calendar,
         review_days=config.review.working_days,
-        listeners=[writer, pushes],
+        listeners=[writer, pushes, MeetingNotices(clock, config.server.public_base_url)],
         poll_listeners=[PollPushWriter(clock, config.server.public_base_url)],
     )
     sessions = make_session_factory(engine)
@@ -287,6 +292,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
                 sensitive_words=tuple(config.sensitive_words()),
                 public_base_url=config.server.public_base_url,
                 subscribe_template_id=config.wechat.subscribe_template_id,
+                max_upload_bytes=config.media.max_bytes,
             ),
             RedisThrottle(redis, *flood) if redis is not None else LocalThrottle(*flood),
             reply_later,

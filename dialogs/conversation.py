@@ -94,6 +94,8 @@ class Conversation:
     #: The WeChat subscription template the topic pages ask consent for
     #: (config wechat.subscribe_template_id); "" for none.
     subscribe_template: str = ""
+    #: The largest upload kept (config media.max_bytes).
+    max_upload_bytes: int = 10 * 1024 * 1024
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 

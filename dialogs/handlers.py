@@ -76,6 +76,8 @@ class Flow:
     modal: bool = False
     #: The button kinds only its steps read (offered and answered within the flow).
     answers: tuple[Kind, ...] = ()
+    #: Takes files (documents); elsewhere a file is answered as something not taken.
+    files: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,18 @@ class Routes:
         if inbound.kind == "start":
             await self._start(conv)
             return
-        if inbound.kind == "unsupported":
+        flow = self.flows.get(conv.state.flow)
+        if inbound.kind == "unsupported" or (
+            inbound.kind == "file" and not (flow is not None and flow.files)
+        ):
             names = SAY.sections["what"]
-            conv.reply(
-                say("common", "unsupported", what=names.get(inbound.unsupported, names["other"]))
-            )
+            what = inbound.unsupported or ("document" if inbound.kind == "file" else "")
+            conv.reply(say("common", "unsupported", what=names.get(what, names["other"])))
             return
         word = self.words.get(inbound.text.strip()) if inbound.kind == "text" else None
         if word is not None:
             await word(conv)
             return
-        flow = self.flows.get(conv.state.flow)
         if inbound.kind == "button" and (kind := BUTTONS.kind(inbound.payload)) is not None:
             route = self.commands.get(kind)
             if route is None and not (flow is not None and flow.modal):

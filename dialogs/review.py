@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dialogs import meeting_time, research
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
@@ -18,7 +19,7 @@ from dialogs.types import Button
 from storage.models import Attachment, Room, Topic
 from workflow.cards import action_buttons, card_text
 from workflow.errors import InvalidField, NotPermitted, WorkflowError
-from workflow.fields import default_date, shown_photos
+from workflow.fields import default_date, shown_photos, url_field
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
 from workflow.payloads import CARD, REVIEW, REVIEW_CHOICE, REVIEW_ROOM, TODO_PAGE, Payload
 from workflow.permissions import visible_topic
@@ -178,10 +179,10 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
             *[Button(r.name, REVIEW_ROOM.build(r.code)) for r in await _nearby(conv)],
             *skip,
         )
+    elif spec.kind == "datetime":
+        meeting_time.ask(conv)
     else:
-        hint = {"datetime": say("review", "hint_datetime"), "date": say("review", "hint_date")}.get(
-            spec.kind, ""
-        )
+        hint = say("review", "hint_date") if spec.kind == "date" else ""
         key = "ask_optional" if optional else "ask_text"
         conv.reply(say("review", key, field=field) + hint, *skip)
 
@@ -209,6 +210,19 @@ async def answer(conv: Conversation) -> None:
     elif spec.kind == "room" and text:
         await _search_rooms(conv, name, text)
         return
+    elif spec.kind == "datetime" and payload == Payload.REVIEW_DONE:
+        moment = meeting_time.confirmed(review)
+        value = moment.isoformat() if moment else None
+    elif spec.kind == "datetime" and text:
+        await meeting_time.take(conv, review, text)  # refused or said back: asked at once
+        return
+    elif spec.kind == "url" and text:
+        try:
+            value = url_field(name, text)
+        except InvalidField as refusal:
+            conv.reply(refusal.message)
+            await _ask(conv, name, optional=name not in TRANSITIONS[review["action"]].required)
+            return
     elif spec.kind not in ("choice", "room") and text:
         value = text
     if (
@@ -303,16 +317,18 @@ async def _apply(conv: Conversation) -> None:
         conv.reply(_late(refusal))
         return
     conv.home()
-    conv.reply(
-        say(
-            "review",
-            "done",
-            action=label("actions", review["action"]),
-            number=topic.number,
-            title=topic.title,
-            state=label("states", topic.state),
-        )
+    done = say(
+        "review",
+        "done",
+        action=label("actions", review["action"]),
+        number=topic.number,
+        title=topic.title,
+        state=label("states", topic.state),
     )
+    code = topic.facts.get("schedule_meeting", {}).get("code")
+    if review["action"] == "schedule_meeting" and code:
+        done += say("meeting", "scheduled", url=f"{conv.public_base_url.rstrip('/')}/m/{code}")
+    conv.reply(done, *research.follow_ups(review["action"], _id(topic)))
 
 
 def _late(refusal: RefRefusal) -> str:

@@ -28,11 +28,13 @@ from sqlalchemy.exc import IntegrityError
 from dialogs import (
     home,
     invites,
+    join_meeting,
     joint,
     moderation,
     my_topics,
     polls,
     public_topics,
+    research,
     review,
     submit_topic,
     suggest,
@@ -71,6 +73,8 @@ HANDLERS: tuple[Handlers, ...] = (
     suggest.HANDLERS,
     moderation.HANDLERS,
     polls.HANDLERS,
+    join_meeting.HANDLERS,
+    research.HANDLERS,
 )
 
 
@@ -116,6 +120,8 @@ class DialogSettings:
     #: The WeChat subscription template (config wechat.subscribe_template_id): set, the bot
     #: offers the topic page's "结果公布时通知我" after a follow, like or suggestion.
     subscribe_template_id: str = ""
+    #: The largest upload kept (config media.max_bytes): a larger one is refused at once.
+    max_upload_bytes: int = 10 * 1024 * 1024
 
 
 class Dialogs:
@@ -209,6 +215,7 @@ class Dialogs:
                     words=self.settings.sensitive_words,
                     public_base_url=self.settings.public_base_url,
                     subscribe_template=self.settings.subscribe_template_id,
+                    max_upload_bytes=self.settings.max_upload_bytes,
                 )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:

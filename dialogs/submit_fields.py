@@ -46,7 +46,7 @@ async def attach(conv: Conversation, kind: str) -> int:
         channel=conv.inbound.channel,
         source_ref=media.ref,
         content_type=media.content_type or "application/octet-stream",
-        text=media.recognition or None,
+        text=media.recognition or media.name or None,
         uploaded_by_id=conv.person.id,
         created_at=conv.now,
     )

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from storage.models import Attachment, ChannelIdentity, InboundReceipt, Person
 from workflow.payloads import START_INVITE, START_ROOM, Button
 
-Kind = Literal["text", "button", "start", "image", "voice", "location", "unsupported"]
+Kind = Literal["text", "button", "start", "image", "voice", "file", "location", "unsupported"]
 
 #: What PostgreSQL refuses in text and JSON: NUL, and surrogates that are not half of a
 #: pair (JSON's "\ud800" gives Python a lone one; UTF-8 cannot encode it).
@@ -54,9 +54,14 @@ class Media:
     ref: str  # WeChat MediaId, Telegram file_id
     content_type: str = ""  # e.g. "image/jpeg", "audio/amr" when the platform says
     recognition: str = ""  # WeChat speech recognition of a voice message, when present
+    #: Its size in bytes as the platform says before download (0: not said), so that an
+    #: oversized upload is refused at once rather than failing in the download later.
+    size: int = 0
+    #: A file's name as sent ("调研报告.pdf"); "" for photos and recordings.
+    name: str = ""
 
     def __post_init__(self) -> None:
-        _clean(self, "ref", "content_type", "recognition")
+        _clean(self, "ref", "content_type", "recognition", "name")
         if not self.ref or len(self.ref) > MEDIA_REF_MAX:
             raise ValueError(f"media reference of {len(self.ref)} characters")
         if len(self.content_type) > CONTENT_TYPE_MAX:

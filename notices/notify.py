@@ -44,7 +44,7 @@ REVIEWERS: dict[str, tuple[Role, ...]] = {
     "topic.outcome_approved": (Role.CONVENER,),
 }
 #: Changes the submitter is not told of (internal bookkeeping).
-NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded"})
+NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded", "topic.research_skipped"})
 #: Publications whose printable notice (notices/printable.py) the convener who published
 #: is sent, for the village notice board, by its kind.
 PRINTABLE = {"topic.publicized": "topic", "topic.results_published": "results"}
@@ -226,6 +226,7 @@ class OutboxWriter:
             "state": catalogue()["states"].get(topic.state, topic.state),
             "due": last_day(topic.review_due_at) if topic.review_due_at else None,
             "url": public_url(self.public_base_url, topic.number, topic.state),
+            "base_url": self.public_base_url,
             "labels": catalogue(),
         }
         return template.render(context).strip()

@@ -236,9 +236,19 @@ async def test_no_research_no_consultation(world: World) -> None:
         actions = await world.lifecycle.available_actions(
             session, topic, Actor(convener, frozenset({(world.rooms["V1"], "convener")}))
         )
-    assert actions == ["record_findings"]
+    assert actions == ["record_findings", "skip_research"]
     with pytest.raises(WrongState, match="尚未「上传调研成果」，不能「安排协商会议」"):
         await world.apply(topic, "schedule_meeting", convener, **FIELDS["schedule_meeting"])
+    assert (await world.reload(topic)).state == State.RESEARCHING
+    # Unless the convener records why: then the meeting may be scheduled, and the reason is
+    # in the topic's history.
+    with pytest.raises(MissingField, match="请填写「理由」"):
+        await world.apply(topic, "skip_research", convener)
+    await world.apply(topic, "skip_research", convener, reason="上月已就同一事项入户调研")
+    await world.apply(topic, "schedule_meeting", convener, **FIELDS["schedule_meeting"])
+    topic = await world.reload(topic)
+    assert topic.state == State.MEETING_SCHEDULED
+    assert topic.facts["skip_research"] == {"reason": "上月已就同一事项入户调研"}
 
 
 async def test_every_action_is_refused_in_every_other_state(world: World) -> None:

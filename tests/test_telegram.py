@@ -268,7 +268,14 @@ KINDS: dict[str, dict[str, Any]] = {
     },
     "video": {"kind": "unsupported", "unsupported": "video"},
     "video_note": {"kind": "unsupported", "unsupported": "video"},
-    "document": {"kind": "unsupported", "unsupported": "document"},
+    # A file: the flows that take files take it (research findings); elsewhere it is
+    # answered as not taken (tests/test_research.py).
+    "document": {
+        "kind": "file",
+        "media": Media(
+            "BQACAgUAAxkBAAIBc2dz-pdf", "application/pdf", size=88123, name="情况说明.pdf"
+        ),
+    },
     "sticker": {"kind": "unsupported", "unsupported": "sticker"},
     "animation": {"kind": "unsupported", "unsupported": "animation"},
     "contact": {"kind": "unsupported", "unsupported": "contact"},

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from notices.meeting_notices import MeetingNotices
 from notices.notify import OutboxWriter
 from storage.db import SessionFactory, transaction
 from storage.models import ChannelIdentity, Person, RoleGrant, Room, Topic
@@ -66,6 +67,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     "plan_research": {"plan": "走访沿线住户"},
     "record_findings": {"findings": "走访32户"},
     "schedule_meeting": {"time": "2026-03-20T19:00", "place": "村部会议室"},
+    "skip_research": {"reason": "已有调研"},
+    "cancel_meeting": {"reason": "改期另行通知"},
     "record_meeting": {"consensus": "建两座公厕"},
     "approve_outcome": {"implementer": "镇城管科", "measures": "立项施工", "due": "2026-06-30"},
     "publish_results": {},
@@ -208,7 +211,10 @@ async def build_world(
     lifecycle = Lifecycle(
         clock,
         calendar,
-        listeners=[OutboxWriter(clock, "https://mashangyi.test", calendar)],
+        listeners=[
+            OutboxWriter(clock, "https://mashangyi.test", calendar),
+            MeetingNotices(clock, "https://mashangyi.test"),
+        ],
     )
     world = World(sessions, clock, lifecycle)
     async with transaction(sessions) as session:

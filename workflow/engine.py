@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
 from storage.participation import Poll
 from storage.sql import insert_for
+from workflow import meetings
 from workflow.clock import CHINA, Clock
 from workflow.errors import (
     Conflict,
@@ -175,7 +176,7 @@ class Lifecycle:
         check_timing(transition, topic, values, now)
         if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
-                "needs_prior", prior=label("actions", transition.after), action=action_label
+                "needs_prior", prior=label("actions", transition.after[0]), action=action_label
             )
         new_room = await self._new_room(session, topic, transition, values, chain)
 
@@ -197,8 +198,10 @@ class Lifecycle:
             if name in values and values[name] != getattr(topic, name):
                 recorded[f"previous_{name}"] = getattr(topic, name)
                 changes[name] = values[name]
-        changes["facts"] = {**topic.facts, action: recorded}
         from_state, from_room = topic.state, topic.room_id
+        if action in meetings.ACTIONS:  # the meeting beside the topic, in this transaction
+            recorded |= await meetings.keep(session, topic, action, values, actor.person_id, now)
+        changes["facts"] = {**topic.facts, action: recorded}
         await self._update(session, topic, changes)
         event = await self._record(
             session, topic, transition, actor.person_id, role, from_state, from_room, recorded, now
@@ -329,14 +332,15 @@ async def available_actions(session: AsyncSession, topic: Topic, actor: Actor) -
         for t in TRANSITIONS.values()
         if topic.state in t.sources
         and can(actor, t, topic, chain)
-        and (t.after is None or await _on_record(session, topic, t.after))
+        and (not t.after or await _on_record(session, topic, t.after))
     ]
 
 
-async def _on_record(session: AsyncSession, topic: Topic, action: str) -> bool:
+async def _on_record(session: AsyncSession, topic: Topic, actions: tuple[str, ...]) -> bool:
+    """Is one of ``actions`` in the topic's history?"""
     found = await session.exec(
         select(TopicEvent.id)
-        .where(TopicEvent.topic_id == topic.id, TopicEvent.action == action)
+        .where(TopicEvent.topic_id == topic.id, col(TopicEvent.action).in_(actions))
         .limit(1)
     )
     return found.first() is not None

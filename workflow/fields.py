@@ -78,15 +78,22 @@ def text_field(name: str, value: Any, limit: int, *, allow_empty: bool = False) 
     return value
 
 
+def url_field(name: str, value: Any) -> str:
+    """``value`` stripped, when it is an https address within the field's limit."""
+    value = text_field(name, value, FIELDS[name].max_len)
+    if not re.match(r"https://[^\s/]+\S*$", value):
+        raise InvalidField("bad_url", field=label("fields", name))
+    return value
+
+
 async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> Any:
     spec, field_label = FIELDS[name], label("fields", name)
     if spec.kind == "photos":
         return await _photos(session, name, raw, topic)
-    if spec.kind in ("text", "url"):
-        value = text_field(name, raw, spec.max_len)
-        if spec.kind == "url" and not re.match(r"https?://\S+$", value):
-            raise InvalidField("bad_url", field=field_label)
-        return value
+    if spec.kind == "url":
+        return url_field(name, raw)
+    if spec.kind == "text":
+        return text_field(name, raw, spec.max_len)
     if spec.kind == "choice":
         if raw not in spec.choices:
             raise InvalidField("bad_choice", field=field_label, choices="、".join(spec.choices))

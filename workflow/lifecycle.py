@@ -92,6 +92,10 @@ REDIRECT_KINDS = CATEGORIES[:4]
 
 TITLE_MAX = 40
 BACKGROUND_MAX = 2000
+#: A meeting lasts this long (its end closes the live window and the join link); the
+#: video link is sent and shown from ``LIVE_BEFORE`` before its start (as Decidim does).
+MEETING_LENGTH = timedelta(hours=2)
+LIVE_BEFORE = timedelta(minutes=10)
 #: Suggestions on a publicized topic close this many days after publication unless the
 #: convener sets another day; the meeting may not be held earlier than a week after
 #: publication (Yancheng norms §14).
@@ -125,9 +129,13 @@ FIELDS: dict[str, FieldSpec] = {
     "background": FieldSpec("text", BACKGROUND_MAX),
     "plan": FieldSpec("text", 1000),
     "findings": FieldSpec("text", 4000),
+    "research_when": FieldSpec("text", 100),
+    "research_place": FieldSpec("text", 200),
     "time": FieldSpec("datetime"),
     "place": FieldSpec("text", 200),
     "link": FieldSpec("url", 500),
+    "agenda": FieldSpec("text", 2000),
+    "materials": FieldSpec("text", 2000),
     "consensus": FieldSpec("text", 4000),
     "implementer": FieldSpec("text", 200),
     "measures": FieldSpec("text", 2000),
@@ -151,7 +159,9 @@ class Transition:
     optional: tuple[str, ...] = ()
     clock: bool = False  # the target state starts a five-working-day review clock
     moves: Literal["to_room", "common_parent"] | None = None  # where the topic's room goes
-    after: str | None = None  # an action that must already be on record (无调研不协商)
+    #: Actions one of which must already be on record (无调研不协商: findings recorded, or
+    #: the convener's recorded reason for going without).
+    after: tuple[str, ...] = ()
     stamps: Literal["published_at", "results_published_at"] | None = None  # set to now
 
 
@@ -185,13 +195,23 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
        required=("comment",), clock=True),
     _t("publish",          {S.APPROVED},            S.PUBLICIZED,        {C},      "publicized",
        optional=("suggestions_close", "photos"), stamps="published_at"),
+    # The plan says what and whom (plan), when and where; the people taking part are named
+    # and confirm in the chat (dialogs/research.py).
     _t("plan_research",    {S.PUBLICIZED},          S.RESEARCHING,       {C, OP},  "research_planned",
-       required=("plan",)),
+       required=("plan",), optional=("research_when", "research_place")),
     _t("record_findings",  {S.RESEARCHING},         S.RESEARCHING,       {C, OP},  "findings_recorded",
        required=("findings",)),
+    # No research, no consultation (000 §13) — unless the convener records why not.
+    _t("skip_research",    {S.PUBLICIZED, S.RESEARCHING},
+                                                    S.RESEARCHING,       {C},      "research_skipped",
+       required=("reason",)),
+    # Scheduling again reschedules the topic's meeting (workflow/meetings.py keeps it).
     _t("schedule_meeting", {S.RESEARCHING, S.MEETING_SCHEDULED},
                                                     S.MEETING_SCHEDULED, {C},      "meeting_scheduled",
-       required=("time", "place"), optional=("link",), after="record_findings"),
+       required=("time", "place"), optional=("link", "agenda", "materials"),
+       after=("record_findings", "skip_research")),
+    _t("cancel_meeting",   {S.MEETING_SCHEDULED},   S.RESEARCHING,       {C},      "meeting_cancelled",
+       required=("reason",)),
     _t("record_meeting",   {S.MEETING_SCHEDULED},   S.OUTCOME_REVIEW,    {C, OP},  "meeting_recorded",
        required=("consensus",), clock=True),
     _t("approve_outcome",  {S.OUTCOME_REVIEW},      S.OUTCOME_APPROVED,  {P},      "outcome_approved",

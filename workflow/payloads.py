@@ -69,6 +69,12 @@ class Payload(StrEnum):
     # The convener's new poll: done picking topics (dialogs/polls.py).
     MENU_POLL = "m:poll"
     POLL_DONE = "q:done"
+    # Registering for a meeting (dialogs/join_meeting.py): the name the chat has, no place.
+    JOIN_SAME_NAME = "mj:name"
+    JOIN_NO_ZONE = "mj:nozone"
+    # The research participants picked, the findings' photos and files all sent
+    # (dialogs/research.py).
+    RESEARCH_DONE = "y:done"
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,20 @@ POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
 #: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
 POLL_PICK = Ref("poll_pick", "pk:", _number)
 
+#: Research (dialogs/research.py): naming its participants for a topic (by topic id), one
+#: of them picked or unpicked (``yp:<topic>:<person>``), a named person's confirmation (by
+#: research participant id), uploading the findings' photos and files (by topic id).
+RESEARCH_NAME = Ref("research_name", "yn:", _number)
+RESEARCH_PICK = Ref("research_pick", "yp:", _pair, _pair_encode)
+RESEARCH_CONFIRM = Ref("research_confirm", "yc:", _number)
+FINDINGS_MEDIA = Ref("findings_media", "yf:", _number)
+#: Inviting named people to a topic's meeting (the same picking, by topic id); an
+#: invitation's 报名参会 button (by the meeting's join code, as its link).
+MEETING_INVITE = Ref("meeting_invite", "yi:", _number)
+MEETING_JOIN = Ref("meeting_join", "mr:", lambda code: code or None)
+#: A meeting's video link asked for (shown only in its live window), by meeting id.
+MEETING_LINK = Ref("meeting_link", "ml:", _number)
+
 #: Start payloads (a Telegram ``/start`` parameter, a WeChat scene string).
 #: A room's code (its QR code and link, bot/qr.py).
 START_ROOM = Ref("start_room", "r_", lambda code: code or None)
@@ -230,6 +250,8 @@ START_ROOM = Ref("start_room", "r_", lambda code: code or None)
 START_INVITE = Ref("start_invite", "i_", _text)
 #: A publicized topic's deep link / WeChat scene, by topic number (D1-2026-000001).
 START_TOPIC = Ref("start_topic", "p_", lambda number: number or None)
+#: A meeting's public join link / temporary WeChat code, by its code (workflow/meetings.py).
+START_MEETING = Ref("start_meeting", "m_", lambda code: code or None)
 #: Anything else: a plain follow, ``/start`` alone, a scene no longer made.
 START_PLAIN = Ref("start_plain", "", _text)
 
@@ -291,6 +313,13 @@ BUTTONS = Registry(
         MODERATE,
         POLL_VOTE,
         POLL_PICK,
+        MEETING_LINK,
+        RESEARCH_NAME,
+        RESEARCH_PICK,
+        RESEARCH_CONFIRM,
+        FINDINGS_MEDIA,
+        MEETING_INVITE,
+        MEETING_JOIN,
     ],
 )
-STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_PLAIN])
+STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_MEETING, START_PLAIN])

@@ -53,6 +53,14 @@ async def holders(session: AsyncSession, room_id: int, roles: Iterable[str]) -> 
     return sorted({person_id for _, _, person_id in rows})
 
 
+async def role_holders(
+    session: AsyncSession, room_id: int, roles: Iterable[str]
+) -> list[tuple[int, str]]:
+    """(person id, role) of the grants in force of ``roles`` in room ``room_id``."""
+    rows = await session.exec(_grant_rows(room_id, list(roles)))
+    return sorted({(person_id, role) for _, role, person_id in rows})
+
+
 async def cosigner_candidates(
     session: AsyncSession, room_id: int, person_id: int
 ) -> list[tuple[int, str | None]]:

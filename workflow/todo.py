@@ -41,7 +41,7 @@ def actionable_states(roles: Iterable[str]) -> frozenset[str]:
     states: set[str] = set()
     for t in TRANSITIONS.values():
         staff = t.roles - {SUBMITTER}
-        if t.after is None and staff and (roles & staff or Role.ADMIN in roles):
+        if not t.after and staff and (roles & staff or Role.ADMIN in roles):
             states |= {str(s) for s in t.sources}
     return frozenset(states)
 

@@ -19,6 +19,7 @@ from typing import Any
 from bot.cli.common import CliError, Command
 from bot.cli.doctor import cmd_doctor
 from bot.cli.processes import cmd_chat, cmd_demo, cmd_serve, cmd_worker
+from bot.cli.research import cmd_research_plan, cmd_research_show
 from bot.cli.roles import cmd_invite, cmd_invite_revoke, cmd_roles_list, cmd_roles_revoke
 from bot.cli.rooms import cmd_qr, cmd_rooms_import, cmd_rooms_list
 from bot.cli.topics import LIST_LIMIT, cmd_notice, cmd_overdue, cmd_topics_list, cmd_topics_show
@@ -90,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = add(topics, "show", cmd_topics_show, "a topic with its whole history")
     show.add_argument("number", help="topic number, e.g. DH-2026-000001")
     show.add_argument("--json", action="store_true")
+
+    research = sub.add_parser("research", help="research before consultation").add_subparsers(
+        dest="research", required=True
+    )
+    plan = add(research, "plan", cmd_research_plan, "publish a topic's research plan")
+    plan.add_argument("number", help="topic number, e.g. DH-2026-000001")
+    plan.add_argument("--plan", required=True, help="what is researched and with whom")
+    plan.add_argument("--when", help="when (as written, e.g. 3月5日上午)")
+    plan.add_argument("--where", help="where")
+    plan.add_argument(
+        "--by", required=True, type=int, help="the convener's or operator's person id"
+    )
+    shown = add(research, "show", cmd_research_show, "a topic's research so far")
+    shown.add_argument("number", help="topic number, e.g. DH-2026-000001")
+    shown.add_argument("--json", action="store_true")
 
     notice = add(sub, "notice", cmd_notice, "a publicized topic's printable notice (PNG, PDF)")
     notice.add_argument("number", help="topic number, e.g. DH-2026-000001")

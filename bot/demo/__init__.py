@@ -263,7 +263,9 @@ async def _walk(
     )
     for action, fields in steps:
         clock.advance(timedelta(days=1, hours=2))
-        if action == "publish":  # suggestions still open when someone tries the demo today
+        if action == "publish" and all(a != "schedule_meeting" for a, _ in steps):
+            # Suggestions still open when someone tries the demo today (a topic that goes
+            # on to its meeting keeps the default: suggestions close before it).
             today = services.clock.now().astimezone(CHINA).date()
             fields = {**fields, "suggestions_close": today + timedelta(days=10)}
         if action == "schedule_meeting" and topic.published_at is not None:

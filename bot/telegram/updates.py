@@ -122,6 +122,14 @@ def _content(message: Message, base: Inbound) -> Inbound | None:
     document = message.document
     if document and message.animation is None and document.mime_type in IMAGE_TYPES:
         return make("image", text=caption, media=Media(document.file_id, document.mime_type))
+    if document and message.animation is None:  # a file: the flows that take files take it
+        file = Media(
+            document.file_id,
+            document.mime_type or "application/octet-stream",
+            size=document.file_size or 0,
+            name=(document.file_name or "")[:100],
+        )
+        return make("file", text=caption, media=file)
     if message.voice:
         voice = message.voice
         return make("voice", media=Media(voice.file_id, voice.mime_type or "audio/ogg"))

@@ -17,6 +17,7 @@ from bot.services import Services
 from bot.telegram import webhook as telegram
 from bot.web import (
     health,
+    meeting_page,
     notice_page,
     page_actions,
     public_pages,
@@ -38,6 +39,7 @@ def create_app(services: Services, *, run_outbox: bool = True) -> web.Applicatio
     health.setup(app, services)  # /healthz, /readyz, /metrics; request ids and timings
     topic_page.setup(app, services)  # /t/<number>: public topic pages
     notice_page.setup(app, services)  # /t/<number>/notice.png|pdf: printable notices
+    meeting_page.setup(app, services)  # /m/<code>, .ics, wechat.png: a meeting's join page
     public_pages.setup(app, services)  # /topics, /results, /r/<code>: 码上建议, 码上查情, rooms
     web_auth.setup(app, services)  # /auth/wechat: WeChat web authorization for page actions
     page_actions.setup(app, services)  # POST /t/<number>/act: like, follow, suggest in WeChat

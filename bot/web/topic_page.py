@@ -18,7 +18,6 @@ consent itself comes back as a ``subscribe_msg_popup_event`` (workflow/consents.
 
 from __future__ import annotations
 
-import io
 import logging
 import secrets
 from collections import OrderedDict
@@ -32,9 +31,9 @@ from bot.services import Services
 from bot.web import web_auth
 from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
+from bot.web.wechat_codes import temporary_code
 from bot.wechat.client import WeChatAPI, WeChatError
 from bot.wechat.jssdk import JsapiTickets
-from notices.drawing import qr_image
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
@@ -138,14 +137,8 @@ def setup(app: web.Application, services: Services) -> None:
                 raise web.HTTPNotFound()
         kept = codes.get(number)
         if kept is None or now - kept[1] > timedelta(days=CODE_DAYS - 1):
-            assert api is not None
-            try:
-                made = await api.create_qrcode(f"p_{number}", CODE_DAYS * 24 * 3600)
-            except WeChatError:
-                raise web.HTTPServiceUnavailable(text="暂时无法生成二维码，请稍后再试。") from None
-            buffer = io.BytesIO()
-            qr_image(made.url, 480).save(buffer, "PNG")
-            kept = codes[number] = (buffer.getvalue(), now)
+            png = await temporary_code(services, f"p_{number}", CODE_DAYS * 24 * 3600)
+            kept = codes[number] = (png, now)
             while len(codes) > CODES_KEPT:
                 codes.popitem(last=False)
         codes.move_to_end(number)

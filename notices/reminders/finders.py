@@ -28,6 +28,7 @@ from notices.reminders.kinds import (
     Sweep,
     Task,
 )
+from notices.reminders.meetings import live_links, meeting_reminders
 from storage.db import select_columns
 from storage.models import JointRecommendation, ReminderSent, Room, Topic, TopicEvent
 from storage.participation import Follow
@@ -284,6 +285,10 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("activity.low_list", quiet_rooms, Supervisors(), digest=True),
     # A joint recommendation nobody finished answering: its member hears that it lapsed.
     Reminder("joint.lapsed", lapsed_joint_recommendations, Submitter()),
+    # A meeting's registered participants: reminded before it, never in their night, and
+    # sent the video link when the live window opens (not in office hours: on their clock).
+    Reminder("meeting.reminder", meeting_reminders, Listed(), office_hours=False),
+    Reminder("meeting.live", live_links, Listed(), office_hours=False),
     # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
     # topic's own audience at once).
     Reminder(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -33,6 +33,11 @@ class ReminderSettings:
     work_end: time = time(17, 30)
     #: Working days past the due date before the supervisors are told.
     escalate_after_days: int = 3
+    #: How long before a meeting its remote participants are reminded.
+    meeting_reminders: tuple[timedelta, ...] = (timedelta(hours=24), timedelta(minutes=30))
+    #: How often sweeps run: a reminder moved out of someone's night goes this much before
+    #: the night begins, so that the sweep that sends it is not in the night yet.
+    sweep_interval: timedelta = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         if self.work_end <= self.work_start:
