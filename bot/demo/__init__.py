@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import func, select
+from sqlalchemy import update
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.services import Services
 from notices.notify import OutboxWriter
 from storage.db import transaction
-from storage.models import ChannelIdentity, Person, RoleGrant, Room, Topic
+from storage.models import ChannelIdentity, OutboxMessage, Person, RoleGrant, Room, Topic
 from workflow.clock import CHINA, FixedClock
 from workflow.engine import Lifecycle
 from workflow.lifecycle import Role
@@ -182,6 +183,14 @@ async def load_demo(services: Services) -> int:
         for index, topic in enumerate(TOPICS):
             clock = FixedClock(start - timedelta(days=40 - 2 * index))
             await _walk(session, services, clock, people, *topic)
+        # The walk is the demo's past: its cards and notices were read back then. Left
+        # pending, a reviewer's first `chat` would print weeks of stale cards, and a typed
+        # "1" would answer the last of them instead of the to-do list just asked for.
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.status) == "pending")
+            .values(status="sent", sent_at=services.clock.now())
+        )
         print(f"demo topics: {len(TOPICS)} created")
     return 0
 
