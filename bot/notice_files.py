@@ -1,6 +1,7 @@
-"""A topic's printable notice (notices/printable.py) as files: the PNG and the PDF, for
+"""A topic's printable notice (notices/printable.py) as files, the PNG and the PDF, for
 ``mashangyi notice``, the public page's download links and the convener's chat (the outbox
-senders read them through ``NoticeStore.read``, a ``notices.message.Files``).
+senders read them through ``NoticeStore.read``, a ``notices.message.Files``); and a
+meeting's calendar file for a registered participant's chat, made on its first send.
 
 Rendering takes about a second (the PDF embeds a subset of the CJK font), so it runs in a
 thread, off the event loop, and each result is kept in the media store under the topic's
@@ -19,6 +20,7 @@ from sqlmodel import select
 
 from bot.media import LocalMediaStore
 from bot.poster import FontError, PosterFont, find_font
+from notices.calendar_file import meeting_ics
 from notices.message import FileRef
 from notices.outbox import PermanentFailure, TemporaryFailure
 from notices.printable import (
@@ -33,6 +35,8 @@ from notices.printable import (
 )
 from storage.db import SessionFactory
 from storage.models import Topic
+from workflow.clock import Clock, SystemClock
+from workflow.meetings import find_meeting, ics_of
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,10 @@ class NoticeStore:
         store: LocalMediaStore,
         public_base_url: str,
         font: Path | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or SystemClock()
         self.sessions = sessions
         self.store = store
         self.public_base_url = public_base_url
@@ -96,6 +103,8 @@ class NoticeStore:
         except (FileNotFoundError, KeyError):
             pass
         named = file_of(ref.key)
+        if named is None and (code := ics_of(ref.key)) is not None:
+            return await self._meeting_ics(ref.key, code)
         if named is None:
             raise PermanentFailure(f"file {ref.key} is not in the media store")
         number, kind = named
@@ -106,6 +115,18 @@ class NoticeStore:
         except FontError as exc:
             raise TemporaryFailure(f"cannot draw the notice: {exc}") from exc
         return files.pdf if ref.key.endswith(".pdf") else files.png
+
+    async def _meeting_ics(self, key: str, code: str) -> bytes:
+        """A meeting's calendar file, made on its first send (as the page serves it)."""
+        async with self.sessions() as session:
+            meeting = await find_meeting(session, code)
+            topic = await session.get(Topic, meeting.topic_id) if meeting else None
+        if meeting is None or topic is None:
+            raise PermanentFailure(f"no meeting {code}")
+        page = f"{self.public_base_url.rstrip('/')}/m/{code}"
+        data = meeting_ics(meeting, topic, page, self.clock.now())
+        await self.store.put(key, data)
+        return data
 
     async def path(self, ref: FileRef) -> Path:
         """Where the file is on disk (the console shows it), made first if need be."""

@@ -262,6 +262,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
         media_store,
         config.server.public_base_url,
         config.base_dir / font if font else None,
+        clock=clock,
     )
     wechat_senders, wechat_fetchers = wechat_outbound(config, sessions, clock, notices)
     redis = redis_client(config.redis.url) if config.redis.url else None

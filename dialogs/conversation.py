@@ -46,6 +46,7 @@ class Tell(Protocol):
         buttons: Sequence[tuple[str, str]] = (),
         topic_id: int | None = None,
         now: datetime,
+        file: tuple[str, str, str] | None = None,
     ) -> None: ...
 
 
@@ -115,9 +116,10 @@ class Conversation:
         kind: str,
         buttons: Sequence[tuple[str, str]] = (),
         topic_id: int | None = None,
+        file: tuple[str, str, str] | None = None,
     ) -> None:
-        """A message to someone other than the sender, through the outbox (``key`` makes a
-        retried message write it once)."""
+        """A message to a person through the outbox (``key`` makes a retried message write
+        it once); ``file``: the (media-store key, file name, kind) it carries."""
         await self.notify(
             self.session,
             person_id,
@@ -127,6 +129,7 @@ class Conversation:
             buttons=buttons,
             topic_id=topic_id,
             now=self.now,
+            file=file,
         )
 
     async def refuse(self, audit_action: str, text: str, *buttons: Button, **subject: Any) -> None:

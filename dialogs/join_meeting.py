@@ -20,6 +20,7 @@ from workflow.meetings import (
     Whereabouts,
     check_open,
     find_meeting,
+    ics_key,
     is_live,
     participant,
     register,
@@ -185,6 +186,19 @@ async def _card(
         ),
         *([_button("get_link", MEETING_LINK.build(meeting.id))] if meeting.video_url else []),
     )
+    # The calendar file itself where the chat takes files (WeChat's customer-service
+    # messages carry images only: there the card's link serves it). Keyed per schedule:
+    # asking again sends it again only after a reschedule. It is written during the step,
+    # so it arrives just before the card (written after it), not after.
+    if conv.inbound.channel != "wechat" and conv.person.id is not None:
+        await conv.tell(
+            conv.person.id,
+            f"meeting.ics:{meeting.id}:v{meeting.version}:{conv.person.id}",
+            say("join", "ics_file", title=topic.title),
+            kind="meeting.ics",
+            topic_id=topic.id,
+            file=(ics_key(meeting), f"{topic.number}-协商会议.ics", "document"),
+        )
 
 
 async def video_link(conv: Conversation, meeting_id: int) -> None:

@@ -256,11 +256,14 @@ async def tell(
     buttons: Sequence[tuple[str, str]] = (),
     topic_id: int | None = None,
     now: datetime,
+    file: tuple[str, str, str] | None = None,
 ) -> None:
     """One message to one person through the outbox, in the caller's transaction, on the
     chat they used last; nothing for a person with no chat yet. The dialogs' ``Tell``
-    (whose ``buttons`` are (label, payload) pairs)."""
-    message = OutboundMessage(text=text, buttons=as_buttons(buttons))
+    (whose ``buttons`` are (label, payload) pairs; ``file`` a ``FileRef``'s fields)."""
+    message = OutboundMessage(
+        text=text, buttons=as_buttons(buttons), file=FileRef(*file) if file else None
+    )
     await send_to(session, person_id, message, key=key, kind=kind, now=now, topic_id=topic_id)
 
 

@@ -108,6 +108,13 @@ async def test_a_remote_participant_on_telegram_from_link_to_the_live_link(
     assert [tz["TZID"] for tz in calendar.walk("VTIMEZONE")] == ["Asia/Shanghai"]
     assert "tencent" not in (await response.text())
 
+    # And the file itself in the chat.
+    await services.dispatcher().drain()
+    ((chat, document, caption),) = fake.uploads("sendDocument")
+    assert chat == li.user and caption.startswith("协商会议「运河步道增设公厕」的日历文件")
+    assert document.filename.endswith("-协商会议.ics")
+    assert document.content == await (await client.get(ics_url)).read()
+
     # The link asked for early: not yet.
     await li.press("获取会议链接")
     assert li.last().startswith("视频会议链接将于 3月10日（周二）11:50")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.test_meetings import MEETING, meeting_of, scheduled
+from tests.test_meetings import MEETING, meeting_of, scheduled, sent
 from tests.test_wechat import (  # noqa: F401  (fixtures, by name)
     Start,
     fake,
@@ -42,6 +42,8 @@ async def test_a_remote_participant_on_wechat(start: Start, clock: FixedClock) -
     card = await h.text("伦敦")
     assert "老陈" in card and "您当地：3月10日（周二）04:00，伦敦时间" in card
     assert "1. 获取会议链接" in card
+    # WeChat's customer-service messages carry no files: the card's link serves the .ics.
+    assert f"/m/{meeting.code}.ics" in card and await sent(h.services, "meeting.ics") == []
     assert (await h.text("1")).startswith("视频会议链接将于")
     clock.set(MEETING - timedelta(minutes=5))
     assert await h.text("1") == "视频会议链接：https://meeting.tencent.com/dm/abc123"

@@ -9,6 +9,7 @@ whether a meeting is live (from ``LIVE_BEFORE`` before its start until its end) 
 
 from __future__ import annotations
 
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -110,6 +111,21 @@ async def current_meeting(session: AsyncSession, topic_id: int) -> Meeting | Non
         .limit(1)
     )
     return found.first()
+
+
+def ics_key(meeting: Meeting) -> str:
+    """Where a meeting's calendar file is kept in the media store, per schedule (a reschedule
+    is a new version, hence a new file)."""
+    return f"meetings/{meeting.code}-v{meeting.version}.ics"
+
+
+def ics_of(key: str) -> str | None:
+    """The meeting code an ``ics_key`` names; None for another key."""
+    found = _ICS_KEY.fullmatch(key)
+    return found["code"] if found else None
+
+
+_ICS_KEY = re.compile(r"meetings/(?P<code>[A-Za-z0-9]+)-v[0-9]+\.ics")
 
 
 async def find_meeting(session: AsyncSession, code: str) -> Meeting | None:
