@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
 from storage.sql import insert_for
-from workflow.clock import CHINA, Clock
+from workflow.clock import CHINA, Clock, deadline_at
 from workflow.errors import (
     Conflict,
     InvalidField,
@@ -40,6 +40,7 @@ from workflow.permissions import Actor, acting_role, can, source_role
 from workflow.publication import check_timing
 from workflow.rooms import nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
+from workflow.uploads import check_uploads, link_uploads
 from workflow.workdays import WorkdayCalendar
 
 
@@ -162,6 +163,7 @@ class Lifecycle:
         now = self.clock.now()
         values = await check_fields(session, transition, fields, topic, now)
         check_timing(transition, topic, values, now)
+        await check_uploads(session, transition, values, actor.person_id)
         if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
                 "needs_prior", prior=label("actions", transition.after), action=action_label
@@ -173,7 +175,11 @@ class Lifecycle:
             changes["room_id"] = new_room.id
         if transition.clock:
             changes["step_started_at"] = now
-            changes["review_due_at"] = self.calendar.due_at(now, self.review_days)
+            changes["review_due_at"] = (
+                deadline_at(values[transition.deadline])
+                if transition.deadline
+                else self.calendar.due_at(now, self.review_days)
+            )
         elif transition.target != topic.state:
             changes["step_started_at"] = now
             changes["review_due_at"] = None
@@ -192,6 +198,7 @@ class Lifecycle:
         event = await self._record(
             session, topic, transition, actor.person_id, role, from_state, from_room, recorded, now
         )
+        await link_uploads(session, transition, values, _id(topic), event.event_id)
         events = [event]
         await self._notify(session, topic, events)
         return events

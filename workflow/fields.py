@@ -18,6 +18,7 @@ from workflow.errors import InvalidField, MissingField
 from workflow.lifecycle import FIELDS, Transition
 from workflow.rooms import get_room
 from workflow.texts import label
+from workflow.uploads import uploaded
 
 
 async def check_fields(
@@ -44,6 +45,8 @@ async def check_fields(
                 values[name] = default_date(name, now)
             continue
         values[name] = await _coerce(session, name, raw, topic)
+        if FIELDS[name].future and values[name] <= now.astimezone(CHINA).date():
+            raise InvalidField("date_not_future", field=label("fields", name))
     return values
 
 
@@ -82,6 +85,8 @@ async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> A
     spec, field_label = FIELDS[name], label("fields", name)
     if spec.kind == "photos":
         return await _photos(session, name, raw, topic)
+    if spec.kind == "uploads":
+        return await uploaded(session, name, raw)
     if spec.kind in ("text", "url"):
         value = text_field(name, raw, spec.max_len)
         if spec.kind == "url" and not re.match(r"https?://\S+$", value):
