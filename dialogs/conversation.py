@@ -91,6 +91,8 @@ class Conversation:
     words: Sequence[str] = ()
     #: Where the public pages are (config server.public_base_url); "" in tools without one.
     public_base_url: str = ""
+    #: The largest upload taken, in bytes (config media.max_bytes); 0: no limit here.
+    max_upload_bytes: int = 0
     #: Rooms looked up by code during this message (a step asks for its room several times).
     _rooms: dict[str, Room | None] = field(default_factory=dict, repr=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dialogs import uploads
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
@@ -158,6 +159,9 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
             Button(SAY.label("buttons_review", "photos_none"), Payload.REVIEW_SKIP),
         )
         return
+    if spec.kind == "uploads":  # photos sent in the chat (dialogs/uploads.py)
+        uploads.ask(conv, review, name)
+        return
     if spec.default_days and optional:  # "skip" takes the default: say which day
         day = default_date(name, conv.now)
         skip = [
@@ -201,6 +205,10 @@ async def answer(conv: Conversation) -> None:
         review["fields"][name] = None
     elif spec.kind == "photos":
         await _pick_photo(conv, name, choice, done=payload == Payload.REVIEW_DONE)
+        return
+    elif spec.kind == "uploads":
+        if await uploads.take(conv, review, name):
+            await _next(conv)
         return
     elif spec.kind == "choice" and choice is not None and choice < len(_choices(conv, name)):
         value = _choices(conv, name)[choice]

@@ -34,6 +34,7 @@ from dialogs import (
     polls,
     public_topics,
     review,
+    satisfaction,
     submit_topic,
     suggest,
 )
@@ -71,6 +72,7 @@ HANDLERS: tuple[Handlers, ...] = (
     suggest.HANDLERS,
     moderation.HANDLERS,
     polls.HANDLERS,
+    satisfaction.HANDLERS,
 )
 
 
@@ -113,6 +115,8 @@ class DialogSettings:
     sensitive_words: tuple[str, ...] = ()
     #: Where the public pages are, for links to them (config server.public_base_url).
     public_base_url: str = ""
+    #: The largest photo a step takes when the platform says its size (config media.max_bytes).
+    max_upload_bytes: int = 0
 
 
 class Dialogs:
@@ -205,6 +209,7 @@ class Dialogs:
                     self.tell,
                     words=self.settings.sensitive_words,
                     public_base_url=self.settings.public_base_url,
+                    max_upload_bytes=self.settings.max_upload_bytes,
                 )
                 before = _where(conv)
                 if chat.flow != HOME and chat.expires_at is not None and chat.expires_at <= now:

@@ -54,6 +54,7 @@ class Media:
     ref: str  # WeChat MediaId, Telegram file_id
     content_type: str = ""  # e.g. "image/jpeg", "audio/amr" when the platform says
     recognition: str = ""  # WeChat speech recognition of a voice message, when present
+    size: int = 0  # bytes, when the platform says before downloading (Telegram); 0: unknown
 
     def __post_init__(self) -> None:
         _clean(self, "ref", "content_type", "recognition")

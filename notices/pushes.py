@@ -41,7 +41,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.audiences import Audience, next_people, unreachable
-from notices.message import OutboundMessage
+from notices.message import OutboundMessage, as_buttons
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
 from storage.db import SessionFactory, transaction
@@ -53,6 +53,7 @@ from workflow.engine import DomainEvent
 from workflow.lifecycle import public_url
 from workflow.payloads import FOLLOW_TOPIC, Button, Setting
 from workflow.people import chat_addresses
+from workflow.satisfaction import asked
 from workflow.texts import Catalogue, catalogue
 from workflow.unfollow_links import UnfollowLinks
 
@@ -60,7 +61,16 @@ log = logging.getLogger(__name__)
 
 TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 #: The topic events pushed to the topic's audience (templates/pushes/<event>.txt).
-PUSHED = frozenset({"topic.publicized", "topic.results_published", "topic.progress_recorded"})
+PUSHED = frozenset(
+    {
+        "topic.publicized",
+        "topic.results_published",
+        "topic.progress_recorded",
+        "topic.reply_recorded",
+        # ... with 满意 / 基本满意 / 不满意: the public may answer too (workflow/satisfaction.py)
+        "topic.implemented",
+    }
+)
 #: People per expansion transaction.
 CHUNK = 500
 #: PostgreSQL: the outbox's statistics are refreshed after this many rows written. A push
@@ -163,7 +173,12 @@ class PushWriter:
                 topic_id=topic.id,
                 # The submitter hears of it from notices/notify.py; nobody of their own act.
                 exclude=(topic.submitter_id, event.actor_id),
-                message=OutboundMessage(text=text, url=url, topic_number=topic.number),
+                message=OutboundMessage(
+                    text=text,
+                    url=url,
+                    topic_number=topic.number,
+                    buttons=as_buttons(asked(event.name, topic.id)),
+                ),
                 now=self.clock.now(),
             )
 
@@ -295,6 +310,7 @@ class PushExpander:
                 message = replace(
                     base,
                     buttons=(
+                        *base.buttons,
                         Button(
                             TEXTS.label("buttons", "unfollow_topic"),
                             FOLLOW_TOPIC.build(Setting(job.subject_id, False)),

@@ -428,8 +428,8 @@ class AuditEntry(_Table, table=True):
 
 
 # The public's tables (follows, likes, suggestions, polls, consents), the push jobs, the
-# satisfaction answers and the web sign-in states live in their own modules; importing them here keeps them in the
-# metadata wherever the models are loaded.
+# satisfaction answers and the web sign-in states live in their own modules; importing
+# them here keeps them in the metadata wherever the models are loaded.
 import storage.participation  # noqa: E402
 import storage.pushes  # noqa: E402
 import storage.satisfaction  # noqa: E402

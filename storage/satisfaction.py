@@ -28,7 +28,7 @@ class SatisfactionAnswer(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     topic_id: int = Field(foreign_key="topics.id")
     #: The implementation answered about: when the topic was marked implemented.
-    round: str = Field(max_length=40)
+    round: datetime = Field(sa_type=UTCDateTime)
     person_id: int = Field(foreign_key="people.id")
     #: "submitter" or "public" (a follower, liker or suggester: counted apart).
     answerer: str = Field(max_length=12)

@@ -26,6 +26,7 @@ from workflow.payloads import (
     LIKE,
     MODERATE,
     POLL_PICK,
+    SATISFACTION,
     POLL_VOTE,
     PUBLIC_LIST,
     PUBLIC_TOPIC,
@@ -86,6 +87,7 @@ SENT: list[tuple[str, Any, Any]] = [
     ("md:30:r", MODERATE, Decision(30, "r")),
     ("pv:3:9", POLL_VOTE, Pair(3, 9)),
     ("pk:12", POLL_PICK, 12),
+    ("sa:12:3", SATISFACTION, Pair(12, 3)),
 ]
 STARTED: list[tuple[str, Any, Any]] = [
     ("r_V1", START_ROOM, "V1"),

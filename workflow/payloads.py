@@ -222,6 +222,9 @@ MODERATE = Ref("moderate", "md:", _decision, _decision_encode)
 POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
 #: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
 POLL_PICK = Ref("poll_pick", "pk:", _number)
+#: “Is it solved?” once a topic is implemented: ``sa:<topic_id>:<1|2|3>`` (满意, 基本满意,
+#: 不满意; workflow/satisfaction.py, dialogs/satisfaction.py).
+SATISFACTION = Ref("satisfaction", "sa:", _pair, _pair_encode)
 
 #: Start payloads (a Telegram ``/start`` parameter, a WeChat scene string).
 #: A room's code (its QR code and link, bot/qr.py).
@@ -291,6 +294,7 @@ BUTTONS = Registry(
         MODERATE,
         POLL_VOTE,
         POLL_PICK,
+        SATISFACTION,
     ],
 )
 STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_PLAIN])

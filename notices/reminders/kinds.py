@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -33,12 +33,17 @@ class ReminderSettings:
     work_end: time = time(17, 30)
     #: Working days past the due date before the supervisors are told.
     escalate_after_days: int = 3
+    #: “Is it solved?” unanswered this long after implementation: asked once more; as long
+    #: again after that: recorded as unanswered.
+    satisfaction_after: timedelta = timedelta(days=7)
 
     def __post_init__(self) -> None:
         if self.work_end <= self.work_start:
             raise ValueError("work_end must be later than work_start")
         if self.escalate_after_days < 1:
             raise ValueError("escalate_after_days must be at least 1")
+        if self.satisfaction_after <= timedelta(0):
+            raise ValueError("satisfaction_after must be positive")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def upgrade() -> None:
         "satisfaction_answers",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("topic_id", sa.Integer(), nullable=False),
-        sa.Column("round", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+        sa.Column("round", storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("person_id", sa.Integer(), nullable=False),
         sa.Column("answerer", sqlmodel.sql.sqltypes.AutoString(length=12), nullable=False),
         sa.Column("answer", sqlmodel.sql.sqltypes.AutoString(length=14), nullable=False),
