@@ -26,9 +26,11 @@ from bot.web.pages import PAGES, day, minute
 from bot.web.public_pages import HEADERS, html
 from bot.wechat.client import WeChatAPI, WeChatError
 from notices.drawing import qr_image
+from workflow import satisfaction
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
+from workflow.satisfaction import rounds
 from workflow.texts import by_day
 
 ROUTE = "/t/{number}"
@@ -54,6 +56,7 @@ def setup(app: web.Application, services: Services) -> None:
             viewer = web_auth.viewer(request, services) if in_wechat else None
             assert topic.id is not None
             mine = await stance(session, viewer.person_id, topic.id) if viewer else None
+            answered = await rounds(session, topic.id)
         config = services.config
         bot = config.telegram.bot_username
         base = config.server.public_base_url.rstrip("/")
@@ -77,6 +80,9 @@ def setup(app: web.Application, services: Services) -> None:
             limit=SUGGESTION_MAX,
             said=request.query.get("said", ""),
             now=now,
+            # 问题解决了吗？ — the latest implementation's answers (ratings, not reasons).
+            satisfaction=answered[-1] if answered else None,
+            answers=satisfaction.ANSWERS,
         )
         response = html(page)
         # What the page shows depends on the browser and the person: never cached shared.
