@@ -119,17 +119,11 @@ async def topics_show(config: Path, number: str, capsys: pytest.CaptureFixture[s
     return capsys.readouterr().out
 
 
-async def test_after_the_meeting_to_is_it_solved(
-    client: TestClient,
-    services: Services,
-    fake: FakeBotAPI,
-    config_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    clock = services.clock
-    assert isinstance(clock, FixedClock)
+async def to_the_meeting(
+    services: Services, client: TestClient, fake: FakeBotAPI
+) -> tuple[dict[str, Any], Resident]:
+    """The reviewers, and a topic submitted in the chat and taken to its meeting."""
     staff = await people(services, client, fake)
-    convener, party, implementer = staff["convener"], staff["party"], staff["implementer"]
     resident = Resident(client, fake)
     await tg.submit(resident)
     await take(services, PEOPLE["convener"][0], ["screen_accept"])
@@ -139,6 +133,20 @@ async def test_after_the_meeting_to_is_it_solved(
         PEOPLE["convener"][0],
         ["publish", "plan_research", "record_findings", "schedule_meeting"],
     )
+    return staff, resident
+
+
+async def test_after_the_meeting_to_is_it_solved(
+    client: TestClient,
+    services: Services,
+    fake: FakeBotAPI,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = services.clock
+    assert isinstance(clock, FixedClock)
+    staff, resident = await to_the_meeting(services, client, fake)
+    convener, party, implementer = staff["convener"], staff["party"], staff["implementer"]
     topic = await topic_now(services)
     follower = Resident(client, fake, user=FOLLOWER)
     await follower.say(f"/start p_{topic.number}")
@@ -177,7 +185,9 @@ async def test_after_the_meeting_to_is_it_solved(
     assert topic.state == State.MEETING_SCHEDULED
     assert "退回意见：请补充参会人数和照片" in convener.card()["text"]
     assert "上传协商成果" in tg.buttons(convener.card())
-    await steps(convener, services, "上传协商成果", CONSENSUS, MINUTES + "，另有3人线上参加", "跳过")
+    await steps(
+        convener, services, "上传协商成果", CONSENSUS, MINUTES + "，另有3人线上参加", "跳过"
+    )
     await steps(party, services, "审定协商成果", "区住建局", "新建雨水井，每月疏通", "2026-03-01")
     assert texts_to(fake, party.user)[-2].startswith("「完成时限」须晚于今天")
     await steps(party, services, "2026-06-30")
@@ -272,18 +282,8 @@ async def test_unanswered_is_asked_once_more_then_recorded(
     config_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    clock = services.clock
-    assert isinstance(clock, FixedClock)
-    await people(services, client, fake)
-    resident = Resident(client, fake)
-    await tg.submit(resident)
-    await take(services, PEOPLE["convener"][0], ["screen_accept"])
-    await take(services, PEOPLE["party"][0], ["approve"])
-    await take(
-        services,
-        PEOPLE["convener"][0],
-        ["publish", "plan_research", "record_findings", "schedule_meeting", "record_meeting"],
-    )
+    _, resident = await to_the_meeting(services, client, fake)
+    await take(services, PEOPLE["convener"][0], ["record_meeting"])
     await take(services, PEOPLE["party"][0], ["approve_outcome"])
     await take(services, PEOPLE["convener"][0], ["publish_results", "complete"])
     await tg.deliver(services)  # implemented on Monday 2026-03-02 10:00

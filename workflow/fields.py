@@ -18,7 +18,7 @@ from workflow.errors import InvalidField, MissingField
 from workflow.lifecycle import FIELDS, Transition
 from workflow.rooms import get_room
 from workflow.texts import label
-from workflow.uploads import uploaded
+from workflow.uploads import attachment_ids, uploaded
 
 
 async def check_fields(
@@ -115,16 +115,7 @@ async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> A
 
 async def _photos(session: AsyncSession, name: str, raw: Any, topic: Topic) -> list[int]:
     """Attachment ids (a list, or "3,5" from a form), each one of the topic's photos."""
-    parts = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(parts, list | tuple):
-        raise InvalidField("bad_photos", field=label("fields", name))
-    wanted: list[int] = []
-    for part in parts:
-        text = str(part).strip()
-        if not text.isdecimal() or len(text) > 12:
-            raise InvalidField("bad_photos", field=label("fields", name))
-        if int(text) not in wanted:
-            wanted.append(int(text))
+    wanted = attachment_ids(name, raw, "bad_photos")
     offered = {a.id for a in await shown_photos(session, topic)}
     if any(photo not in offered for photo in wanted):
         raise InvalidField("bad_photos", field=label("fields", name))

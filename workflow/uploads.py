@@ -23,19 +23,25 @@ from workflow.lifecycle import FIELDS, Transition
 from workflow.texts import label
 
 
-async def uploaded(session: AsyncSession, name: str, raw: Any) -> list[int]:
-    """The attachment ids of an uploads field (a list, or "3,5" from a form), at most the
-    field's ``max_len`` of them."""
+def attachment_ids(name: str, raw: Any, refusal: str) -> list[int]:
+    """Attachment ids (a list, or "3,5" from a form), each once, in the order given;
+    ``refusal`` is the error's key when they are not ids."""
     parts = raw.split(",") if isinstance(raw, str) else raw
     if not isinstance(parts, list | tuple):
-        raise InvalidField("bad_uploads", field=label("fields", name))
+        raise InvalidField(refusal, field=label("fields", name))
     ids: list[int] = []
     for part in parts:
         text = str(part).strip()
         if not text.isdecimal() or len(text) > 12:
-            raise InvalidField("bad_uploads", field=label("fields", name))
+            raise InvalidField(refusal, field=label("fields", name))
         if int(text) not in ids:
             ids.append(int(text))
+    return ids
+
+
+async def uploaded(session: AsyncSession, name: str, raw: Any) -> list[int]:
+    """The attachment ids of an uploads field, at most the field's ``max_len`` of them."""
+    ids = attachment_ids(name, raw, "bad_uploads")
     limit = FIELDS[name].max_len
     if len(ids) > limit:
         raise InvalidField("too_many_uploads", field=label("fields", name), limit=limit)
