@@ -190,8 +190,10 @@ async def test_after_the_meeting_to_is_it_solved(
     )
     await steps(party, services, "审定协商成果", "区住建局", "新建雨水井，每月疏通", "2026-03-01")
     assert texts_to(fake, party.user)[-2].startswith("「完成时限」须晚于今天")
-    await steps(party, services, "2026-06-30")
-    assert (await topic_now(services)).state == State.OUTCOME_APPROVED
+    await steps(party, services, "90天内（6月21日）")  # a date offered as a button
+    topic = await topic_now(services)
+    assert topic.state == State.OUTCOME_APPROVED
+    assert topic.facts["approve_outcome"]["due"] == "2026-06-21"
 
     # 7. Results published (the follower is pushed), progress from the implementer.
     await steps(convener, services, "公示结果")

@@ -123,6 +123,8 @@ class FieldSpec:
     default_days: int = 0
     #: A date that must lie after today (a due date, a deadline).
     future: bool = False
+    #: Dates offered as buttons, as days after today (typing another works too).
+    presets: tuple[int, ...] = ()
 
 
 #: Every field an action can take, declared once; labels are in zh_CN.toml [fields].
@@ -148,7 +150,7 @@ FIELDS: dict[str, FieldSpec] = {
     "consensus": FieldSpec("text", 4000),
     "implementer": FieldSpec("text", 200),
     "measures": FieldSpec("text", 2000),
-    "due": FieldSpec("date", future=True),
+    "due": FieldSpec("date", future=True, presets=(30, 90, 180)),
     "note": FieldSpec("text", 1000),
     "summary": FieldSpec("text", 1000),
     "suggestions_close": FieldSpec("date", default_days=SUGGESTION_DAYS),
@@ -160,7 +162,7 @@ FIELDS: dict[str, FieldSpec] = {
     "meeting_photos": FieldSpec("uploads", max_len=MEETING_PHOTOS_MAX),
     # A department's written reply (004 §4(四)): who, by when, and what it said.
     "department": FieldSpec("text", 200),
-    "reply_due": FieldSpec("date", future=True),
+    "reply_due": FieldSpec("date", future=True, presets=(15, 30)),
     "reply": FieldSpec("text", 4000),
 }
 
