@@ -157,31 +157,31 @@ async def answer(
         text = text_field("reason", reason, REASON_MAX)
     values = {
         "topic_id": topic.id,
-        "round": round_of(topic),
+        "round": round_of(topic),  # read before reopening moves the step on
         "person_id": actor.person_id,
         "answerer": who,
         "answer": given,
         "reason": text or None,
         "at": now,
     }
+    # Reopened first: the lifecycle refuses before it writes anything, so a refusal there
+    # leaves no answer behind; nothing after it refuses.
+    reopened = given == DISSATISFIED and who == SUBMITTER
+    if reopened:
+        await lifecycle.apply(session, topic, "reopen", actor, reason=text)
     if before is not None:  # replacing the sweep's "unanswered"
         before.answer, before.reason, before.at, before.answerer = given, text or None, now, who
         session.add(before)
         await session.flush()
-    else:
-        inserted = await session.exec(
-            insert_for(session, SatisfactionAnswer)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["topic_id", "round", "person_id"])
-            .returning(col(SatisfactionAnswer.id))
-        )
-        if inserted.scalar_one_or_none() is None:  # the same person at the same moment
-            raise InvalidField("satisfaction_answered", answer=label("satisfaction", given))
-    reopened = False
-    if given == DISSATISFIED and who == SUBMITTER:
-        await lifecycle.apply(session, topic, "reopen", actor, reason=text)
-        reopened = True
-    return Answered(given, reopened=reopened)
+        return Answered(given, reopened=reopened)
+    inserted = await session.exec(
+        insert_for(session, SatisfactionAnswer)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["topic_id", "round", "person_id"])
+        .returning(col(SatisfactionAnswer.id))
+    )
+    # None: the same person's answer an instant earlier (another process): that one stands.
+    return Answered(given, again=inserted.scalar_one_or_none() is None, reopened=reopened)
 
 
 # -- what is shown (the topic's page, ``topics show``) ------------------------------------
