@@ -238,6 +238,9 @@ class RemindersSettings(Section):
     work_start: Annotated[str, CLOCK_TIME] = "09:00"
     work_end: Annotated[str, CLOCK_TIME] = "17:30"
     escalate_after_days: Annotated[int, POSITIVE] = 3
+    #: “Is it solved?” unanswered this many days after implementation: asked once more,
+    #: and as many days later recorded as unanswered.
+    satisfaction_days: Annotated[float, POSITIVE] = 7.0
     sweep_minutes: Annotated[float, POSITIVE] = 10.0
 
 

@@ -162,6 +162,7 @@ class Services:
                     timedelta(minutes=m) for m in self.config.meetings.reminder_minutes
                 ),
                 sweep_interval=timedelta(minutes=reminders.sweep_minutes),
+                satisfaction_after=timedelta(days=reminders.satisfaction_days),
             ),
             public_base_url=self.config.server.public_base_url,
             unfollow_links=self.unfollow_links,

@@ -9,15 +9,17 @@ rooms as buttons, text typed), then the lifecycle decides.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
-from dialogs import meeting_time, research
+from dialogs import meeting_time, research, uploads
 from dialogs.conversation import SAY, Conversation, say
 from dialogs.handlers import Flow, Handlers, on
 from dialogs.home import find_rooms
 from dialogs.types import Button
 from storage.models import Attachment, Room, Topic
 from workflow.cards import action_buttons, card_text
+from workflow.clock import CHINA
 from workflow.errors import InvalidField, NotPermitted, WorkflowError
 from workflow.fields import default_date, shown_photos, url_field
 from workflow.lifecycle import CATEGORIES, CONSULTATION, FIELDS, TRANSITIONS
@@ -159,6 +161,9 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
             Button(SAY.label("buttons_review", "photos_none"), Payload.REVIEW_SKIP),
         )
         return
+    if spec.kind == "uploads":  # photos sent in the chat (dialogs/uploads.py)
+        uploads.ask(conv, review, name)
+        return
     if spec.default_days and optional:  # "skip" takes the default: say which day
         day = default_date(name, conv.now)
         skip = [
@@ -184,7 +189,14 @@ async def _ask(conv: Conversation, name: str, *, optional: bool) -> None:
     else:
         hint = say("review", "hint_date") if spec.kind == "date" else ""
         key = "ask_optional" if optional else "ask_text"
-        conv.reply(say("review", key, field=field) + hint, *skip)
+        offered = [
+            Button(
+                say("review", "preset_date", month=day.month, day=day.day, days=days),
+                REVIEW_CHOICE.build(i),
+            )
+            for i, (days, day) in enumerate(_presets(conv, name))
+        ]
+        conv.reply(say("review", key, field=field) + hint, *offered, *skip)
 
 
 async def answer(conv: Conversation) -> None:
@@ -203,6 +215,12 @@ async def answer(conv: Conversation) -> None:
     elif spec.kind == "photos":
         await _pick_photo(conv, name, choice, done=payload == Payload.REVIEW_DONE)
         return
+    elif spec.kind == "uploads":
+        if await uploads.take(conv, review, name):
+            await _next(conv)
+        return
+    elif spec.kind == "date" and choice is not None and choice < len(spec.presets):
+        value = _presets(conv, name)[choice][1].isoformat()
     elif spec.kind == "choice" and choice is not None and choice < len(_choices(conv, name)):
         value = _choices(conv, name)[choice]
     elif spec.kind == "room" and REVIEW_ROOM.claims(payload):
@@ -273,6 +291,12 @@ async def _nearby(conv: Conversation) -> list[Room]:
     topic = await conv.session.get(Topic, _review(conv)["topic"])
     assert topic is not None
     return await nearby_rooms(conv.session, topic.room_id, ROOM_CHOICES)
+
+
+def _presets(conv: Conversation, name: str) -> list[tuple[int, date]]:
+    """The dates a date field offers as buttons: (days after today, the day)."""
+    today = conv.now.astimezone(CHINA).date()
+    return [(days, today + timedelta(days=days)) for days in FIELDS[name].presets]
 
 
 def _choices(conv: Conversation, name: str) -> tuple[str, ...]:

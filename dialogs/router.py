@@ -36,6 +36,7 @@ from dialogs import (
     public_topics,
     research,
     review,
+    satisfaction,
     submit_topic,
     suggest,
 )
@@ -75,6 +76,7 @@ HANDLERS: tuple[Handlers, ...] = (
     polls.HANDLERS,
     join_meeting.HANDLERS,
     research.HANDLERS,
+    satisfaction.HANDLERS,
 )
 
 

@@ -27,6 +27,7 @@ from workflow.lifecycle import Role, public_url
 from workflow.people import chat_address, holders
 from workflow.permissions import load_actor
 from workflow.review_links import ReviewLinks
+from workflow.satisfaction import asked
 from workflow.texts import catalogue, label, text
 from workflow.workdays import WorkdayCalendar
 
@@ -42,9 +43,17 @@ REVIEWERS: dict[str, tuple[Role, ...]] = {
     "topic.approved": (Role.CONVENER,),
     "topic.meeting_recorded": (Role.PARTY,),
     "topic.outcome_approved": (Role.CONVENER,),
+    # After the meeting (issue 13): the outcome sent back, the implementer's work, the
+    # department's reply awaited, the submitter's 不满意.
+    "topic.outcome_sent_back": (Role.CONVENER,),
+    "topic.results_published": (Role.IMPLEMENTER,),
+    "topic.reply_requested": (Role.IMPLEMENTER,),
+    "topic.reopened": (Role.CONVENER,),
 }
 #: Changes the submitter is not told of (internal bookkeeping).
-NOT_FOR_SUBMITTER = frozenset({"topic.findings_recorded", "topic.research_skipped"})
+NOT_FOR_SUBMITTER = frozenset(
+    {"topic.findings_recorded", "topic.research_skipped", "topic.outcome_sent_back"}
+)
 #: Publications whose printable notice (notices/printable.py) the convener who published
 #: is sent, for the village notice board, by its kind.
 PRINTABLE = {"topic.publicized": "topic", "topic.results_published": "results"}
@@ -96,6 +105,9 @@ class OutboxWriter:
                     topic_number=topic.number,
                     url=public_url(self.public_base_url, topic.number, topic.state),
                 )
+                if recipient.audience == "submitter":  # 问题解决了吗？ once implemented
+                    assert topic.id is not None
+                    message = replace(message, buttons=as_buttons(asked(event.name, topic.id)))
                 if recipient.audience == "reviewer":  # the card, with the buttons to act
                     if card is None:
                         card = await card_text(session, topic, self.calendar, now)

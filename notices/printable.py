@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from notices.drawing import qr_image, wrap
 from storage.models import Room, Topic
 from workflow.clock import CHINA
-from workflow.lifecycle import State, public_url
+from workflow.lifecycle import RESULT_STATES, public_url
 from workflow.rooms import room_chain
 from workflow.texts import Catalogue
 
@@ -32,7 +32,6 @@ SAY = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 
 #: What a notice is of: the topic publicized (码上建议) or its results (码上查情).
 KINDS = ("topic", "results")
-RESULT_STATES = frozenset({State.RESULTS_PUBLISHED, State.IMPLEMENTED})
 #: A4 at 200 dpi, as the posters.
 PAGE = (1654, 2339)
 #: What one page holds of a long text; the QR code leads to the whole of it.

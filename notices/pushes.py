@@ -42,7 +42,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.audiences import Audience, audience_of, next_people, unreachable
-from notices.message import OutboundMessage
+from notices.message import OutboundMessage, as_buttons
 from notices.outbox import enqueue_many
 from notices.templating import text_environment
 from storage.db import SessionFactory, transaction
@@ -55,6 +55,7 @@ from workflow.follows import Subject
 from workflow.lifecycle import public_url
 from workflow.payloads import FOLLOW_ROOM, FOLLOW_TOPIC, Button, Ref, Setting
 from workflow.people import chat_addresses
+from workflow.satisfaction import asked
 from workflow.texts import Catalogue, catalogue
 from workflow.unfollow_links import UnfollowLinks
 
@@ -62,7 +63,16 @@ log = logging.getLogger(__name__)
 
 TEXTS = Catalogue(Path(__file__).with_name("zh_CN.toml"))
 #: The topic events pushed to the topic's audience (templates/pushes/<event>.txt).
-PUSHED = frozenset({"topic.publicized", "topic.results_published", "topic.progress_recorded"})
+PUSHED = frozenset(
+    {
+        "topic.publicized",
+        "topic.results_published",
+        "topic.progress_recorded",
+        "topic.reply_recorded",
+        # ... with 满意 / 基本满意 / 不满意: the public may answer too (workflow/satisfaction.py)
+        "topic.implemented",
+    }
+)
 #: The audiences that follow something: what (for the unfollow link), the unfollow
 #: button's label and payload (a poll's voters follow nothing).
 FOLLOWED: dict[str, tuple[Subject, str, Ref[Setting]]] = {
@@ -154,7 +164,12 @@ class PushWriter:
                 topic_id=topic.id,
                 # The submitter hears of it from notices/notify.py; nobody of their own act.
                 exclude=(topic.submitter_id, event.actor_id),
-                message=OutboundMessage(text=text, url=url, topic_number=topic.number),
+                message=OutboundMessage(
+                    text=text,
+                    url=url,
+                    topic_number=topic.number,
+                    buttons=as_buttons(asked(event.name, topic.id)),
+                ),
                 now=self.clock.now(),
             )
 

@@ -427,10 +427,11 @@ class AuditEntry(_Table, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
 
 
-# The public's tables (follows, likes, suggestions, polls, consents), the push jobs and the
-# web sign-in states live in their own modules; importing them here keeps them in the
-# metadata wherever the models are loaded.
+# The public's tables (follows, likes, suggestions, polls, consents), the push jobs, the
+# satisfaction answers and the web sign-in states live in their own modules; importing
+# them here keeps them in the metadata wherever the models are loaded.
 import storage.meetings  # noqa: E402
 import storage.participation  # noqa: E402
 import storage.pushes  # noqa: E402
+import storage.satisfaction  # noqa: E402
 import storage.webauth  # noqa: E402, F401

@@ -33,7 +33,7 @@ async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
 
 async def test_upgrade_twice_is_harmless(database_url: str) -> None:
     await upgrade(database_url)
-    assert await current_revision(database_url) == head_revision() == "0016"
+    assert await current_revision(database_url) == head_revision() == "0017"
 
 
 async def test_a_row_referring_to_a_missing_one_is_refused(engine: AsyncEngine) -> None:

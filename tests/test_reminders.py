@@ -144,6 +144,10 @@ def test_responsibility_is_read_off_the_transition_table() -> None:
         State.REFERRED: {"convener", "supervisor"},
         State.AWAITING_APPROVAL: {"party"},
         State.OUTCOME_REVIEW: {"party"},
+        # The department's reply is chased, and the reopened topic followed up, by the
+        # room's convener and operator, and its implementer.
+        State.AWAITING_REPLY: {"convener", "operator", "implementer"},
+        State.REOPENED: {"convener", "operator", "implementer"},
     }
     assert responsible_roles(State.IMPLEMENTED) == frozenset()
 

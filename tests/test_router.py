@@ -41,6 +41,7 @@ from workflow.payloads import (
     REVIEW_CHOICE,
     REVIEW_ROOM,
     ROOM,
+    SATISFACTION,
     START_INVITE,
     START_MEETING,
     START_PLAIN,
@@ -101,6 +102,7 @@ SENT: list[tuple[str, Any, Any]] = [
     ("yf:12", FINDINGS_MEDIA, 12),
     ("yi:12", MEETING_INVITE, 12),
     ("mr:a7k2mx9pqr", MEETING_JOIN, "a7k2mx9pqr"),
+    ("sa:12:3", SATISFACTION, Pair(12, 3)),
 ]
 STARTED: list[tuple[str, Any, Any]] = [
     ("r_V1", START_ROOM, "V1"),

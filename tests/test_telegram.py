@@ -253,11 +253,12 @@ KINDS: dict[str, dict[str, Any]] = {
     "photo": {
         "kind": "image",
         "text": "路口积水",
-        "media": Media("AgACAgUAAxkBAAIBbWdz-large", "image/jpeg"),
+        # The size Telegram gives, so that a step can refuse an oversized photo at once.
+        "media": Media("AgACAgUAAxkBAAIBbWdz-large", "image/jpeg", size=131072),
     },
     "image_document": {
         "kind": "image",
-        "media": Media("BQACAgUAAxkBAAIBcGdz-imgdoc", "image/jpeg"),
+        "media": Media("BQACAgUAAxkBAAIBcGdz-imgdoc", "image/jpeg", size=2411724),
     },
     "voice": {"kind": "voice", "media": Media("AwACAgUAAxkBAAIBbmdz-voice", "audio/ogg")},
     "audio": {"kind": "voice", "media": Media("CQACAgUAAxkBAAIBb2dz-audio", "audio/mpeg")},

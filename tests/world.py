@@ -75,6 +75,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "record_progress": {"note": "已完成设计"},
     "complete": {"summary": "已投入使用"},
     "withdraw": {"reason": "已自行解决"},
+    "send_back_outcome": {"comment": "请补充会议纪要"},
+    "request_reply": {"department": "区交通局", "reply_due": "2026-04-30"},
+    "record_reply": {"reply": "已列入年度计划"},
+    "reopen": {"reason": "厕所还没有开放"},
 }
 
 #: The actions that bring a new topic (in V1) to each state.
@@ -109,6 +113,8 @@ _after = {
     State.IMPLEMENTED: "complete",
 }
 ROUTES |= {state: _main[: _main.index(action) + 1] for state, action in _after.items()}
+ROUTES[State.AWAITING_REPLY] = [*ROUTES[State.RESULTS_PUBLISHED], "request_reply"]
+ROUTES[State.REOPENED] = [*ROUTES[State.IMPLEMENTED], "reopen"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from workflow.lifecycle import CLOCKED_STATES, FINAL_STATES, State
 from workflow.payloads import REVIEW
 from workflow.permissions import Actor
 from workflow.similar import most_similar
-from workflow.texts import by_day, label, text
+from workflow.texts import by_day, catalogue, label, text
 from workflow.waiting import review_wait
 from workflow.workdays import WorkdayCalendar
 
@@ -35,7 +35,13 @@ BACKGROUND_SHOWN = 300
 #: are ``[cards] deciding_<field>``.
 DECIDING: dict[str, tuple[tuple[str, str, int], ...]] = {
     State.AWAITING_APPROVAL: (("screen_accept", "category", 20), ("screen_accept", "reason", 300)),
-    State.OUTCOME_REVIEW: (("record_meeting", "consensus", 1000),),
+    State.OUTCOME_REVIEW: (
+        ("record_meeting", "consensus", 1000),
+        ("record_meeting", "minutes", 600),
+        ("record_meeting", "meeting_photos", 0),
+    ),
+    State.AWAITING_REPLY: (("request_reply", "department", 60), ("request_reply", "reply_due", 20)),
+    State.REOPENED: (("reopen", "reason", 300),),
 }
 
 
@@ -152,9 +158,15 @@ def _deciding(topic: Topic) -> str:
     """The lines of ``DECIDING`` for the topic's state, each ending in a line break."""
     lines = []
     for action, name, limit in DECIDING.get(topic.state, ()):
-        value = str(topic.facts.get(action, {}).get(name) or "").strip()
+        recorded = topic.facts.get(action, {}).get(name)
+        if isinstance(recorded, list):  # attachment ids: how many
+            recorded = len(recorded)
+        value = str(recorded or "").strip()
         if value:
-            lines.append(text("cards", f"deciding_{name}", value=_short(value, limit)) + "\n")
+            # ``deciding_<action>_<field>`` where one field means different things by step.
+            key = f"deciding_{action}_{name}"
+            key = key if key in catalogue()["cards"] else f"deciding_{name}"
+            lines.append(text("cards", key, value=_short(value, limit) if limit else value) + "\n")
     return "".join(lines)
 
 

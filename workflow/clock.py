@@ -44,3 +44,9 @@ class FixedClock:
 def last_day(due_at: datetime) -> date:
     """The last China-local day of a window that ends (exclusively) at ``due_at``."""
     return (due_at.astimezone(CHINA) - timedelta(microseconds=1)).date()
+
+
+def deadline_at(day: date) -> datetime:
+    """The end of ``day``, China time: a deadline window ends (exclusively) at it, so that
+    ``last_day`` gives ``day`` back."""
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=CHINA)

@@ -21,7 +21,7 @@ from storage.models import Attachment, Room, Topic, TopicCounter, TopicEvent
 from storage.participation import Poll
 from storage.sql import insert_for
 from workflow import meetings
-from workflow.clock import CHINA, Clock
+from workflow.clock import CHINA, Clock, deadline_at
 from workflow.errors import (
     Conflict,
     InvalidField,
@@ -42,6 +42,7 @@ from workflow.permissions import Actor, acting_role, can, source_role
 from workflow.publication import check_timing
 from workflow.rooms import nearest_common_ancestor, number_prefix, room_chain
 from workflow.texts import label
+from workflow.uploads import check_uploads, link_uploads
 from workflow.workdays import WorkdayCalendar
 
 
@@ -174,6 +175,7 @@ class Lifecycle:
         now = self.clock.now()
         values = await check_fields(session, transition, fields, topic, now)
         check_timing(transition, topic, values, now)
+        await check_uploads(session, transition, values, actor.person_id)
         if transition.after and not await _on_record(session, topic, transition.after):
             raise WrongState(
                 "needs_prior", prior=label("actions", transition.after[0]), action=action_label
@@ -185,7 +187,11 @@ class Lifecycle:
             changes["room_id"] = new_room.id
         if transition.clock:
             changes["step_started_at"] = now
-            changes["review_due_at"] = self.calendar.due_at(now, self.review_days)
+            changes["review_due_at"] = (
+                deadline_at(values[transition.deadline])
+                if transition.deadline
+                else self.calendar.due_at(now, self.review_days)
+            )
         elif transition.target != topic.state:
             changes["step_started_at"] = now
             changes["review_due_at"] = None
@@ -206,6 +212,7 @@ class Lifecycle:
         event = await self._record(
             session, topic, transition, actor.person_id, role, from_state, from_room, recorded, now
         )
+        await link_uploads(session, transition, values, _id(topic), event.event_id)
         events = [event]
         await self._notify(session, topic, events)
         return events

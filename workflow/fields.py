@@ -18,6 +18,7 @@ from workflow.errors import InvalidField, MissingField
 from workflow.lifecycle import FIELDS, Transition
 from workflow.rooms import get_room
 from workflow.texts import label
+from workflow.uploads import attachment_ids, uploaded
 
 
 async def check_fields(
@@ -44,6 +45,8 @@ async def check_fields(
                 values[name] = default_date(name, now)
             continue
         values[name] = await _coerce(session, name, raw, topic)
+        if FIELDS[name].future and values[name] <= now.astimezone(CHINA).date():
+            raise InvalidField("date_not_future", field=label("fields", name))
     return values
 
 
@@ -90,6 +93,8 @@ async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> A
     spec, field_label = FIELDS[name], label("fields", name)
     if spec.kind == "photos":
         return await _photos(session, name, raw, topic)
+    if spec.kind == "uploads":
+        return await uploaded(session, name, raw)
     if spec.kind == "url":
         return url_field(name, raw)
     if spec.kind == "text":
@@ -117,16 +122,7 @@ async def _coerce(session: AsyncSession, name: str, raw: Any, topic: Topic) -> A
 
 async def _photos(session: AsyncSession, name: str, raw: Any, topic: Topic) -> list[int]:
     """Attachment ids (a list, or "3,5" from a form), each one of the topic's photos."""
-    parts = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(parts, list | tuple):
-        raise InvalidField("bad_photos", field=label("fields", name))
-    wanted: list[int] = []
-    for part in parts:
-        text = str(part).strip()
-        if not text.isdecimal() or len(text) > 12:
-            raise InvalidField("bad_photos", field=label("fields", name))
-        if int(text) not in wanted:
-            wanted.append(int(text))
+    wanted = attachment_ids(name, raw, "bad_photos")
     offered = {a.id for a in await shown_photos(session, topic)}
     if any(photo not in offered for photo in wanted):
         raise InvalidField("bad_photos", field=label("fields", name))

@@ -35,6 +35,7 @@ INVITE_ROLES: tuple[str, ...] = (
     Role.MEMBER,
     Role.GRID,
     Role.SUPERVISOR,
+    Role.IMPLEMENTER,
 )
 #: WeChat temporary QR codes live at most 30 days; an invite no longer than its code.
 MAX_VALIDITY = timedelta(days=30)

@@ -24,6 +24,8 @@ class State(StrEnum):
     OUTCOME_REVIEW = "outcome_review"  # 成果审核
     OUTCOME_APPROVED = "outcome_approved"
     RESULTS_PUBLISHED = "results_published"  # 码上查情, being implemented
+    AWAITING_REPLY = "awaiting_reply"  # a department's written reply is due (004 §4(四))
+    REOPENED = "reopened"  # the submitter said 不满意: the convener follows it up again
     IMPLEMENTED = "implemented"
     DECLINED = "declined"
     REDIRECTED = "redirected"
@@ -43,8 +45,16 @@ PUBLIC_STATES = frozenset(
         State.OUTCOME_REVIEW,
         State.OUTCOME_APPROVED,
         State.RESULTS_PUBLISHED,
+        State.AWAITING_REPLY,
+        State.REOPENED,
         State.IMPLEMENTED,
     }
+)
+
+
+#: From result publication (码上查情) on: the results, being carried out or done.
+RESULT_STATES = frozenset(
+    {State.RESULTS_PUBLISHED, State.AWAITING_REPLY, State.REOPENED, State.IMPLEMENTED}
 )
 
 
@@ -61,6 +71,9 @@ class Role(StrEnum):
     GRID = "grid"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    #: Someone of the body carrying out a room's results (a department's contact, invited
+    #: like any role): posts progress and the department's written reply.
+    IMPLEMENTER = "implementer"
 
 
 #: Not a granted role: the person who submitted the topic.
@@ -101,15 +114,21 @@ LIVE_BEFORE = timedelta(minutes=10)
 #: publication (Yancheng norms §14).
 SUGGESTION_DAYS = 7
 MEETING_AFTER_PUBLICATION = timedelta(days=7)
+#: Photos of one meeting sent in the chat (the minutes on paper, the room, the people).
+MEETING_PHOTOS_MAX = 9
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    kind: Literal["text", "choice", "room", "datetime", "date", "url", "photos"]
+    kind: Literal["text", "choice", "room", "datetime", "date", "url", "photos", "uploads"]
     max_len: int = 0
     choices: tuple[str, ...] = ()
     #: A date field left out is this many days after today (China time); 0: no default.
     default_days: int = 0
+    #: A date that must lie after today (a due date, a deadline).
+    future: bool = False
+    #: Dates offered as buttons, as days after today (typing another works too).
+    presets: tuple[int, ...] = ()
 
 
 #: Every field an action can take, declared once; labels are in zh_CN.toml [fields].
@@ -139,12 +158,20 @@ FIELDS: dict[str, FieldSpec] = {
     "consensus": FieldSpec("text", 4000),
     "implementer": FieldSpec("text", 200),
     "measures": FieldSpec("text", 2000),
-    "due": FieldSpec("date"),
+    "due": FieldSpec("date", future=True, presets=(30, 90, 180)),
     "note": FieldSpec("text", 1000),
     "summary": FieldSpec("text", 1000),
     "suggestions_close": FieldSpec("date", default_days=SUGGESTION_DAYS),
     # The topic's photos the public may see (attachment ids); none unless chosen.
     "photos": FieldSpec("photos"),
+    # After the meeting (000 §14): the minutes, and photos sent in the chat during the step
+    # (attachment ids, linked to the topic and the event when it is taken).
+    "minutes": FieldSpec("text", 4000),
+    "meeting_photos": FieldSpec("uploads", max_len=MEETING_PHOTOS_MAX),
+    # A department's written reply (004 §4(四)): who, by when, and what it said.
+    "department": FieldSpec("text", 200),
+    "reply_due": FieldSpec("date", future=True, presets=(15, 30)),
+    "reply": FieldSpec("text", 4000),
 }
 
 
@@ -163,6 +190,8 @@ class Transition:
     #: the convener's recorded reason for going without).
     after: tuple[str, ...] = ()
     stamps: Literal["published_at", "results_published_at"] | None = None  # set to now
+    #: A date field whose day ends the clock, instead of five working days (a deadline).
+    deadline: str | None = None
 
 
 def _t(
@@ -172,6 +201,9 @@ def _t(
 
 
 S, C, P, OP, SUP = State, Role.CONVENER, Role.PARTY, Role.OPERATOR, Role.SUPERVISOR
+IM = Role.IMPLEMENTER
+#: Being carried out: results published, or reopened after the submitter's 不满意.
+IMPLEMENTING = {S.RESULTS_PUBLISHED, S.REOPENED}
 OPEN_BEFORE_PUBLICATION = {S.SUBMITTED, S.REFERRED, S.AWAITING_APPROVAL, S.APPROVED}
 
 # fmt: off
@@ -213,15 +245,26 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     _t("cancel_meeting",   {S.MEETING_SCHEDULED},   S.RESEARCHING,       {C},      "meeting_cancelled",
        required=("reason",)),
     _t("record_meeting",   {S.MEETING_SCHEDULED},   S.OUTCOME_REVIEW,    {C, OP},  "meeting_recorded",
-       required=("consensus",), clock=True),
+       required=("consensus",), optional=("minutes", "meeting_photos"), clock=True),
     _t("approve_outcome",  {S.OUTCOME_REVIEW},      S.OUTCOME_APPROVED,  {P},      "outcome_approved",
        required=("implementer", "measures", "due")),
+    # Back to the convener, who records the outcome again (or holds another meeting).
+    _t("send_back_outcome", {S.OUTCOME_REVIEW},     S.MEETING_SCHEDULED, {P},      "outcome_sent_back",
+       required=("comment",)),
     _t("publish_results",  {S.OUTCOME_APPROVED},    S.RESULTS_PUBLISHED, {C},      "results_published",
        stamps="results_published_at"),
-    _t("record_progress",  {S.RESULTS_PUBLISHED},   S.RESULTS_PUBLISHED, {C, OP},  "progress_recorded",
+    _t("record_progress",  IMPLEMENTING,            S.RESULTS_PUBLISHED, {C, OP, IM}, "progress_recorded",
        required=("note",)),
-    _t("complete",         {S.RESULTS_PUBLISHED},   S.IMPLEMENTED,       {C},      "implemented",
+    # A department answers in writing by a deadline (004 §4(四)): a clocked step of its own.
+    _t("request_reply",    IMPLEMENTING,            S.AWAITING_REPLY,    {C, OP},  "reply_requested",
+       required=("department", "reply_due"), clock=True, deadline="reply_due"),
+    _t("record_reply",     {S.AWAITING_REPLY},      S.RESULTS_PUBLISHED, {C, OP, IM}, "reply_recorded",
+       required=("reply",)),
+    _t("complete",         IMPLEMENTING,            S.IMPLEMENTED,       {C},      "implemented",
        required=("summary",)),
+    # The submitter's 不满意 (workflow/satisfaction.py): back on the convener's list.
+    _t("reopen",           {S.IMPLEMENTED},         S.REOPENED,          {SUBMITTER}, "reopened",
+       required=("reason",), clock=True),
     _t("withdraw",         OPEN_BEFORE_PUBLICATION, S.WITHDRAWN,         {SUBMITTER}, "withdrawn",
        optional=("reason",)),
 )}

@@ -228,6 +228,9 @@ MODERATE = Ref("moderate", "md:", _decision, _decision_encode)
 POLL_VOTE = Ref("poll_vote", "pv:", _pair, _pair_encode)
 #: The convener's new poll: a candidate topic picked (or unpicked), by topic id.
 POLL_PICK = Ref("poll_pick", "pk:", _number)
+#: “Is it solved?” once a topic is implemented: ``sa:<topic_id>:<1|2|3>`` (满意, 基本满意,
+#: 不满意; workflow/satisfaction.py, dialogs/satisfaction.py).
+SATISFACTION = Ref("satisfaction", "sa:", _pair, _pair_encode)
 
 #: Research (dialogs/research.py): naming its participants for a topic (by topic id), one
 #: of them picked or unpicked (``yp:<topic>:<person>``), a named person's confirmation (by
@@ -320,6 +323,7 @@ BUTTONS = Registry(
         FINDINGS_MEDIA,
         MEETING_INVITE,
         MEETING_JOIN,
+        SATISFACTION,
     ],
 )
 STARTS = Registry([], [START_ROOM, START_INVITE, START_TOPIC, START_MEETING, START_PLAIN])

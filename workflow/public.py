@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.db import select_columns
 from storage.models import Attachment, Room, Topic, TopicEvent
 from storage.participation import Follow, Like, Poll, PollOption, PollVote, Suggestion
-from workflow.lifecycle import PUBLIC_STATES, State
+from workflow.lifecycle import PUBLIC_STATES, RESULT_STATES
 
 PAGE_SIZE = 20
 #: A search reads at most this many topics of the scope per request (newest first).
@@ -47,9 +47,12 @@ TIMELINE: dict[str, tuple[str, ...]] = {
     "approve_outcome": (),
     "publish_results": (),
     "record_progress": ("note",),
+    "request_reply": ("department", "reply_due"),
+    "record_reply": ("reply",),
     "complete": ("summary",),
+    "reopen": (),
 }
-RESULTS_STATES = frozenset({State.RESULTS_PUBLISHED, State.IMPLEMENTED})
+RESULTS_STATES = RESULT_STATES
 _PUBLIC = sorted(PUBLIC_STATES)
 
 

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import OutboxMessage, Person, Room, Topic, TopicEvent
 from workflow.lifecycle import State
 from workflow.overdue import OverdueItem, list_overdue
+from workflow.satisfaction import Round, rounds
 from workflow.workdays import WorkdayCalendar
 
 _Row = TypeVar("_Row", Room, Person)
@@ -78,6 +79,8 @@ class TopicRecord:
     #: The rooms and people the topic, its events and its messages name.
     rooms: dict[int | None, Room]
     people: dict[int | None, Person]
+    #: 问题解决了吗？ — the answers, one round per implementation.
+    satisfaction: Sequence[Round] = ()
 
 
 async def topic_record(session: AsyncSession, number: str) -> TopicRecord | None:
@@ -102,12 +105,19 @@ async def topic_record(session: AsyncSession, number: str) -> TopicRecord | None
         Room,
         [topic.room_id, *(r for e in events for r in (e.room_id, e.from_room_id))],
     )
+    assert topic.id is not None
+    answered = await rounds(session, topic.id)
     people = await names(
         session,
         Person,
-        [topic.submitter_id, *(e.actor_id for e in events), *(m.person_id for m in outbox)],
+        [
+            topic.submitter_id,
+            *(e.actor_id for e in events),
+            *(m.person_id for m in outbox),
+            *(a.person_id for r in answered for a in r.answers),
+        ],
     )
-    return TopicRecord(topic, events, outbox, rooms, people)
+    return TopicRecord(topic, events, outbox, rooms, people, answered)
 
 
 @dataclass(frozen=True)

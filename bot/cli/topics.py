@@ -133,6 +133,25 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
             }
             for m in outbox
         ]
+        satisfaction = [
+            {
+                "implemented_at": r.round.isoformat(),
+                "submitter": r.submitter,
+                "submitter_reason": r.submitter_reason,
+                "public": dict(r.public),
+                "answers": [
+                    {
+                        "who": who(a.person_id),
+                        "as": a.answerer,
+                        "answer": a.answer,
+                        "reason": a.reason,
+                        "at": a.at.isoformat(),
+                    }
+                    for a in r.answers
+                ],
+            }
+            for r in record.satisfaction
+        ]
         summary = _topic_summary(topic, rooms)
         summary |= {
             "background": topic.background,
@@ -142,7 +161,12 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
         if args.json:
             print(
                 json.dumps(
-                    {**summary, "history": history, "deliveries": deliveries},
+                    {
+                        **summary,
+                        "history": history,
+                        "deliveries": deliveries,
+                        "satisfaction": satisfaction,
+                    },
                     ensure_ascii=False,
                     indent=2,
                 )
@@ -166,6 +190,18 @@ async def cmd_topics_show(config: Config, args: argparse.Namespace) -> int:
             )
             for name, value in e.fields.items():
                 print(f"        {label('fields', name)}: {value}")
+        if satisfaction:
+            print("satisfaction (问题解决了吗？):")
+        for r in record.satisfaction:
+            public = "，".join(
+                f"{label('satisfaction', a)} {n}" for a, n in sorted(r.public.items())
+            )
+            given = label("satisfaction", r.submitter) if r.submitter else "-"
+            print(f"  implemented {when(r.round)}: submitter {given}; public {public or '-'}")
+            for a in r.answers:
+                reason = f": {a.reason}" if a.reason else ""
+                shown = label("satisfaction", a.answer)
+                print(f"    {who(a.person_id)} ({a.answerer}) {shown}{reason}")
         print("deliveries:")
         for d in deliveries:
             error = f"  ({d['last_error']})" if d["last_error"] else ""

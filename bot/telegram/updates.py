@@ -118,7 +118,8 @@ def _content(message: Message, base: Inbound) -> Inbound | None:
     caption = message.caption or ""
     if message.photo:
         largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return make("image", text=caption, media=Media(largest.file_id, "image/jpeg"))
+        media = Media(largest.file_id, "image/jpeg", size=largest.file_size or 0)
+        return make("image", text=caption, media=media)
     document = message.document
     if document and message.animation is None and document.mime_type in IMAGE_TYPES:
         return make("image", text=caption, media=Media(document.file_id, document.mime_type))

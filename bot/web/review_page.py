@@ -295,7 +295,8 @@ def _inputs(
     names = [
         name
         for name in (*transition.required, *transition.optional)
-        if FIELDS[name].kind != "photos" or photos  # no photos: nothing to choose
+        if (FIELDS[name].kind != "photos" or photos)  # no photos: nothing to choose
+        and FIELDS[name].kind != "uploads"  # photos are sent in the chat, not on a page
     ]
     return [
         {

@@ -34,9 +34,11 @@ from bot.web.public_pages import HEADERS, html
 from bot.web.wechat_codes import temporary_code
 from bot.wechat.client import WeChatAPI, WeChatError
 from bot.wechat.jssdk import JsapiTickets
+from workflow import satisfaction
 from workflow.clock import CHINA, last_day
 from workflow.participation import SUGGESTION_MAX, stance, suggestions_open
 from workflow.public import approved_photo, find_public_topic, public_topic
+from workflow.satisfaction import rounds
 from workflow.texts import by_day
 
 ROUTE = "/t/{number}"
@@ -89,6 +91,7 @@ def setup(app: web.Application, services: Services) -> None:
             viewer = web_auth.viewer(request, services) if in_wechat else None
             assert topic.id is not None
             mine = await stance(session, viewer.person_id, topic.id) if viewer else None
+            answered = await rounds(session, topic.id)
         bot = config.telegram.bot_username
         offer = await subscribe(request)
         script_nonce = secrets.token_urlsafe(16) if offer else ""
@@ -115,6 +118,9 @@ def setup(app: web.Application, services: Services) -> None:
             limit=SUGGESTION_MAX,
             said=request.query.get("said", ""),
             now=now,
+            # 问题解决了吗？ — the latest implementation's answers (ratings, not reasons).
+            satisfaction=answered[-1] if answered else None,
+            answers=satisfaction.ANSWERS,
         )
         response = html(page)
         if offer:  # the JS-SDK, and our one inline script

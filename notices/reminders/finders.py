@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notices.audiences import room_followers
 from notices.poll_pushes import close_polls
+from notices.reminders import satisfaction
 from notices.reminders.kinds import (
     Due,
     Finder,
@@ -74,6 +75,7 @@ def _review_due(sweep: Sweep, step: OverdueStep) -> Due:
             "title": step.title,
             "room": sweep.tree[step.room_id].name,
             "state": label("states", step.state),
+            "step": step.state,
             "waited": clock.waited(step),
             "overdue": clock.overdue(step),
             "due": clock.due_on(step),
@@ -291,6 +293,14 @@ REMINDERS: tuple[Reminder, ...] = (
     Reminder("meeting.live", live_links, Listed(), office_hours=False),
     # A room's followers: one digest a day of what its topics did (notices/pushes.py tells a
     # topic's own audience at once).
+    # Implemented, and the submitter has not said whether it is solved: asked once more,
+    # then recorded as unanswered (workflow/satisfaction.py).
+    Reminder(
+        satisfaction.AGAIN, satisfaction.ask_again, Submitter(), buttons=satisfaction.answer_buttons
+    ),
+    Reminder(
+        "satisfaction.unanswered", satisfaction.record_unanswered, Listed(), office_hours=False
+    ),
     Reminder(
         "room.digest",
         room_digests,

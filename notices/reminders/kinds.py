@@ -38,12 +38,17 @@ class ReminderSettings:
     #: How often sweeps run: a reminder moved out of someone's night goes this much before
     #: the night begins, so that the sweep that sends it is not in the night yet.
     sweep_interval: timedelta = timedelta(minutes=10)
+    #: “Is it solved?” unanswered this long after implementation: asked once more; as long
+    #: again after that: recorded as unanswered.
+    satisfaction_after: timedelta = timedelta(days=7)
 
     def __post_init__(self) -> None:
         if self.work_end <= self.work_start:
             raise ValueError("work_end must be later than work_start")
         if self.escalate_after_days < 1:
             raise ValueError("escalate_after_days must be at least 1")
+        if self.satisfaction_after <= timedelta(0):
+            raise ValueError("satisfaction_after must be positive")
 
 
 @dataclass(frozen=True)
