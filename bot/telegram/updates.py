@@ -122,7 +122,8 @@ def _content(message: Message, base: Inbound) -> Inbound | None:
         return make("image", text=caption, media=media)
     document = message.document
     if document and message.animation is None and document.mime_type in IMAGE_TYPES:
-        return make("image", text=caption, media=Media(document.file_id, document.mime_type))
+        media = Media(document.file_id, document.mime_type, size=document.file_size or 0)
+        return make("image", text=caption, media=media)
     if document and message.animation is None:  # a file: the flows that take files take it
         file = Media(
             document.file_id,
