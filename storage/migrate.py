@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import make_engine
 
@@ -46,6 +48,14 @@ async def current_revision(url: str) -> str | None:
             )
     finally:
         await engine.dispose()
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database's schema is at (None: never migrated), read through
+    ``engine`` (the service's own pool), as ``/readyz`` and ``doctor`` ask it."""
+    async with engine.connect() as connection:
+        found = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
+    return found[0][0] if found else None
 
 
 def head_revision() -> str | None:

@@ -27,7 +27,7 @@ from bot.services import Services, build_services
 from bot.telegram.client import make_bot
 from bot.telegram.webhook import WEBHOOK_PATH
 from bot.wechat.client import WeChatAPI, WeChatError
-from storage.migrate import head_revision
+from storage.migrate import head_revision, schema_revision
 
 Status = Literal["ok", "warn", "FAIL"]
 #: A check that has not answered by then is reported as failed (a hung host, a firewall).
@@ -73,12 +73,10 @@ async def _database(services: Services) -> list[Finding]:
     try:
         async with services.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
-            found = (
-                await connection.execute(text("SELECT version_num FROM alembic_version"))
-            ).all()
+        current = await schema_revision(services.engine)
     except Exception as exc:
         return [Finding("database", "FAIL", f"cannot use {_where(services)}: {_short(exc)}")]
-    current, head = (found[0][0] if found else None), head_revision()
+    head = head_revision()
     schema = (
         Finding("migrations", "ok", f"schema at {head}")
         if current == head

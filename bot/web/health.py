@@ -35,7 +35,7 @@ from sqlmodel import col, select
 
 from bot.logs import REQUEST_ID
 from bot.services import Services
-from storage.migrate import head_revision
+from storage.migrate import head_revision, schema_revision
 from storage.models import OutboxMessage
 from workflow.overdue import overdue_query
 
@@ -114,9 +114,7 @@ async def _ping(engine: AsyncEngine) -> None:
 
 
 async def _schema_current(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        found = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    current, head = (found[0][0] if found else None), _HEAD
+    current, head = await schema_revision(engine), _HEAD
     if current != head:
         raise _NotCurrent(f"schema at {current}, this code needs {head} (mashangyi db upgrade)")
 
