@@ -220,9 +220,20 @@ class InboxSettings(Section):
     spool_dir: str = "var/spool"
 
 
+MediaBackend = Literal["local", "s3"]
+
+
 class MediaSettings(Section):
+    #: "local": files under ``dir``; "s3": an S3-compatible bucket (``s3_*`` keys).
+    backend: MediaBackend = "local"
     dir: str = "var/media"
     max_bytes: Annotated[int, POSITIVE] = 10 * 1024 * 1024
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
 
 
 class ReviewSettings(Section):
@@ -348,6 +359,8 @@ class Config(BaseSettings):
             )
         # The mode and the key agree: a key with mode plain is ambiguous (which one was
         # meant?), and compatible or safe cannot decrypt without it.
+        if self.media.backend == "s3" and not self.media.s3_bucket:
+            raise _problem("media.s3_bucket: required when media.backend is 's3'")
         mode, has_key = self.wechat.message_mode, bool(self.wechat.encoding_aes_key)
         if mode == "plain" and has_key:
             raise _problem(

@@ -1,5 +1,6 @@
 """Photos and recordings: downloaded from the platform soon after they arrive (WeChat's
-temporary media expire after three days), off the request path, and kept in a store."""
+temporary media expire after three days), off the request path, checked (``admit``: by
+their bytes, against what each kind may be) and kept in the media store."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import hashlib
 import logging
 import mimetypes
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import or_
 from sqlmodel import col, select, update
 
+from bot.media_store import MediaStore, Refused, admit
 from storage.db import SessionFactory, transaction
 from storage.models import Attachment
 from workflow.clock import Clock
@@ -22,6 +23,10 @@ from workflow.clock import Clock
 log = logging.getLogger("mashangyi.media")
 #: 1, 2, 4, 8 minutes between tries; WeChat keeps temporary media for three days.
 RETRY_BASE = timedelta(minutes=1)
+#: When the store itself fails (a full disk, the bucket unreachable), the platform was not
+#: at fault: try again this much later without counting it, until WeChat's three days end.
+STORE_RETRY = timedelta(minutes=5)
+STORE_GIVES_UP = timedelta(days=3)
 
 
 class MediaFetcher(Protocol):
@@ -34,27 +39,6 @@ class MediaTooLarge(Exception):
     pass
 
 
-class LocalMediaStore:
-    """Files under one directory; keys are relative paths. Swap for object storage later."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    async def put(self, key: str, data: bytes) -> None:
-        path = self.root / key
-        await asyncio.to_thread(_write, path, data)
-
-    async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread((self.root / key).read_bytes)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)  # never a half-written file under the real name
-
-
 class MediaDownloader:
     """Claims pending attachments of channels it can fetch from and stores them."""
 
@@ -62,7 +46,7 @@ class MediaDownloader:
         self,
         sessions: SessionFactory,
         fetchers: dict[str, MediaFetcher],
-        store: LocalMediaStore,
+        store: MediaStore,
         clock: Clock,
         *,
         max_bytes: int,
@@ -112,19 +96,31 @@ class MediaDownloader:
             data, content_type = await self.fetchers[row.channel].fetch(row.source_ref)
             if len(data) > self.max_bytes:
                 raise MediaTooLarge(f"{len(data)} bytes > {self.max_bytes}")
-            digest = hashlib.sha256(data).hexdigest()
-            key = _key(row, digest, content_type or row.content_type, self.clock.now())
-            await self.store.put(key, data)
+            kept = admit(row.kind, data, content_type or row.content_type)
         except Exception as exc:  # any failure: count it, keep the row, try again later
             log.warning("media %s: download failed: %s", row.id, exc)
             attempts = row.attempts + 1
-            failed = attempts >= self.max_attempts or isinstance(exc, MediaTooLarge)
+            permanent = isinstance(exc, (MediaTooLarge, Refused))
             await self._update(
                 row,
-                status="failed" if failed else "pending",
+                status="failed" if permanent or attempts >= self.max_attempts else "pending",
                 attempts=attempts,
                 not_before=self.clock.now() + RETRY_BASE * 2 ** (attempts - 1),
                 last_error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            return False
+        digest = hashlib.sha256(data).hexdigest()
+        key = _key(row, digest, kept.content_type, self.clock.now())
+        try:
+            await self.store.put(key, data, kept.content_type)
+        except Exception as exc:  # our side: a full disk, the bucket away
+            log.error("media %s: cannot store %s: %s", row.id, key, exc)
+            now = self.clock.now()
+            await self._update(
+                row,
+                status="failed" if now - row.created_at > STORE_GIVES_UP else "pending",
+                not_before=now + STORE_RETRY,
+                last_error=f"store: {type(exc).__name__}: {exc}"[:500],
             )
             return False
         await self._update(
@@ -133,7 +129,7 @@ class MediaDownloader:
             storage_key=key,
             sha256=digest,
             size_bytes=len(data),
-            content_type=content_type or row.content_type,
+            content_type=kept.content_type,
             attempts=row.attempts + 1,
             last_error=None,
         )

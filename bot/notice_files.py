@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlmodel import select
 
-from bot.media import LocalMediaStore
+from bot.media_store import LocalMediaStore, MediaStore
 from bot.poster import FontError, PosterFont, find_font
 from notices.calendar_file import meeting_ics
 from notices.message import FileRef
@@ -59,7 +60,7 @@ class NoticeStore:
     def __init__(
         self,
         sessions: SessionFactory,
-        store: LocalMediaStore,
+        store: MediaStore,
         public_base_url: str,
         font: Path | None = None,
         *,
@@ -90,8 +91,8 @@ class NoticeStore:
         except (FileNotFoundError, KeyError):
             pass
         png, pdf = await asyncio.to_thread(_render, notice, find_font(self.font))
-        await self.store.put(png_key, png)
-        await self.store.put(pdf_key, pdf)
+        await self.store.put(png_key, png, "image/png")
+        await self.store.put(pdf_key, pdf, "application/pdf")
         return NoticeFiles(notice, png, pdf, version)
 
     async def read(self, ref: FileRef) -> bytes:
@@ -125,16 +126,25 @@ class NoticeStore:
             raise PermanentFailure(f"no meeting {code}")
         page = f"{self.public_base_url.rstrip('/')}/m/{code}"
         data = meeting_ics(meeting, topic, page, self.clock.now())
-        await self.store.put(key, data)
+        await self.store.put(key, data, "text/calendar")
         return data
 
     async def path(self, ref: FileRef) -> Path:
-        """Where the file is on disk (the console shows it), made first if need be."""
-        target = self.store.root / ref.key
-        if not target.exists():
-            data = await self.read(ref)
-            await self.store.put(ref.key, data)
+        """Where the file is on disk (the console shows it), made first if need be; with a
+        bucket for a store, a copy in the temporary directory."""
+        if isinstance(self.store, LocalMediaStore):
+            target = self.store.path(ref.key)
+            if not target.exists():
+                await self.store.put(ref.key, await self.read(ref))
+            return target
+        target = Path(tempfile.gettempdir()) / "mashangyi-files" / ref.key
+        await asyncio.to_thread(_copy_to, target, await self.read(ref))
         return target
+
+
+def _copy_to(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 def _render(notice: Notice, font: PosterFont) -> tuple[bytes, bytes]:

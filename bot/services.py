@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Config, ConfigError
 from bot.edge import is_transient
 from bot.identity import WorkerIdentity, lock_dir, take_identity
-from bot.media import LocalMediaStore, MediaDownloader, MediaFetcher
+from bot.media import MediaDownloader, MediaFetcher
+from bot.media_store import MediaStore, build_media_store
 from bot.notice_files import NoticeStore
 from bot.telegram import telegram_outbound
 from bot.telegram.sender import build_limiter
@@ -63,7 +64,7 @@ class Services:
     calendar: WorkdayCalendar
     lifecycle: Lifecycle
     dialogs: Dialogs
-    media_store: LocalMediaStore
+    media_store: MediaStore
     #: The printable notices' files (bot/notice_files.py), which the senders read too.
     notices: NoticeStore
     senders: dict[str, Sender] = field(default_factory=dict)
@@ -191,6 +192,7 @@ class Services:
             self._identity = None
         if self.redis is not None:
             await self.redis.aclose()
+        await self.media_store.close()
 
 
 def build_calendar(config: Config) -> WorkdayCalendar:
@@ -256,7 +258,7 @@ def build_services(config: Config, clock: Clock | None = None) -> Services:
     sessions = make_session_factory(engine)
     records = make_session_factory(record_engine)
     dialogs = config.dialogs
-    media_store = LocalMediaStore(config.media_dir())
+    media_store = build_media_store(config)
     font = config.poster.font
     notices = NoticeStore(
         sessions,

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from bot.media import LocalMediaStore
+from bot.media_store import MediaStore
 from storage.db import SessionFactory, transaction
 from storage.models import Attachment, Person, Topic
 from storage.participation import Follow, Like, Poll, PollOption, PollVote, Suggestion
@@ -58,7 +58,7 @@ async def publicized(world: World, room: str, title: str, **kw: Any) -> Topic:
     return await world.walk(await world.open(room, title=title, **kw), ROUTES[State.PUBLICIZED])
 
 
-async def photo(world: World, topic: Topic, name: str, media: LocalMediaStore) -> int:
+async def photo(world: World, topic: Topic, name: str, media: MediaStore) -> int:
     """A stored photo of ``topic`` (as the media downloader leaves it)."""
     async with transaction(world.sessions) as session:
         attachment = Attachment(
@@ -80,7 +80,7 @@ async def published_with_photos(
     world: World,
     room: str,
     title: str,
-    media: LocalMediaStore,
+    media: MediaStore,
     names: dict[str, bool],
     photos: dict[str, int],
     **kw: Any,
@@ -95,7 +95,7 @@ async def published_with_photos(
     return await world.reload(topic)
 
 
-async def seed(sessions: SessionFactory, clock: FixedClock, media: LocalMediaStore) -> Board:
+async def seed(sessions: SessionFactory, clock: FixedClock, media: MediaStore) -> Board:
     world = await build_world(sessions, clock)
     board = Board(world)
     async with transaction(sessions) as session:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import ipaddress
 import os
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,15 +251,19 @@ async def _calendar(services: Services) -> list[Finding]:
 
 
 async def _media(services: Services) -> list[Finding]:
-    directory = services.config.media_dir()
-    probe = directory / f".doctor-{os.getpid()}"
+    """Write a file into the media store, read it back and remove it: the store the
+    service uses, local directory or bucket."""
+    store = services.media_store
+    key, probe = f".doctor/{os.getpid()}-{secrets.token_hex(4)}", b"doctor"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        await store.put(key, probe, "text/plain")
+        back = await store.get(key)
+        await store.delete(key)
     except OSError as exc:
-        return [Finding("media", "FAIL", f"cannot write in {directory}: {exc.strerror or exc}")]
-    return [Finding("media", "ok", f"{directory} is writable")]
+        return [Finding("media", "FAIL", f"cannot write in {store.describe()}: {_short(exc)}")]
+    if back != probe:
+        return [Finding("media", "FAIL", f"{store.describe()} gave back other bytes")]
+    return [Finding("media", "ok", f"{store.describe()} is writable")]
 
 
 def _where(services: Services) -> str:

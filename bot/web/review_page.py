@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.media_store import MediaMissing
 from bot.services import Services
 from bot.web.pages import PAGES
 from storage.db import transaction
@@ -134,6 +135,8 @@ class ReviewPage:
                 ):
                     raise web.HTTPNotFound()
             data = await self.services.media_store.get(attachment.storage_key)
+        except MediaMissing:  # lost from the store (a restore without the media)
+            raise web.HTTPNotFound() from None
         except Refused as refused:
             return await self._refused(request, refused, now)
         return web.Response(body=data, content_type=attachment.content_type, headers=HEADERS)

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.media_store import MediaMissing
 from bot.qr import telegram_link
 from bot.services import Services
 from bot.web import web_auth
@@ -161,7 +162,10 @@ def setup(app: web.Application, services: Services) -> None:
             )
         if attachment is None:
             raise web.HTTPNotFound()
-        data = await services.media_store.get(attachment.storage_key)
+        try:
+            data = await services.media_store.get(attachment.storage_key)
+        except MediaMissing:  # lost from the store (a restore without the media): not ours
+            raise web.HTTPNotFound() from None
         return web.Response(body=data, content_type=attachment.content_type, headers=HEADERS)
 
     app.router.add_get(ROUTE, get)
